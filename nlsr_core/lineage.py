@@ -1,0 +1,63 @@
+"""Audit records: `lineage.json` beside every produced artifact (DESIGN §3).
+
+A record names the stage, the digests of its input artifacts, the params it used, the seed and the code
+version. Records chain: each input that has its own lineage is referenced by path and digest, so
+`nlsr audit` can walk from a realigned adapter back to the base model using these files alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from nlsr_core import __version__
+from nlsr_core.fileio import write_json
+
+LINEAGE_FILE = "lineage.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_dir(path: Path, exclude: tuple[str, ...] = (LINEAGE_FILE,)) -> str:
+    """Digest of a directory: relative path + file digest of every file, sorted; the lineage file excluded."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if f.name in exclude:
+            continue
+        h.update(f"{rel}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def input_record(path: Path, role: str) -> dict:
+    """Reference to an input artifact: role, path as given, digest."""
+    return {"role": role, "path": str(path), "sha256": sha256_dir(Path(path))}
+
+
+def write_lineage(out_dir: Path, stage: str, inputs: list[dict], params: dict, **extra) -> dict:
+    """Write `out_dir/lineage.json` and return the record. `extra` holds stage-specific fields."""
+    record = {"stage": stage, "code_version": __version__, "inputs": inputs, "params": params, **extra}
+    write_json(Path(out_dir) / LINEAGE_FILE, record)
+    return record
+
+
+def read_lineage(path: Path) -> dict:
+    """Read the lineage record of an artifact directory (or a lineage.json path)."""
+    path = Path(path)
+    f = path / LINEAGE_FILE if path.is_dir() else path
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no lineage record (expected a directory produced by an nlsr stage)")
+    return json.loads(f.read_text(encoding="utf-8"))

@@ -1,0 +1,74 @@
+"""The `nlsr` command group. Commands load lazily so `nlsr --help` imports no torch/transformers/mlflow.
+
+Each command is named exactly like its DVC stage and lives in `stages/<name with underscores>.py` as a
+Click command called `command`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+# command name -> (module, one-line help shown by `nlsr --help` without importing the module)
+COMMANDS = {
+    "prepare-data": ("stages.prepare_data", "Build the data suite and write data/prepared/ with its manifest."),
+    "align": ("stages.align", "Train the weak (SFT) and aligned (preference) LoRA adapters."),
+    "amplify": ("stages.amplify", "Extrapolate the aligned adapter into the super-aligned reference (eq. 2)."),
+    "finetune-poisoned": ("stages.finetune_poisoned", "Continue the aligned adapter on a task + poison mix."),
+    "identify-neurons": ("stages.identify_neurons", "Find the safety-critical neurons of the reference adapter."),
+    "realign": ("stages.realign", "Transplant safety neurons into a fine-tuned adapter (NLSR) or SafeLoRA."),
+    "judge": ("stages.judge", "Generate with each variant and score harmfulness, task accuracy, over-refusal."),
+    "report": ("stages.report", "Aggregate judged cells into metrics, tables and plots."),
+    "audit": ("stages.audit", "Print an artifact's lineage chain back to the base model."),
+    "generate": ("stages.generate", "Answer prompts with any produced adapter."),
+}
+
+
+class LazyGroup(click.Group):
+    """Lists COMMANDS from the table above; imports a command's module only when that command is resolved."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(COMMANDS[name][0]).command
+
+    def format_commands(self, ctx, formatter):
+        # The listing uses the table's short help, so `nlsr --help` imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nlsr")
+def group():
+    """nlsr: Neuron-Level Safety Realignment of LoRA adapters (Yi et al., AAAI 2025)."""
+
+
+def main(argv=None):
+    """Entry point: bad input (NlsrError) becomes one line on stderr and exit status 1."""
+    from nlsr_core.errors import NlsrError
+
+    try:
+        group.main(args=argv, prog_name="nlsr", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except (NlsrError, FileNotFoundError) as exc:
+        if os.environ.get("NLSR_DEBUG"):
+            raise
+        click.echo(f"nlsr: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

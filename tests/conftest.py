@@ -1,0 +1,49 @@
+"""Shared test fixtures: everything offline and tiny."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "paper"
+
+# Tests never reach a hub and never write to a user's MLflow store.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("NLSR_TRACKING", "off")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The paper's real data beside the checkout; tests that need it skip cleanly when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny-random model, loaded once per session (do not mutate it; load_model again for that)."""
+    from nlsr_core.models import ModelSpec, load_model
+
+    return load_model(ModelSpec("tiny-random"))
+
+
+def run_cli(args: list[str]):
+    """Run `nlsr ARGS` in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from stages.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
