@@ -1,15 +1,30 @@
 """Experiment tracking: the only module that imports mlflow (DESIGN §6.4).
 
-Stages open one `stage_run(...)` and hand it metrics (per-step train loss, HS, FA, wall time), input
-artifacts with digests, and artifact files. The pipeline writes to MLflow and never reads from it.
-`enabled=False` (NLSR_TRACKING=off, decided by the CLI layer) gives a tracker that records nothing.
+One MLflow experiment; a parent "pipeline" run keyed by (git commit, DVC experiment name); one child run per
+stage execution named after the DVC stage (e.g. `realign@sst2-p0.05-dpo`) with the parentRunId tag, the stage,
+experiment and commit as tags, params, metrics (train loss per step, HS, FA, wall time, peak memory), each input
+artifact with its digest (`log_inputs`, so "which reference patched which adapter" is a query) and the lineage
+JSON as an artifact. The pipeline writes to MLflow and never reads its results back; a disabled tracker
+(`enabled=False`) records nothing. Callers (the CLI layer) decide the URI and whether tracking is on.
 """
 from __future__ import annotations
 
 import contextlib
+import resource
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from nlsr_core.errors import NlsrError
+
+EXPERIMENT = "nlsr"
+PIPELINE_KEY_TAG = "nlsr.pipeline_key"
+
+
+class TrackingError(NlsrError):
+    """The tracking server cannot be reached or refused the run."""
 
 
 @dataclass
@@ -32,7 +47,132 @@ class Tracker:
         self.artifacts.append(str(path))
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """Where and under which parent a stage run goes."""
+
+    uri: str                      # absolute tracking URI (http://..., sqlite:////abs/path.db)
+    stage: str                    # DVC stage name, e.g. "realign"
+    key: str | None = None        # the foreach/matrix key, e.g. "sst2-p0.1-dpo"
+    commit: str = "unknown"
+    dvc_experiment: str = "workspace"
+
+
+class MlflowTracker(Tracker):
+    """Forwards everything to an MLflow child run as it happens."""
+
+    def __init__(self, name: str, client, run_id: str):
+        super().__init__(name)
+        self.client, self.run_id = client, run_id
+
+    def log_metric(self, key, value, step=None):
+        super().log_metric(key, value, step)
+        self.client.log_metric(self.run_id, key, float(value), step=step or 0)
+
+    def log_input(self, record):
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        super().log_input(record)
+        dataset = Dataset(name=f"{record['role']}:{Path(record['path']).name}", digest=record["sha256"][:32],
+                          source_type="local", source=str(record["path"]),
+                          profile=f'{{"sha256": "{record["sha256"]}"}}')
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context",
+                                                                           record["role"])])])
+
+    def log_artifact(self, path):
+        super().log_artifact(path)
+        self.client.log_artifact(self.run_id, str(path))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when an http(s) tracking server does not answer its health endpoint."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise TrackingError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it, set "
+                            "MLFLOW_TRACKING_URI to a reachable server, or set NLSR_TRACKING=off") from None
+
+
 @contextlib.contextmanager
-def stage_run(name: str, params: dict | None = None, enabled: bool = False) -> Iterator[Tracker]:
-    """Open a tracked run for one stage execution, e.g. name='realign@sst2-p0.05-dpo'."""
-    yield Tracker(name)
+def stage_run(name: str, params: dict | None = None, enabled: bool = False,
+              context: RunContext | None = None) -> Iterator[Tracker]:
+    """Open a tracked run for one stage execution; `name` like 'realign@sst2-p0.05-dpo'.
+
+    On exit the run gets `wall_time_s` and `peak_rss_mb` metrics and FINISHED/FAILED status.
+    """
+    if not enabled or context is None:
+        yield Tracker(name)
+        return
+    check_reachable(context.uri)
+    client = _client(context.uri)
+    run = client.create_run(_experiment_id(client), run_name=name, tags={
+        "mlflow.parentRunId": _parent_run_id(client, context),
+        "nlsr.stage": context.stage, "nlsr.key": context.key or "",
+        "nlsr.git_commit": context.commit, "nlsr.dvc_experiment": context.dvc_experiment,
+    })
+    tracker = MlflowTracker(name, client, run.info.run_id)
+    for key, value in sorted(flatten(params or {}).items()):
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    start, status = time.perf_counter(), "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    finally:
+        tracker.log_metric("wall_time_s", time.perf_counter() - start)
+        tracker.log_metric("peak_rss_mb", peak_rss_mb())
+        client.set_terminated(run.info.run_id, status=status)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
+def flatten(params: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params are flat."""
+    out = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(EXPERIMENT)
+    except Exception:  # created concurrently by a parallel stage: read it back
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def _parent_run_id(client, context: RunContext) -> str:
+    """The pipeline run for (commit, DVC experiment): reused by every stage of one `dvc repro`/`dvc exp run`."""
+    key = f"{context.commit}:{context.dvc_experiment}"
+    exp_id = _experiment_id(client)
+    found = client.search_runs([exp_id], filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=f"pipeline@{context.dvc_experiment}", tags={
+        PIPELINE_KEY_TAG: key, "nlsr.git_commit": context.commit, "nlsr.dvc_experiment": context.dvc_experiment})
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id

@@ -28,3 +28,68 @@ def tracking_enabled() -> bool:
 def model_option(f):
     return click.option("--model", "model_name", default="smollm2-135m", show_default=True,
                         help="tiny-random | smollm2-135m | a Hugging Face id or model directory")(f)
+
+
+# The alignment methods `nlsr align` knows (nlsr_core.train.ALIGNERS; a test keeps the two equal). Kept here
+# so prepare-data can check the sweep without importing TRL.
+ALIGN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+
+
+def check_align_methods(methods: list[str]) -> None:
+    unknown = [m for m in methods if m not in ALIGN_METHODS]
+    if unknown:
+        raise NlsrError(f"sweep.align_methods: unknown method '{unknown[0]}'; expected one of {', '.join(ALIGN_METHODS)}")
+
+
+def repo_root():
+    """The git work tree holding the current directory (DVC runs stages from the repo root), else cwd."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return Path(out.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return Path.cwd()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else sqlite in .mlflow/ at the repo root (absolute: DVC may change cwd)."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = repo_root() / ".mlflow"
+    store.mkdir(exist_ok=True)
+    return f"sqlite:///{store.resolve() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "uncommitted"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def tracked(stage: str, key: str | None, params: dict):
+    """Context manager for one tracked stage execution: `with tracked("realign", key, params) as tr:`.
+
+    The run is named `stage@key`; the MLflow URI, git commit and DVC experiment come from the environment here,
+    in the CLI layer, so nlsr_core stays free of environment reads. An unreachable server fails before work.
+    """
+    import os
+
+    from nlsr_core.tracking import RunContext, stage_run
+
+    enabled = tracking_enabled()
+    context = None
+    if enabled:
+        context = RunContext(uri=tracking_uri(), stage=stage, key=key, commit=git_commit(),
+                             dvc_experiment=os.environ.get("DVC_EXP_NAME", "workspace"))
+    return stage_run(f"{stage}@{key}" if key else stage, params, enabled=enabled, context=context)
