@@ -42,9 +42,13 @@ def check_align_methods(methods: list[str]) -> None:
 
 
 def repo_root():
-    """The git work tree holding the current directory (DVC runs stages from the repo root), else cwd."""
+    """DVC_ROOT (set by DVC for stage commands), else the git work tree holding the cwd, else the cwd."""
+    import os
     import subprocess
     from pathlib import Path
+
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
 
     try:
         out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10)
