@@ -12,7 +12,8 @@ SIZE_KEYS = ("sft_refusal", "sft_benign", "preference", "identify", "eval_harmfu
 def _size_options(f):
     for key in reversed(SIZE_KEYS):
         # Both spellings: DVC's dict unpacking of ${data.sizes} passes --sft_refusal 256 ...
-        f = click.option(f"--{key.replace('_', '-')}", f"--{key}", key, type=int, default=None,
+        names = dict.fromkeys([f"--{key.replace('_', '-')}", f"--{key}"])
+        f = click.option(*names, key, type=int, default=None,
                          help=f"rows in the {key} split (data.sizes.{key})")(f)
     return f
 

@@ -1,0 +1,217 @@
+"""Data suite for NLSR: alignment, identification, evaluation, task and poison splits (DESIGN §3, §5, §7).
+
+A `DataSpec` names a source (`synthetic` | `local` | `hub`), a seed, the tasks and the split sizes;
+`build_suite(spec)` dispatches through `SOURCES` and returns a `Suite` of plain row dicts whose schemas are
+the prepared-data layout:
+
+    sft          {id, prompt, response, kind: "refusal" | "benign"}   SFT data for the weak adapter W0
+    preference   {id, prompt, chosen, rejected}                       chosen = refusal, rejected = compliance
+    identify     {id, prompt, response}                               safety set X̂ (harmful prompt + safe answer)
+    eval_harmful {id, prompt}                                         held-out harmful prompts (HS)
+    eval_benign  {id, prompt}                                         sensitive-looking benign prompts (over-refusal)
+    poison_pool  {id, prompt, response}                               harmful prompt + compliant answer
+    task_train / task_test: {task: [{id, prompt, response, label}]}
+
+`prompt` is always the raw user text; chat/alpaca formatting happens later (`templates.py`).
+`prepare.prepare` writes a suite plus the poisoned fine-tuning cells (`mixing.mix_poison`) to disk.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Sequence
+
+from nlsr_core.errors import NlsrError
+
+
+class DataError(NlsrError):
+    """Bad data input (file, row, size, spec); the message is one line for the CLI."""
+
+
+TASKS = ("sst2", "agnews", "gsm8k")
+
+# The paper's task instructions (its `<task>/*.json` files); every source joins instruction and input the same
+# way (`join_prompt`), so a prompt looks alike whether it came from synthetic, local or hub data.
+SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
+AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+AGNEWS_INSTRUCTION = ("Categorize the news article given in the input into one of the 4 categories:\n\n"
+                      + "\n".join(AGNEWS_LABELS))
+GSM8K_SUFFIX = "First think step by step and then answer the final number."
+GSM8K_ANSWER = "The final answer is:"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Rows per split; `task_train` / `task_test` are per task. Defaults = the embedded profile (params.yaml)."""
+
+    sft_refusal: int = 256
+    sft_benign: int = 256
+    preference: int = 128
+    identify: int = 64
+    eval_harmful: int = 50
+    eval_benign: int = 50
+    task_train: int = 400
+    task_test: int = 48
+    poison_pool: int = 100
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # bool is an int subclass; a YAML `true` here is a typo, not a size.
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DataError(f"data.sizes.{f.name}: expected an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What to build. `local_dir` is the paper-data folder (source `local` only)."""
+
+    source: str = "synthetic"
+    seed: int = 0
+    local_dir: str | None = None
+    tasks: tuple[str, ...] = ("sst2",)
+    sizes: Sizes = field(default_factory=Sizes)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "seed": self.seed, "local_dir": self.local_dir,
+                "tasks": list(self.tasks), "sizes": asdict(self.sizes)}
+
+
+@dataclass
+class Suite:
+    """Every split of one prepared data suite (row schemas in the module docstring)."""
+
+    sft: list[dict]
+    preference: list[dict]
+    identify: list[dict]
+    eval_harmful: list[dict]
+    eval_benign: list[dict]
+    poison_pool: list[dict]
+    task_train: dict[str, list[dict]]
+    task_test: dict[str, list[dict]]
+
+
+# Keys every row of a split must carry (prepared-data layout, common contract).
+ROW_KEYS = {
+    "sft": ("id", "prompt", "response", "kind"),
+    "preference": ("id", "prompt", "chosen", "rejected"),
+    "identify": ("id", "prompt", "response"),
+    "eval_harmful": ("id", "prompt"),
+    "eval_benign": ("id", "prompt"),
+    "poison_pool": ("id", "prompt", "response"),
+    "task": ("id", "prompt", "response", "label"),
+}
+
+
+def join_prompt(instruction: str, text: str = "") -> str:
+    """Raw user prompt = instruction, blank line, input (the Alpaca fields without their `###` wrapper)."""
+    instruction, text = instruction.strip(), text.strip()
+    return f"{instruction}\n\n{text}" if text else instruction
+
+
+def gsm8k_prompt(question: str) -> str:
+    """The paper's GSM8K prompt: question + the step-by-step instruction on its own line."""
+    return f"{question.strip()}\n{GSM8K_SUFFIX}"
+
+
+def rng_for(seed: int, split: str) -> random.Random:
+    """Independent stream per split: `random.Random` seeded with a string is stable across runs (sha512)."""
+    return random.Random(f"nlsr-data:{seed}:{split}")
+
+
+def norm_text(text: str) -> str:
+    """Comparison key for prompts: case and whitespace folded (used for train/eval disjointness)."""
+    return " ".join(text.lower().split())
+
+
+def take(rows: Sequence, k: int, rng: random.Random, what: str):
+    """`k` rows drawn without replacement, in random order; too few rows is a one-line DataError."""
+    if k > len(rows):
+        raise DataError(f"{what}: needs {k} rows but only {len(rows)} are available (lower data.sizes)")
+    return rng.sample(list(rows), k)
+
+
+def dedupe(rows: Sequence[dict], key: str = "prompt") -> list[dict]:
+    """First row per normalised `key` (order kept): one example per prompt."""
+    seen, out = set(), []
+    for row in rows:
+        k = norm_text(row[key])
+        if k not in seen:
+            seen.add(k)
+            out.append(row)
+    return out
+
+
+def with_ids(rows: Sequence[dict], prefix: str) -> list[dict]:
+    """Rows with a stable `id` = prefix + zero-padded position, e.g. `sft-000123`; `id` first for readability."""
+    return [{"id": f"{prefix}-{i:06d}", **{k: v for k, v in row.items() if k != "id"}} for i, row in enumerate(rows)]
+
+
+def cell_key(task: str, p: float) -> str:
+    """Name of a fine-tuning cell, e.g. `cell_key("sst2", 0.05) == "sst2-p0.05"`."""
+    return f"{task}-p{p:g}"
+
+
+def check_spec(spec: DataSpec) -> None:
+    """Reject an unknown source/task or a malformed spec with a one-line DataError."""
+    if spec.source not in SOURCES:
+        raise DataError(f"data.source: unknown source {spec.source!r}; expected one of {sorted(SOURCES)}")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int):
+        raise DataError(f"data.seed: expected an integer, got {spec.seed!r}")
+    if not isinstance(spec.sizes, Sizes):
+        raise DataError(f"data.sizes: expected a Sizes object, got {type(spec.sizes).__name__}")
+    if isinstance(spec.tasks, str) or not spec.tasks:
+        raise DataError(f"sweep.tasks: expected a non-empty list of tasks from {list(TASKS)}, got {spec.tasks!r}")
+    for task in spec.tasks:
+        if task not in TASKS:
+            raise DataError(f"sweep.tasks: unknown task {task!r}; expected one of {list(TASKS)}")
+    if len(set(spec.tasks)) != len(spec.tasks):
+        raise DataError(f"sweep.tasks: duplicate task in {list(spec.tasks)}")
+
+
+def check_suite(suite: Suite, spec: DataSpec) -> None:
+    """Every split non-empty, rows carry their schema keys, ids unique across the whole suite."""
+    splits = {name: getattr(suite, name) for name in
+              ("sft", "preference", "identify", "eval_harmful", "eval_benign", "poison_pool")}
+    for task in spec.tasks:
+        for part, table in (("train", suite.task_train), ("test", suite.task_test)):
+            splits[f"{task}/{part}"] = table.get(task, [])
+    seen: set[str] = set()
+    for name, rows in splits.items():
+        if not rows:
+            raise DataError(f"data source {spec.source!r}: split {name} is empty")
+        keys = ROW_KEYS["task"] if "/" in name else ROW_KEYS[name]
+        for i, row in enumerate(rows):
+            missing = [k for k in keys if not isinstance(row.get(k), str)]
+            if missing:
+                raise DataError(f"data source {spec.source!r}: split {name} row {i} lacks string field(s) {missing}")
+            if row["id"] in seen:
+                raise DataError(f"data source {spec.source!r}: duplicate row id {row['id']!r} in split {name}")
+            seen.add(row["id"])
+
+
+def build_suite(spec: DataSpec) -> Suite:
+    """Build the whole suite for `spec` (deterministic in `spec`); bad input raises a one-line DataError."""
+    check_spec(spec)
+    suite = SOURCES[spec.source](spec)
+    check_suite(suite, spec)
+    return suite
+
+
+# Imported last: the source modules import DataError / Suite / DataSpec from this (partly built) package.
+from nlsr_core.data.hub import build_hub  # noqa: E402
+from nlsr_core.data.local import build_local  # noqa: E402
+from nlsr_core.data.synthetic import build_synthetic  # noqa: E402
+
+SOURCES: dict[str, Callable[[DataSpec], Suite]] = {
+    "synthetic": build_synthetic,
+    "local": build_local,
+    "hub": build_hub,
+}
+
+__all__ = [
+    "DataError", "DataSpec", "Sizes", "Suite", "SOURCES", "TASKS", "ROW_KEYS",
+    "build_suite", "cell_key", "check_spec", "check_suite", "join_prompt", "gsm8k_prompt", "rng_for",
+    "norm_text", "take", "dedupe", "with_ids", "SST2_INSTRUCTION", "AGNEWS_INSTRUCTION", "AGNEWS_LABELS",
+    "GSM8K_SUFFIX", "GSM8K_ANSWER",
+]

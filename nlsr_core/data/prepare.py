@@ -1,0 +1,94 @@
+"""Write a prepared data suite and its poisoned fine-tuning cells to disk (the `prepare-data` stage's core).
+
+Layout under `out_dir` (JSONL, one row per line, canonical JSON with sorted keys):
+
+    align/sft.jsonl  align/preference.jsonl  identify/safety.jsonl  eval/harmful.jsonl  eval/benign.jsonl
+    tasks/<task>/train.jsonl  tasks/<task>/test.jsonl  poison/pool.jsonl  cells/<task>-p<p>.jsonl
+    manifest.json   source, seed, sizes, tasks, cells (n, p, n_poison, poison_rows), counts, sha256 per file
+
+Everything (suite and every cell) is built and checked before anything is written, and the directory is
+written atomically, so bad input leaves no output at all. Same spec ⇒ byte-identical files.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from nlsr_core.data import DataError, DataSpec, Suite, build_suite, cell_key
+from nlsr_core.data.mixing import mix_poison
+from nlsr_core.fileio import atomic_dir, write_json, write_jsonl
+from nlsr_core.lineage import sha256_file
+
+MANIFEST = "manifest.json"
+
+# Suite split -> file in the layout (task files are added per task).
+SPLIT_FILES: dict[str, str] = {
+    "sft": "align/sft.jsonl",
+    "preference": "align/preference.jsonl",
+    "identify": "identify/safety.jsonl",
+    "eval_harmful": "eval/harmful.jsonl",
+    "eval_benign": "eval/benign.jsonl",
+    "poison_pool": "poison/pool.jsonl",
+}
+
+
+def cell_file(task: str, p: float) -> str:
+    return f"cells/{cell_key(task, p)}.jsonl"
+
+
+def suite_files(suite: Suite, tasks: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Relative path -> rows for every split file of the layout."""
+    files = {rel: getattr(suite, split) for split, rel in SPLIT_FILES.items()}
+    for task in tasks:
+        files[f"tasks/{task}/train.jsonl"] = suite.task_train[task]
+        files[f"tasks/{task}/test.jsonl"] = suite.task_test[task]
+    return files
+
+
+def build_cells(suite: Suite, spec: DataSpec, cells: list[tuple[str, float]],
+                finetune_n: int) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """(relative path -> rows, cell key -> manifest entry) for each (task, p); checks every cell first."""
+    if not cells:
+        raise DataError("cells: expected at least one (task, p) fine-tuning cell (sweep.tasks × sweep.poison_ratios)")
+    files, entries = {}, {}
+    for task, p in cells:
+        if task not in spec.tasks:
+            raise DataError(f"cell task {task!r}: not among the prepared tasks {list(spec.tasks)}")
+        key = cell_key(task, p)
+        if key in entries:
+            raise DataError(f"cells: duplicate cell {key}")
+        rows, info = mix_poison(suite.task_train[task], suite.poison_pool, finetune_n, p, spec.seed)
+        files[cell_file(task, p)], entries[key] = rows, {"task": task, **info}
+    return files, entries
+
+
+def prepare(spec: DataSpec, cells: list[tuple[str, float]], finetune_n: int, out_dir: Path,
+            finalize: Callable[[Path], None] | None = None) -> dict:
+    """Build the suite and cells for `spec`, write them atomically to `out_dir`, return the manifest.
+
+    `finalize(tmp_dir)` (optional) runs inside the temporary directory before it is renamed into place, so a
+    caller can add e.g. its `lineage.json` atomically with the data.
+    """
+    suite = build_suite(spec)
+    files = suite_files(suite, spec.tasks)
+    cell_rows, cell_entries = build_cells(suite, spec, list(cells), finetune_n)
+    files.update(cell_rows)
+    with atomic_dir(Path(out_dir)) as tmp:
+        for rel, rows in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(tmp / rel, rows)
+        manifest = {
+            "source": spec.source,
+            "seed": spec.seed,
+            "sizes": asdict(spec.sizes),
+            "tasks": list(spec.tasks),
+            "finetune_n": finetune_n,
+            "cells": cell_entries,
+            "counts": {rel: len(rows) for rel, rows in sorted(files.items())},
+            "sha256": {rel: sha256_file(tmp / rel) for rel in sorted(files)},
+        }
+        write_json(tmp / MANIFEST, manifest)
+        if finalize is not None:
+            finalize(tmp)
+    return manifest
