@@ -49,6 +49,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp directory beside `final`; on success replace `final` with it, on error remove it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
@@ -62,11 +63,21 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     os.replace(tmp, final)
 
 
+def _remove_stale(final: Path) -> None:
+    """Drop temp siblings a killed earlier run of the same output left behind (stages run one at a time)."""
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temp file path beside `final`; rename it into place on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
