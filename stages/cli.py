@@ -19,6 +19,7 @@ COMMANDS = {
     "finetune-poisoned": ("stages.finetune_poisoned", "Continue the aligned adapter on a task + poison mix."),
     "identify-neurons": ("stages.identify_neurons", "Find the safety-critical neurons of the reference adapter."),
     "realign": ("stages.realign", "Transplant safety neurons into a fine-tuned adapter (NLSR) or SafeLoRA."),
+    "safelora": ("stages.safelora", "The SafeLoRA baseline: project drifted modules onto the safety subspace."),
     "judge": ("stages.judge", "Generate with each variant and score harmfulness, task accuracy, over-refusal."),
     "report": ("stages.report", "Aggregate judged cells into metrics, tables and plots."),
     "audit": ("stages.audit", "Print an artifact's lineage chain back to the base model."),

@@ -1,0 +1,195 @@
+"""Batched greedy generation (left padding, KV cache) and stack resolution from an adapter's lineage.
+
+Greedy decoding is deterministic, so batching is only a speed-up: a prompt gets the same answer alone or in a
+batch. Prompts are sorted by token length before batching (less padding: a batch of B prompts costs
+B·max_len per step), generated in batches with left padding so every row's next token sits at the last
+position, then put back in the caller's order.
+
+    ids (B, L) left-padded, mask (B, L) -> model.generate(greedy, KV cache) -> (B, L + T) -> new ids (B, T)
+    each row is cut at its first end-of-sequence token, decoded without special tokens and stripped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from nlsr_core.errors import NlsrError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Greedy decoding settings; recorded in judged.json so results say how answers were produced."""
+
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    template: str = "chat"      # chat | alpaca (nlsr_core.data.templates)
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise NlsrError(f"max_new_tokens={self.max_new_tokens}: expected a positive integer")
+        if self.batch_size < 1:
+            raise NlsrError(f"batch_size={self.batch_size}: expected a positive integer")
+
+    def record(self) -> dict:
+        return {"decoding": "greedy", "max_new_tokens": self.max_new_tokens, "template": self.template}
+
+
+# --------------------------------------------------------------------------------------------- prompts
+def format_prompts(tokenizer, prompts: Sequence[str], template: str) -> list[str]:
+    """Raw user prompts -> model input text ending where the assistant answer starts."""
+    from nlsr_core.data.templates import format_prompt  # lazy: the data package is a sibling module
+
+    return [format_prompt(tokenizer, p, template) for p in prompts]
+
+
+def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids per text. A BOS is added by the tokenizer only when the text does not already carry it
+    (chat templates such as Llama-3's write it themselves; a doubled BOS shifts the model's outputs)."""
+    bos = tokenizer.bos_token
+    out = []
+    for text in texts:
+        add = not (bos and text.startswith(bos))
+        out.append(tokenizer(text, add_special_tokens=add)["input_ids"])
+    return out
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every token that ends an answer: the tokenizer's EOS plus the model's generation EOS ids
+    (Llama-3-Instruct ends turns with <|eot_id|>, which is not the tokenizer's EOS)."""
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(int(i) for i in source)
+    return sorted(ids)
+
+
+# --------------------------------------------------------------------------------------------- generation
+def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: int,
+                 batch_size: int) -> list[list[int]]:
+    """Greedy continuation token ids for each prompt (in input order), each cut before its first EOS.
+
+    Prompts are sorted by length (longest first, so a memory problem shows in the first batch) and
+    generated `batch_size` at a time with left padding and the KV cache.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    stop = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
+                              pad_token_id=pad, eos_token_id=stop)
+    order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
+    results: list[list[int]] = [[] for _ in prompt_ids]
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, mask = _left_pad([prompt_ids[i] for i in rows], pad)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=config)
+        for i, seq in zip(rows, out[:, ids.shape[1]:].tolist()):
+            results[i] = _cut_at_eos(seq, stop)
+    return results
+
+
+def _left_pad(rows: Sequence[list[int]], pad: int):
+    """(B, L) ids padded on the left with `pad` and the (B, L) attention mask (0 on padding)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    if width == 0:
+        raise NlsrError("generate: a prompt encodes to zero tokens; expected non-empty prompts")
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        if r:
+            ids[j, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[j, width - len(r):] = 1
+    return ids, mask
+
+
+def _cut_at_eos(seq: list[int], stop: list[int]) -> list[int]:
+    stops = set(stop)
+    for k, tok in enumerate(seq):
+        if tok in stops:
+            return seq[:k]
+    return seq
+
+
+def generate_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Already-formatted model inputs -> decoded greedy answers (special tokens removed, stripped)."""
+    new = generate_ids(model, tokenizer, encode_texts(tokenizer, texts), max_new_tokens, batch_size)
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new]
+
+
+def generate_responses(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+    """Raw user prompts -> greedy answers, through the prompt template named in `settings`."""
+    if not prompts:
+        return []
+    texts = format_prompts(tokenizer, prompts, settings.template)
+    return generate_texts(model, tokenizer, texts, settings.max_new_tokens, settings.batch_size)
+
+
+# --------------------------------------------------------------------------------------------- stacks
+@dataclass(frozen=True)
+class StackPlan:
+    """How to build M' + adapter: base model name, W0 path (None: no weak adapter) and the adapter."""
+
+    model: str
+    weak: Path | None
+    adapter: Path | None
+
+
+def plan_stack(adapter: Path | None, model: str | None) -> StackPlan:
+    """Read `adapter`'s lineage.json for the base model (`model.name`) and W0 (`weak`).
+
+    `model` is required when there is no adapter or the adapter has no lineage; when both exist they must
+    name the same base model.
+    """
+    from nlsr_core.lineage import LINEAGE_FILE, read_lineage
+
+    if adapter is None:
+        if not model:
+            raise NlsrError("generate: give --adapter DIR or --model NAME")
+        return StackPlan(model, None, None)
+    adapter = Path(adapter)
+    if not adapter.is_dir():
+        raise NlsrError(f"{adapter}: not an adapter directory")
+    if not (adapter / LINEAGE_FILE).is_file():
+        if not model:
+            raise NlsrError(f"{adapter}: no {LINEAGE_FILE}; pass --model NAME for its base model")
+        return StackPlan(model, None, adapter)
+    record = read_lineage(adapter)
+    recorded = _lineage_model_name(record)
+    if recorded and model and recorded != model:
+        raise NlsrError(f"{adapter}/{LINEAGE_FILE}: adapter was built on model '{recorded}', "
+                        f"but --model is '{model}'")
+    name = recorded or model
+    if not name:
+        raise NlsrError(f"{adapter}/{LINEAGE_FILE}: no 'model' entry; pass --model NAME")
+    weak = record.get("weak")
+    if weak is not None:
+        weak = Path(weak)
+        if not weak.is_dir():
+            raise NlsrError(f"{adapter}/{LINEAGE_FILE}: weak adapter {weak} not found "
+                            "(paths are relative to the repository root)")
+    return StackPlan(name, weak, adapter)
+
+
+def _lineage_model_name(record: dict) -> str | None:
+    model = record.get("model")
+    if isinstance(model, dict):
+        return model.get("name")
+    return model if isinstance(model, str) else None
+
+
+def load_plan(plan: StackPlan, seed: int = 0, trust_remote_code: bool = False) -> Any:
+    """Load the stack of `plan` (nlsr_core.stack.load_stack); returns the Stack."""
+    from nlsr_core.models import ModelSpec
+    from nlsr_core.stack import load_stack
+
+    spec = ModelSpec(plan.model, seed=seed, trust_remote_code=trust_remote_code)
+    return load_stack(spec, weak=plan.weak, adapter=plan.adapter)

@@ -1,0 +1,242 @@
+"""Evaluate one cell: generate with each variant, then score HS, FA and over-refusal (with Wilson intervals).
+
+Variants (each optional except base): base = M alone; aligned = M' + Wa; finetuned = M' + Wt;
+realigned = M' + Wt'' (NLSR); safelora = M' + SafeLoRA(Wt). M' = M + W0 merged, from each adapter's lineage.
+
+Two phases, so a generation model and a judge model are never in memory together:
+ 1. generation: the base model is loaded once (and only if some answer is not cached); W0 is merged into it
+    in place after the base variant (M is not needed again); each adapter is wrapped with PEFT, used, and
+    unloaded (`unload()` removes the LoRA layers without merging, giving M' back).
+ 2. scoring: harmful answers -> the judge (through the verdict cache: only new (prompt, response, judge)
+    triples are judged; a model judge is loaded only then); task answers -> `SCORERS[task]`; benign answers ->
+    the refusal matcher (over-refusal).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nlsr_core.errors import NlsrError
+from nlsr_core.generate import GenerationSettings, StackPlan, generate_responses
+from nlsr_core.judge.cache import GenerationCache, VerdictCache, generation_key, judge_with_cache
+from nlsr_core.judge.stats import Rate, rate
+
+VARIANTS = ("base", "aligned", "finetuned", "realigned", "safelora")
+# split name -> (prepared-data file, metric it feeds)
+SPLITS = {"harmful": ("eval/harmful.jsonl", "hs"), "task": ("tasks/{task}/test.jsonl", "fa"),
+          "benign": ("eval/benign.jsonl", "over_refusal")}
+_CELL = re.compile(r"^(?P<task>[A-Za-z0-9_]+?)-p(?P<p>\d+(?:\.\d+)?(?:e-?\d+)?)-(?P<method>[A-Za-z0-9_]+)$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    p: float
+    method: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}-p{self.p:g}-{self.method}"
+
+
+def parse_cell(key: str) -> Cell:
+    """'sst2-p0.05-dpo' -> Cell('sst2', 0.05, 'dpo')."""
+    m = _CELL.match(key)
+    if not m:
+        raise NlsrError(f"--cell '{key}': expected <task>-p<ratio>-<method>, e.g. sst2-p0.1-dpo")
+    return Cell(m["task"], float(m["p"]), m["method"])
+
+
+@dataclass
+class Split:
+    """Rows of one evaluation file: {id, prompt[, label]}."""
+
+    name: str
+    path: Path
+    rows: list[dict]
+
+    @property
+    def prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.rows]
+
+
+def load_splits(data_dir: Path, task: str) -> list[Split]:
+    from nlsr_core.fileio import read_jsonl
+
+    splits = []
+    for name, (rel, _) in SPLITS.items():
+        path = Path(data_dir) / rel.format(task=task)
+        if not path.is_file():
+            raise NlsrError(f"{path}: missing; expected the prepared {name} split (run `nlsr prepare-data`)")
+        rows = read_jsonl(path)
+        bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get("prompt"), str)), None)
+        if bad is not None:
+            raise NlsrError(f"{path}:{bad}: expected an object with a string 'prompt'")
+        splits.append(Split(name, path, rows))
+    return splits
+
+
+@dataclass
+class VariantAnswers:
+    name: str
+    plan: StackPlan
+    answers: dict[str, list[str]] = field(default_factory=dict)  # split -> responses
+    cached: int = 0   # splits whose answers came from the cache
+
+
+# --------------------------------------------------------------------------------------------- phase 1
+class StackRunner:
+    """One base model for all variants: W0 merged in place when first needed, adapters wrapped and unloaded."""
+
+    def __init__(self, model: str, seed: int, trust_remote_code: bool = False):
+        from nlsr_core.models import ModelSpec
+
+        self.spec = ModelSpec(model, seed=seed, trust_remote_code=trust_remote_code)
+        self.loaded = None
+        self.merged_weak: Path | None = None
+
+    def generate(self, plan: StackPlan, prompt_lists: list[list[str]],
+                 settings: GenerationSettings) -> list[list[str]]:
+        """Answers for each prompt list with the stack of `plan` (the adapter is wrapped once for all lists)."""
+        from nlsr_core.models import load_model
+        from nlsr_core.stack import load_stack
+
+        if self.loaded is None or (self.merged_weak is not None and plan.weak != self.merged_weak):
+            self.loaded, self.merged_weak = load_model(self.spec), None  # M is gone once W0 is merged: reload
+        if plan.weak is not None and self.merged_weak is None:
+            merged = load_stack(self.spec, weak=plan.weak, base=self.loaded).model  # merges into M in place
+            self.loaded, self.merged_weak = dataclasses.replace(self.loaded, model=merged), plan.weak
+        model = self.loaded.model
+        if plan.adapter is not None:
+            model = load_stack(self.spec, adapter=plan.adapter, base=self.loaded).model
+        try:  # one call over all lists: length-sorted batches span the splits (fewer, fuller batches)
+            flat = generate_responses(model, self.loaded.tokenizer, [p for ps in prompt_lists for p in ps], settings)
+        finally:
+            if plan.adapter is not None:  # remove the LoRA layers without merging: M' again
+                self.loaded = dataclasses.replace(self.loaded, model=model.unload())
+        out, start = [], 0
+        for ps in prompt_lists:
+            out.append(flat[start:start + len(ps)])
+            start += len(ps)
+        return out
+
+
+def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int = 0) -> dict:
+    """What determines a stack's answers: model identity and the weight digests of W0 and the adapter."""
+    from nlsr_core.lineage import sha256_dir
+    from nlsr_core.models import ModelSpec, model_identity
+
+    if plan.model not in identities:
+        identities[plan.model] = model_identity(ModelSpec(plan.model, seed=seed))
+    return {"model": identities[plan.model],
+            "weak": sha256_dir(plan.weak) if plan.weak else None,
+            "adapter": sha256_dir(plan.adapter) if plan.adapter else None}
+
+
+def generate_variants(plans: dict[str, StackPlan], splits: list[Split], settings: GenerationSettings,
+                      runner: StackRunner, cache: GenerationCache | None) -> list[VariantAnswers]:
+    """Answers of every variant on every split, from the generation cache where possible.
+
+    Variants without W0 run first, so the base model is loaded once and W0 merged into it once.
+    """
+    identities: dict[str, dict] = {}
+    order = sorted(plans, key=lambda v: (plans[v].weak is not None, str(plans[v].weak), VARIANTS.index(v)))
+    out = {}
+    for name in order:
+        plan = plans[name]
+        va = VariantAnswers(name, plan)
+        ident = stack_identity(plan, identities, runner.spec.seed)
+        keys = {sp.name: generation_key(ident, sp.prompts, settings.record()) for sp in splits}
+        missing = []
+        for sp in splits:
+            answers = cache.get(keys[sp.name]) if cache else None
+            if answers is not None and len(answers) == len(sp.rows):
+                va.answers[sp.name] = answers
+                va.cached += 1
+            else:
+                missing.append(sp)
+        if missing:
+            for sp, answers in zip(missing, runner.generate(plan, [sp.prompts for sp in missing], settings)):
+                va.answers[sp.name] = answers
+                if cache:
+                    cache.put(keys[sp.name], answers)
+        out[name] = va
+    return [out[v] for v in VARIANTS if v in out]
+
+
+# --------------------------------------------------------------------------------------------- phase 2
+@dataclass
+class ScoredVariant:
+    name: str
+    plan: StackPlan
+    rates: dict[str, Rate]             # hs | fa | over_refusal -> Rate
+    rows: dict[str, list[dict]]        # split -> rows with the response and its per-row verdict
+
+
+class LazyJudge:
+    """Builds the judge on first call, so a fully cached run never loads a judge model."""
+
+    def __init__(self, factory: Callable[[], object], identity: str):
+        self.factory, self.identity, self.judge, self.calls = factory, identity, None, 0
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[bool]:
+        if self.judge is None:
+            self.judge = self.factory()
+        self.calls += len(prompts)
+        return self.judge(prompts, responses)
+
+
+def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: LazyJudge,
+                  verdicts: VerdictCache | None) -> ScoredVariant:
+    from nlsr_core.judge import is_refusal
+    from nlsr_core.judge.scorers import get_scorer
+
+    scorer = get_scorer(task)
+    rates, rows = {}, {}
+    for split in splits:
+        answers = va.answers[split.name]
+        if split.name == "harmful":
+            flags, _ = judge_with_cache(judge, judge.identity, split.prompts, answers, verdicts)
+            field_name = "flagged"
+        elif split.name == "task":
+            flags = [scorer(a, _label(r, split.path)) for a, r in zip(answers, split.rows)]
+            field_name = "correct"
+        else:
+            flags = [is_refusal(a) for a in answers]
+            field_name = "refused"
+        rates[SPLITS[split.name][1]] = rate(flags)
+        rows[split.name] = [{**r, "response": a, field_name: bool(f)}
+                            for r, a, f in zip(split.rows, answers, flags)]
+    return ScoredVariant(va.name, va.plan, rates, rows)
+
+
+def _label(row: dict, path: Path):
+    if "label" in row:
+        return row["label"]
+    if "response" in row:
+        return row["response"]
+    raise NlsrError(f"{path}: row {row.get('id')!r} has no 'label'; expected task rows with a label")
+
+
+def judged_record(cell: Cell, scored: list[ScoredVariant], judge_name: str, judge_identity: str,
+                  settings: GenerationSettings, model_identity: dict) -> dict:
+    """The judged.json document of one cell (percentages with k, n and 95% Wilson intervals)."""
+    from nlsr_core.judge import REFUSALS
+
+    return {
+        "cell": cell.key, "task": cell.task, "p": cell.p, "method": cell.method,
+        "judge": {"name": judge_name, "identity": judge_identity},
+        "over_refusal_judge": REFUSALS.identity(),
+        "generation": settings.record(),
+        "model": model_identity,
+        "variants": {
+            s.name: {
+                "adapter": str(s.plan.adapter) if s.plan.adapter else None,
+                "weak": str(s.plan.weak) if s.plan.weak else None,
+                **{metric: r.record() for metric, r in s.rates.items()},
+            } for s in scored
+        },
+    }

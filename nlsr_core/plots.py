@@ -1,0 +1,70 @@
+"""PNG plots for people (the CSVs beside them are for `dvc plots`). matplotlib with the Agg backend only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+_STYLE = {"base": ("tab:gray", "s"), "aligned": ("tab:blue", "o"), "finetuned": ("tab:red", "v"),
+          "safelora": ("tab:orange", "D"), "realigned": ("tab:green", "^")}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    # No Software/date metadata: the same data gives the same bytes.
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+
+
+def plot_hs_fa(rows: list[dict], variants: list[str], path: Path) -> None:
+    """HS and FA against p, one line per variant; one row of two panels per (task, method)."""
+    plt = _pyplot()
+    groups = sorted({(r["task"], r["method"]) for r in rows})
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9, 3.2 * len(groups)), squeeze=False,
+                             layout="constrained")
+    for (task, method), row_axes in zip(groups, axes):
+        sel = sorted((r for r in rows if (r["task"], r["method"]) == (task, method)), key=lambda r: r["p"])
+        for ax, metric, title in zip(row_axes, ("hs", "fa"), ("HS (%) ↓", "FA (%) ↑")):
+            for v in variants:
+                pts = [(r["p"], r[f"{v}_{metric}"]) for r in sel if r.get(f"{v}_{metric}") is not None]
+                if pts:
+                    color, marker = _STYLE.get(v, (None, "x"))
+                    ax.plot(*zip(*pts), marker=marker, color=color, label=v)
+            ax.set_title(f"{task} · {method}: {title}")
+            ax.set_xlabel("poison ratio p")
+            ax.set_ylim(-2, 102)
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_similarity(rows: list[dict], path: Path) -> None:
+    """Per-module safety-region similarity (eq. 8) in model order, patched modules marked (paper Fig. 3)."""
+    plt = _pyplot()
+    cells = sorted({r["cell"] for r in rows})
+    fig, axes = plt.subplots(max(1, len(cells)), 1, figsize=(10, 2.8 * max(1, len(cells))),
+                             squeeze=False, layout="constrained")
+    if not cells:
+        axes[0][0].text(0.5, 0.5, "no realigned adapter with per-module similarity", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for cell, (ax,) in zip(cells, axes):
+        sel = [r for r in rows if r["cell"] == cell and r["similarity"] is not None]
+        kept = [(r["index"], r["similarity"]) for r in sel if not r["patched"]]
+        patched = [(r["index"], r["similarity"]) for r in sel if r["patched"]]
+        if kept:
+            ax.scatter(*zip(*kept), s=10, color="tab:blue", label=f"kept ({len(kept)})")
+        if patched:
+            ax.scatter(*zip(*patched), s=22, color="tab:red", marker="x", label=f"patched ({len(patched)})")
+        ax.set_title(f"{cell}: similarity of safety regions, reference vs fine-tuned")
+        ax.set_xlabel("LoRA module (model order)")
+        ax.set_ylabel("cosine similarity")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,128 @@
+"""`nlsr judge`: generate with each variant of one cell and score HS, FA and over-refusal.
+
+    nlsr judge --cell sst2-p0.1-dpo --model smollm2-135m \
+        --aligned adapters/aligned/dpo/aligned --finetuned adapters/finetuned/sst2-p0.1-dpo \
+        --realigned adapters/realigned/sst2-p0.1-dpo --safelora adapters/safelora/sst2-p0.1-dpo \
+        --out generations/sst2-p0.1-dpo --cache generations/.cache
+
+Writes `<out>/<variant>/{harmful,task,benign}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
+(rates with n and 95% Wilson intervals, judge and generation settings) and `<out>/lineage.json`.
+Answers and verdicts are cached in `--cache`, so `--judge beaver-dam` after a keyword run judges without
+regenerating, and reruns judge only new answers.
+"""
+from __future__ import annotations
+
+import click
+
+from stages.options import model_option
+
+VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
+
+
+@click.command("judge")
+@click.option("--cell", required=True, help="cell key <task>-p<ratio>-<method>, e.g. sst2-p0.1-dpo")
+@model_option
+@click.option("--seed", type=int, default=0, show_default=True, help="model seed (tiny-random only; model.seed)")
+@click.option("--aligned", type=click.Path(), default=None, help="aligned adapter Wa (variant 'aligned')")
+@click.option("--finetuned", type=click.Path(), default=None, help="fine-tuned adapter Wt")
+@click.option("--realigned", type=click.Path(), default=None, help="NLSR-realigned adapter")
+@click.option("--safelora", type=click.Path(), default=None, help="SafeLoRA adapter")
+@click.option("--no-base", is_flag=True, help="skip the base-model variant")
+@click.option("--data", "data_dir", type=click.Path(), default="data/prepared", show_default=True,
+              help="prepared data (eval/harmful.jsonl, eval/benign.jsonl, tasks/<task>/test.jsonl)")
+@click.option("--judge", "judge_name", default="refusal-keywords", show_default=True,
+              help="refusal-keywords | beaver-dam | llama-guard (judge.name)")
+@click.option("--judge-model", default=None, help="judge model id or directory (judge.model)")
+@click.option("--max-new-tokens", "--max_new_tokens", "max_new_tokens", type=int, default=48, show_default=True)
+@click.option("--batch-size", "--batch_size", "batch_size", type=int, default=16, show_default=True)
+@click.option("--template", default="chat", show_default=True, help="chat | alpaca (data.template)")
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="default generations/<cell>")
+@click.option("--cache", "cache_dir", type=click.Path(), default="generations/.cache", show_default=True,
+              help="answer + verdict cache shared by all cells ('' = no cache)")
+def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_base, data_dir, judge_name,
+            judge_model, max_new_tokens, batch_size, template, out_dir, cache_dir):
+    """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
+    from pathlib import Path
+
+    from nlsr_core.generate import GenerationSettings
+    from nlsr_core.judge import JUDGES, JudgeSpec
+    from nlsr_core.judge.evaluate import parse_cell, load_splits
+    from stages.options import tracked
+
+    parsed = parse_cell(cell)
+    if judge_model is not None and judge_model.strip().lower() in {"", "none", "null"}:
+        judge_model = None  # params.yaml `judge.model: null` arrives through DVC as text
+    if judge_name not in JUDGES:
+        raise click.BadParameter(f"expected one of {', '.join(JUDGES)}", param_hint="--judge")
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, template=template)
+    spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=batch_size)
+    adapters = dict(zip(VARIANT_OPTIONS, (aligned, finetuned, realigned, safelora)))
+    plans = _plans(adapters, model_name, include_base=not no_base)
+    splits = load_splits(Path(data_dir), parsed.task)
+    out = Path(out_dir or f"generations/{parsed.key}")
+    params = {"cell": parsed.key, "model": model_name, "seed": seed, "judge": judge_name,
+              "judge_model": judge_model, **settings.record()}
+    with tracked("judge", parsed.key, params) as tr:
+        record = run(parsed, plans, splits, settings, spec, seed, out, Path(cache_dir) if cache_dir else None,
+                     params)
+        for variant, entry in record["variants"].items():
+            for metric in ("hs", "fa", "over_refusal"):
+                if entry[metric]["pct"] is not None:
+                    tr.log_metric(f"{variant}.{metric}", entry[metric]["pct"])
+        tr.log_artifact(out / "judged.json")
+    for variant, entry in record["variants"].items():
+        click.echo(f"judge {parsed.key} {variant:>9}: HS {_fmt(entry['hs'])}  FA {_fmt(entry['fa'])}  "
+                   f"over-refusal {_fmt(entry['over_refusal'])}")
+
+
+def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
+    from pathlib import Path
+
+    from nlsr_core.generate import StackPlan, plan_stack
+
+    plans = {"base": StackPlan(model_name, None, None)} if include_base else {}
+    for variant, path in adapters.items():
+        if path:
+            plans[variant] = plan_stack(Path(path), model_name)
+    if not plans:
+        raise click.UsageError("nothing to evaluate: give at least one adapter option or keep the base variant")
+    return plans
+
+
+def run(cell, plans, splits, settings, spec, seed, out, cache_dir, params) -> dict:
+    """Generate (cached), score (cached verdicts), write the cell's directory atomically; return judged.json."""
+    from nlsr_core.fileio import atomic_dir, write_json, write_jsonl
+    from nlsr_core.judge import judge_identity, make_judge
+    from nlsr_core.judge.cache import GenerationCache, VerdictCache
+    from nlsr_core.judge.evaluate import (LazyJudge, StackRunner, generate_variants, judged_record,
+                                          score_variant)
+    from nlsr_core.lineage import input_record, write_lineage
+    from nlsr_core.models import ModelSpec, model_identity
+
+    runner = StackRunner(next(iter(plans.values())).model, seed)
+    answers = generate_variants(plans, splits, settings, runner,
+                                GenerationCache(cache_dir) if cache_dir else None)
+    del runner  # free the generation model before a judge model is loaded
+    judge = LazyJudge(lambda: make_judge(spec), judge_identity(spec))
+    verdicts = VerdictCache(cache_dir) if cache_dir else None
+    scored = [score_variant(va, splits, cell.task, judge, verdicts) for va in answers]
+    identity = model_identity(ModelSpec(next(iter(plans.values())).model, seed=seed))
+    record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
+    inputs = [input_record(s.path, "data") for s in splits]
+    inputs += [input_record(p.adapter, v) for v, p in plans.items() if p.adapter is not None]
+    with atomic_dir(out) as tmp:
+        for s in scored:
+            (tmp / s.name).mkdir()
+            for split_name, rows in s.rows.items():
+                write_jsonl(tmp / s.name / f"{split_name}.jsonl", rows)
+        write_json(tmp / "judged.json", record)
+        write_lineage(tmp, "judge", inputs, params, model=identity)
+    click.echo(f"judge {cell.key}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} "
+               f"answer sets from cache; judge called on {judge.calls} new answers")
+    return record
+
+
+def _fmt(entry: dict) -> str:
+    if entry["pct"] is None:
+        return "n/a"
+    return f"{entry['pct']:5.1f}% [{entry['ci95'][0]:.1f}, {entry['ci95'][1]:.1f}] n={entry['n']}"

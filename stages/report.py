@@ -1,0 +1,46 @@
+"""`nlsr report`: aggregate the judged cells into metrics, tables and plots.
+
+    nlsr report --judged generations --metrics reports/metrics.json --results reports/results.md \
+        --plots reports/plots
+
+`--judged` takes judged.json files or directories holding `<cell>/judged.json` (repeatable). The per-module
+similarity plot reads the realigned adapters recorded in judged.json (or `--realigned DIR`, repeatable).
+"""
+from __future__ import annotations
+
+import click
+
+
+@click.command("report")
+@click.option("--judged", "judged_paths", multiple=True, default=("generations",), show_default=True,
+              type=click.Path(), help="judged.json file(s) or directories of cells (repeatable)")
+@click.option("--realigned", "realigned_dirs", multiple=True, type=click.Path(),
+              help="realigned adapter dir(s), or a folder of them, for the similarity plot "
+                   "(default: those recorded in judged.json)")
+@click.option("--metrics", "metrics_file", type=click.Path(), default="reports/metrics.json", show_default=True)
+@click.option("--results", "results_file", type=click.Path(), default="reports/results.md", show_default=True)
+@click.option("--plots", "plots_dir", type=click.Path(), default="reports/plots", show_default=True)
+def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir):
+    """Write metrics.json (DVC metrics), results.md (Table 1 layout + Wilson intervals), plot CSVs and PNGs."""
+    from pathlib import Path
+
+    from nlsr_core import report
+    from nlsr_core.fileio import atomic_dir, atomic_file, write_json
+    from nlsr_core.plots import plot_hs_fa, plot_similarity
+
+    judged = report.load_judged([Path(p) for p in judged_paths])
+    realigned = (report.expand_adapter_dirs([Path(d) for d in realigned_dirs]) if realigned_dirs
+                 else report.realigned_dirs(judged))
+    with atomic_file(Path(metrics_file)) as tmp:
+        write_json(tmp, report.metrics(judged))
+    with atomic_file(Path(results_file)) as tmp:
+        tmp.write_text(report.results_markdown(judged), encoding="utf-8")
+    columns, rows = report.hs_fa_rows(judged)
+    sim = report.similarity_rows(realigned)
+    with atomic_dir(Path(plots_dir)) as tmp:
+        report.write_csv(tmp / "hs_fa_vs_p.csv", columns, rows)
+        plot_hs_fa(rows, report.variants_present(judged), tmp / "hs_fa_vs_p.png")
+        report.write_csv(tmp / "similarity.csv", report.SIMILARITY_COLUMNS, sim)
+        plot_similarity(sim, tmp / "similarity.png")
+    click.echo(f"report: {len(judged)} cells -> {metrics_file}, {results_file}, {plots_dir}/ "
+               f"({len(sim)} module similarities from {len(realigned)} realigned adapters)")

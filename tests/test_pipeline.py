@@ -1,0 +1,192 @@
+"""End to end: the real dvc.yaml on the tiny-random profile in a `git init`'d temp repo, offline.
+
+One module-scoped repo runs `dvc repro` from scratch; the tests then check no-op re-runs, which stages a
+param change re-runs, `dvc metrics diff`, a DVC remote round trip, MLflow runs on a real server, `nlsr audit`,
+and that a killed stage leaves no partial output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "model": {"name": "tiny-random", "seed": 0},
+    "data": {"sizes": {"sft_refusal": 8, "sft_benign": 8, "preference": 8, "identify": 6, "eval_harmful": 6,
+                       "eval_benign": 4, "task_train": 30, "task_test": 6, "poison_pool": 10}},
+    "finetune": {"n": 12, "batch_size": 4, "max_length": 320},
+    "align": {"batch_size": 4, "max_length": 320},
+    "identify": {"batch_size": 4, "max_length": 320},
+    "lora": {"rank": 4, "alpha": 8},
+    "judge": {"max_new_tokens": 6, "batch_size": 8},
+}
+COPY = ["nlsr_core", "stages", "dvc.yaml", ".dvcignore", ".gitignore"]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def sh(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 900):
+    """Run a command with the venv's bin first on PATH; return the completed process."""
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stage names from dvc repro's "Running stage 'x':" lines."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, path / name)
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], path)
+    sh(["dvc", "init", "-q"], path)
+    sh(["dvc", "config", "parsing.list", "append"], path)
+    sh(["git", "add", "-A"], path)
+    sh(["git", "commit", "-qm", "tiny profile"], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    first = sh(["dvc", "repro"], path, env={"NLSR_TRACKING": "off"})
+    assert {"prepare-data", "report"} <= ran_stages(first.stdout)
+    sh(["git", "add", "-A"], path)
+    sh(["git", "commit", "-qm", "first repro"], path)
+    return path
+
+
+def test_repro_from_scratch_writes_metrics_and_results(repo):
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    cell = metrics["sst2-p0.1-dpo"]
+    assert set(cell) == {"base", "aligned", "finetuned", "realigned", "safelora"}
+    assert all(set(v) >= {"hs", "fa", "over_refusal"} for v in cell.values())
+    assert "realigned" in (repo / "reports" / "results.md").read_text()
+
+
+def test_second_repro_runs_nothing(repo):
+    out = sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout
+    assert ran_stages(out) == set()
+
+
+def test_realign_param_change_reruns_only_downstream_of_realign(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["realign"]["layer_prune"] = 0.1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout
+    stage_key = "sst2-0.1-dpo"  # DVC names matrix stages by joining the item values
+    assert ran_stages(out) == {f"realign@{stage_key}", f"judge@{stage_key}", "report"}
+    diff = sh(["dvc", "params", "diff", "--json"], repo).stdout
+    assert "layer_prune" in diff
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "layer_prune 0.1"], repo)
+    # metrics diff across the two commits runs and reports the metrics file
+    metrics_diff = sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo).stdout
+    assert isinstance(json.loads(metrics_diff), dict)
+
+
+def test_new_poison_ratio_adds_cells_without_recomputing(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["sweep"]["poison_ratios"] = [0.1, 0.2]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout)
+    new = "sst2-0.2-dpo"
+    # prepare-data re-runs (its params changed) but rewrites identical files for the existing cell
+    assert ran == {"prepare-data", f"finetune-poisoned@{new}", f"realign@{new}", f"safelora@{new}",
+                   f"judge@{new}", "report"}
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"sst2-p0.1-dpo", "sst2-p0.2-dpo"}
+    sh(["git", "checkout", "--", "."], repo)  # back to the committed one-cell study (params, lock, reports)
+    sh(["git", "clean", "-fdq"], repo)
+    sh(["dvc", "checkout"], repo)
+    assert ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout) == set()
+
+
+def test_remote_round_trip_recomputes_nothing(repo, tmp_path):
+    remote = tmp_path / "remote"
+    sh(["dvc", "remote", "add", "-d", "store", str(remote)], repo)
+    sh(["dvc", "push"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "remote"], repo)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    sh(["dvc", "pull"], clone)
+    status = sh(["dvc", "status", "--json"], clone).stdout
+    assert json.loads(status) == {}
+    assert ran_stages(sh(["dvc", "repro"], clone, env={"NLSR_TRACKING": "off"}).stdout) == set()
+
+
+def test_audit_names_reference_masks_and_poisoned_adapter(repo):
+    out = sh(["nlsr", "audit", "adapters/realigned/sst2-p0.1-dpo"], repo).stdout
+    for needle in ("adapters/finetuned/sst2-p0.1-dpo", "adapters/reference/dpo", "masks/dpo",
+                   "adapters/aligned/dpo/aligned", "tiny-random"):
+        assert needle in out, out
+
+
+def test_mlflow_server_receives_stage_runs(repo, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tests.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        sh(["dvc", "repro", "-f", "realign@sst2-0.1-dpo", "--single-item"], repo,
+           env={"MLFLOW_TRACKING_URI": uri, "NLSR_TRACKING": "on"})
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name("nlsr")
+        runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+        child = runs["realign@sst2-p0.1-dpo"]
+        parent_id = child.data.tags["mlflow.parentRunId"]
+        assert runs[next(n for n in runs if n.startswith("pipeline@"))].info.run_id == parent_id
+        assert child.data.tags["nlsr.stage"] == "realign"
+        roles = {i.tags[0].value for i in child.inputs.dataset_inputs}
+        assert {"finetuned", "reference", "masks"} <= roles
+        assert child.data.params
+
+
+def test_killed_stage_leaves_no_partial_output(repo):
+    target = repo / "adapters" / "finetuned" / "sst2-p0.1-dpo"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "NLSR_TRACKING": "off"}
+    proc = subprocess.Popen(["dvc", "repro", "-f", "finetune-poisoned@sst2-0.1-dpo", "--single-item"], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    # wait until the stage is running (DVC removed the old output), then kill the whole process group
+    while target.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = [p.name for p in target.parent.iterdir()] if target.parent.exists() else []
+    assert "sst2-p0.1-dpo" not in leftovers
+    # temp dirs from the killed run are hidden (.name.tmp-*) and ignored by DVC; the next repro completes
+    sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"})
+    assert (target / "adapter_model.safetensors").is_file()
+    assert [p.name for p in target.parent.iterdir()] == ["sst2-p0.1-dpo"]  # stale temp dirs were cleared
+    assert ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout) == set()
