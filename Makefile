@@ -25,7 +25,7 @@ install: $(STAMP)
 
 repro: $(STAMP)
 	@test -d .git || (git init -q && echo "initialised a git repository for DVC")
-	@test -d .dvc || $(BIN)/dvc init -q
+	@test -d .dvc || ($(BIN)/dvc init -q && $(BIN)/dvc config parsing.list append)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
