@@ -26,3 +26,22 @@ def test_help_lists_every_stage_without_heavy_imports():
 def test_commands_are_named_like_stages_and_modules():
     for name, (module, _) in COMMANDS.items():
         assert module == "stages." + name.replace("-", "_")
+
+
+def test_every_command_resolves_and_has_help():
+    import pytest
+
+    from tests.conftest import run_cli
+
+    for name in COMMANDS:
+        code, out, err = run_cli([name, "--help"])
+        if code != 0:
+            pytest.fail(f"nlsr {name} --help exited {code}: {err}")
+        assert "Usage: nlsr" in out and name in out
+
+
+def test_option_lists_match_the_aligners():
+    from nlsr_core.train import ALIGNERS
+    from stages.options import ALIGN_METHODS
+
+    assert set(ALIGNERS) == set(ALIGN_METHODS)

@@ -1,0 +1,308 @@
+"""Safety-critical neuron identification (paper eqs. 3-6, Table 5 variants): scores -> top-k masks.
+
+Identification is split in two so several sparsities come from one pass over the data:
+
+    collect  (nlsr_core.neurons_stats, needs M' + We and X̂)  ->  stats: dict[str, Tensor] (fp32)
+    score    (here, adapter tensors + stats only)            ->  |Â|, |B̂| or another score per LoRA tensor
+    top-k    (here)                                          ->  bool masks keyed by adapter tensor name
+
+`masks_from_stats(reference, stats, sparsity, preset)` is the second half; `IDENTIFIERS` is the dispatch table
+(method -> collector, scorer). A LoRA module has A ∈ R^{r×d_in}, B ∈ R^{d_out×r}; its masks M^A, M^B have the
+same shapes.
+
+Lowrank (NLSR, eqs. 3-4), the r×r Gram formulation (DESIGN §4). With z_t = A x_t over the response tokens t of
+X̂ and K = Σ_t z_t z_tᵀ (r×r, accumulated in fp32 by forward hooks):
+    Π_A = top-r* eigenvectors of K            (= top-r* left singular vectors of A X̂, since (A X̂)(A X̂)ᵀ = K)
+    Π_B = top-r* left singular vectors of B K^{1/2}   (= those of B Ẑ, since (B Ẑ)(B Ẑ)ᵀ = B K Bᵀ)
+    Â = Π_A Π_Aᵀ A,  B̂ = Π_B Π_Bᵀ B                    (eq. 4 and the projection below it)
+Everything after K is done in fp64 (it is r×r or d_out×r work), so the masks agree with a naive fp64 SVD of
+the stacked activations up to the fp32 accumulation of K (tests/oracle_neurons.py checks this).
+
+Top-k (eqs. 5-6). k = round_half_up(N*·(1−P_SR)), kept ≥ 1, where N* is the row length (paper preset: one
+top-k per row of |Ŵ|, `argsort(-|Ŵ|)[:, :k]`) or the whole matrix (official-code preset). Ties are broken by a
+stable sort on the score, descending: among equal scores the lower (flattened) index is kept first.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from nlsr_core.adapters import Adapter
+from nlsr_core.errors import NlsrError
+
+METHODS = ("lowrank", "wanda", "snip", "preference-snip", "random")
+
+
+class IdentifyError(NlsrError):
+    """Bad identification input (sparsity, preset, method, stats); one line naming the param or file."""
+
+
+# --------------------------------------------------------------------------------------------- presets
+def _rank_paper(r: int, sparsity: float) -> float:
+    return r * (1.0 - sparsity)
+
+
+def _rank_official(r: int, sparsity: float) -> float:
+    return r * sparsity
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The paper / official-code differences of DESIGN §4 that identification and realign depend on.
+
+    rank_rule(r, P_SR) -> retained rank before rounding; mask_scope "row" (eq. 5 per row) or "matrix";
+    patch_high_similarity: False = low S_j -> more likely patched (paper), True = the official code's direction.
+    """
+
+    name: str
+    rank_rule: Callable[[int, float], float]
+    mask_scope: str
+    patch_high_similarity: bool
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset("paper", _rank_paper, "row", False),
+    "official-code": Preset("official-code", _rank_official, "matrix", True),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise IdentifyError(f"nlsr.preset '{name}': expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def check_sparsity(sparsity: float) -> float:
+    """P_SR must be in [0, 1): P_SR = 1 would keep no neuron at all."""
+    if not (isinstance(sparsity, (int, float)) and math.isfinite(sparsity) and 0.0 <= sparsity < 1.0):
+        raise IdentifyError(f"identify.sparsity (P_SR) = {sparsity}: expected a value in [0, 1)")
+    return float(sparsity)
+
+
+def round_half_up(x: float) -> int:
+    # Python's round() is banker's rounding; +1e-9 absorbs binary noise such as 16·(1−0.8) = 3.1999999999999993.
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+def retained_rank(r: int, sparsity: float, preset: Preset) -> int:
+    """r* = r·(1−P_SR) (paper) or r·P_SR (official code), rounded half up, clipped to [1, r]."""
+    return max(1, min(r, round_half_up(preset.rank_rule(r, sparsity))))
+
+
+def keep_count(n: int, sparsity: float) -> int:
+    """k = N*·(1−P_SR) rounded half up, clipped to [1, N*] (eq. 5)."""
+    return max(1, min(n, round_half_up(n * (1.0 - sparsity))))
+
+
+def topk_mask(scores: torch.Tensor, sparsity: float, scope: str) -> torch.Tensor:
+    """Bool mask of the top-k scores (eqs. 5-6). scores: (rows, cols); scope "row" or "matrix".
+
+    Ties: stable descending sort, so among equal scores the lower index (row-major for "matrix") wins.
+    """
+    flat = scores.reshape(1, -1) if scope == "matrix" else scores
+    k = keep_count(flat.shape[-1], sparsity)
+    order = torch.sort(flat, dim=-1, descending=True, stable=True).indices[:, :k]
+    mask = torch.zeros(flat.shape, dtype=torch.bool)
+    mask.scatter_(-1, order, True)
+    return mask.reshape(scores.shape)
+
+
+# --------------------------------------------------------------------------------------------- scorers
+@dataclass(frozen=True)
+class ModuleScores:
+    """Scores for one module: score_a (r×d_in), score_b (d_out×r); energy_* = spectrum energy kept (lowrank)."""
+
+    score_a: torch.Tensor
+    score_b: torch.Tensor
+    energy_a: float | None = None
+    energy_b: float | None = None
+
+
+def lowrank_projection(a: torch.Tensor, b: torch.Tensor, gram: torch.Tensor, rank: int) -> ModuleScores:
+    """Eqs. 3-4 from the Gram: a (r×d_in), b (d_out×r), gram K (r×r) -> |Â|, |B̂| in fp64 (see module doc)."""
+    a64, b64 = a.double(), b.double()
+    k = gram.double()
+    k = (k + k.T) / 2  # symmetrise fp32 accumulation noise before eigh
+    evals, evecs = torch.linalg.eigh(k)  # ascending
+    evals = evals.clamp_min(0.0)
+    pi_a = evecs[:, -rank:]                                  # r × r*
+    a_hat = pi_a @ (pi_a.T @ a64)
+    sqrt_k = (evecs * evals.sqrt()) @ evecs.T                # K^{1/2}, r × r
+    u, s, _ = torch.linalg.svd(b64 @ sqrt_k, full_matrices=False)   # d_out × r: cheap (r columns)
+    pi_b = u[:, :rank]
+    b_hat = pi_b @ (pi_b.T @ b64)
+    return ModuleScores(a_hat.abs(), b_hat.abs(), _energy(evals.flip(0), rank), _energy(s.square(), rank))
+
+
+def _energy(spectrum_desc: torch.Tensor, rank: int) -> float | None:
+    total = float(spectrum_desc.sum())
+    return float(spectrum_desc[:rank].sum()) / total if total > 0 else None
+
+
+def _stat(stats: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    t = stats.get(key)
+    if t is None:
+        raise IdentifyError(f"stats: missing tensor {key} (expected statistics of the same reference adapter)")
+    if tuple(t.shape) != tuple(shape):
+        raise IdentifyError(f"stats: tensor {key} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    return t
+
+
+def _score_lowrank(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
+    a, b = ref.a(module), ref.b(module)
+    return lowrank_projection(a, b, _stat(stats, gram_key(module), (a.shape[0], a.shape[0])), rank)
+
+
+def _score_wanda(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
+    """Wanda: |W_ij| · ‖x_j‖₂, x = the layer's input over response tokens (x for lora_A, z = A x for lora_B)."""
+    a, b = ref.a(module), ref.b(module)
+    xa = _stat(stats, f"{module}.lora_A.input_sq", (a.shape[1],)).double().sqrt()
+    xb = _stat(stats, f"{module}.lora_B.input_sq", (b.shape[1],)).double().sqrt()
+    return ModuleScores(a.double().abs() * xa, b.double().abs() * xb)
+
+
+def _score_grad(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
+    """SNIP / preference-SNIP: |W ⊙ Σ_i |∇_W L_i|| with the per-sample gradient magnitudes from the stats."""
+    a, b = ref.a(module), ref.b(module)
+    ga = _stat(stats, f"{module}.lora_A.grad_abs", tuple(a.shape)).double()
+    gb = _stat(stats, f"{module}.lora_B.grad_abs", tuple(b.shape)).double()
+    return ModuleScores((a.double() * ga).abs(), (b.double() * gb).abs())
+
+
+def _score_random(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
+    a, b = ref.a(module), ref.b(module)
+    return ModuleScores(_stat(stats, f"{module}.lora_A.uniform", tuple(a.shape)),
+                        _stat(stats, f"{module}.lora_B.uniform", tuple(b.shape)))
+
+
+def gram_key(module: str) -> str:
+    """Key of module's Gram K = Σ z zᵀ in stats.safetensors."""
+    return f"{module}.gram"
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """One identification method: `collect(ctx) -> (stats, info)` needs the model (see neurons_stats);
+    `score(reference, stats, module, r*) -> ModuleScores` needs only tensors. `data` names the input it reads."""
+
+    collect: Callable
+    score: Callable[[Adapter, dict, str, int], ModuleScores]
+    data: str | None
+
+
+def _collector(name: str) -> Callable:
+    # Resolved at call time: neurons_stats imports model-side code this module must not need.
+    def run(ctx):
+        from nlsr_core import neurons_stats
+
+        return neurons_stats.COLLECTORS[name](ctx)
+
+    return run
+
+
+IDENTIFIERS: dict[str, Identifier] = {
+    "lowrank": Identifier(_collector("lowrank"), _score_lowrank, "safety"),
+    "wanda": Identifier(_collector("wanda"), _score_wanda, "safety"),
+    "snip": Identifier(_collector("snip"), _score_grad, "safety"),
+    "preference-snip": Identifier(_collector("preference-snip"), _score_grad, "preference"),
+    "random": Identifier(_collector("random"), _score_random, None),
+}
+
+
+def get_identifier(method: str) -> Identifier:
+    if method not in IDENTIFIERS:
+        raise IdentifyError(f"identify.method '{method}': expected one of {', '.join(IDENTIFIERS)}")
+    return IDENTIFIERS[method]
+
+
+# --------------------------------------------------------------------------------------------- masks
+def masks_and_summary(reference: Adapter, stats: dict[str, torch.Tensor], sparsity: float, preset: str | Preset,
+                      method: str = "lowrank") -> tuple[dict[str, torch.Tensor], dict]:
+    """Masks (bool, keyed by adapter tensor name) and a per-module summary from one method's stats."""
+    sparsity = check_sparsity(sparsity)
+    preset = preset if isinstance(preset, Preset) else get_preset(preset)
+    scorer = get_identifier(method).score
+    rank = retained_rank(reference.rank, sparsity, preset)
+    masks: dict[str, torch.Tensor] = {}
+    modules: dict[str, dict] = {}
+    for module in reference.modules:
+        sc = scorer(reference, stats, module, rank)
+        m_a = topk_mask(sc.score_a, sparsity, preset.mask_scope)
+        m_b = topk_mask(sc.score_b, sparsity, preset.mask_scope)
+        masks[f"{module}.lora_A.weight"] = m_a
+        masks[f"{module}.lora_B.weight"] = m_b
+        modules[module] = {
+            "kept_fraction_A": _r(m_a.float().mean()), "kept_fraction_B": _r(m_b.float().mean()),
+            "retained_rank": rank if method == "lowrank" else None,
+            "energy_A": _r(sc.energy_a), "energy_B": _r(sc.energy_b),
+        }
+    kept = sum(int(m.sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))
+    summary = {"method": method, "sparsity": sparsity, "preset": preset.name, "mask_scope": preset.mask_scope,
+               "retained_rank": rank if method == "lowrank" else None, "rank": reference.rank,
+               "kept_fraction": _r(kept), "modules": modules}
+    return masks, summary
+
+
+def masks_from_stats(reference: Adapter, stats: dict[str, torch.Tensor], sparsity: float, preset: str | Preset,
+                     method: str = "lowrank") -> dict[str, torch.Tensor]:
+    """Masks for one P_SR from saved stats (stats.safetensors), without touching the model again."""
+    return masks_and_summary(reference, stats, sparsity, preset, method)[0]
+
+
+def _r(x) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+# --------------------------------------------------------------------------------------------- mask files
+def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: masks[k].to(torch.bool).contiguous() for k in sorted(masks)}, str(path),
+              metadata={"format": "pt", **(metadata or {})})
+
+
+def save_stats(stats: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: stats[k].to(torch.float32).contiguous() for k in sorted(stats)}, str(path),
+              metadata={"format": "pt", **(metadata or {})})
+
+
+def load_tensor_file(path, what: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (masks or stats); a missing or unreadable file is a one-line IdentifyError."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{what}.safetensors"
+    if not path.is_file():
+        raise IdentifyError(f"{path}: missing (expected a {what} safetensors file)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise IdentifyError(f"{path}: unreadable safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+# --------------------------------------------------------------------------------------------- one call
+@dataclass(frozen=True)
+class IdentifyResult:
+    masks: dict[str, torch.Tensor]   # bool, keyed by adapter tensor name
+    stats: dict[str, torch.Tensor]   # fp32, what masks_from_stats needs for any other P_SR
+    summary: dict                    # per-module kept fraction, r*, spectrum energy; sample/token counts
+
+
+def identify(method: str, ctx, sparsity: float, preset: str | Preset) -> IdentifyResult:
+    """Collect `method`'s statistics with ctx (a neurons_stats.CollectContext), then score and mask them."""
+    identifier = get_identifier(method)
+    sparsity = check_sparsity(sparsity)
+    preset = preset if isinstance(preset, Preset) else get_preset(preset)
+    stats, info = identifier.collect(ctx)
+    masks, summary = masks_and_summary(ctx.reference, stats, sparsity, preset, method)
+    summary.update(info)
+    return IdentifyResult(masks, stats, summary)

@@ -1,0 +1,152 @@
+"""`nlsr audit PATH`: print an artifact's chain back to the base model from lineage files alone.
+
+PATH is any produced artifact (adapter dir, masks dir or masks file, lineage.json). Each record's inputs are
+listed with role, path and digest; inputs that have their own lineage.json (beside them, or in the directory
+holding an input file, e.g. masks/<method>/ for masks.safetensors) are expanded recursively. Recorded relative
+paths are resolved against the current directory first, then against PATH's directory and its ancestors.
+Nothing is hashed or loaded: the digests printed are the recorded ones.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+# Main line of descent, most specific first: realigned <- finetuned <- aligned <- weak <- base.
+CHAIN_ROLES = ("finetuned", "aligned", "reference", "weak")
+STANDARD_KEYS = {"stage", "code_version", "inputs", "params", "model", "model_spec", "weak", "modules", "seed"}
+STAGE_LABELS = {"realign": "realigned", "safelora": "safelora", "identify-neurons": "masks", "amplify": "reference",
+                "finetune-poisoned": "finetuned", "align": "aligned"}
+
+
+@click.command(name="audit")
+@click.argument("path", type=click.Path(path_type=Path))
+def command(path):
+    """Print PATH's lineage chain (realigned <- finetuned <- aligned <- weak <- base)."""
+    for line in audit_lines(path):
+        click.echo(line)
+
+
+def artifact_dir(path: Path) -> Path | None:
+    """The directory whose lineage.json describes `path` (itself, or the directory holding a file)."""
+    from nlsr_core.lineage import LINEAGE_FILE
+
+    path = Path(path)
+    if path.is_dir() and (path / LINEAGE_FILE).is_file():
+        return path
+    if path.is_file() and (path.parent / LINEAGE_FILE).is_file():
+        return path.parent
+    return None
+
+
+def _read(path: Path) -> dict:
+    from nlsr_core.errors import NlsrError
+    from nlsr_core.lineage import LINEAGE_FILE, read_lineage
+
+    try:
+        record = read_lineage(path)
+    except json.JSONDecodeError as exc:
+        raise NlsrError(f"{path / LINEAGE_FILE}: not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict) or "stage" not in record:
+        raise NlsrError(f"{path / LINEAGE_FILE}: not an nlsr lineage record (expected a 'stage' field)")
+    return record
+
+
+def resolve(recorded: str, origin: Path) -> Path | None:
+    """A recorded input path: as is / against cwd, then against origin and its ancestors; None if absent."""
+    p = Path(recorded)
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in (Path.cwd(), origin, *origin.resolve().parents):
+        if (base / p).exists():
+            return base / p
+    return None
+
+
+def audit_lines(path: Path) -> list[str]:
+    """The printed report: the artifact, its inputs as a tree (each artifact expanded once), base and chain."""
+    from nlsr_core.errors import NlsrError
+
+    top = artifact_dir(path)
+    if top is None:
+        raise NlsrError(f"{path}: no lineage.json (expected an artifact produced by an nlsr stage)")
+    record = _read(top)
+    lines = [f"{record['stage']}: {path}", *_describe(record, "  ")]
+    lines += _inputs(record, top, "  ", {top.resolve()})
+    labels, records = _chain(record, top)
+    base = next((r["model"] for r in records if r.get("model")), None)
+    lines.append(f"base model: {_model_text(base)}" if base else "base model: (not recorded)")
+    lines.append("chain: " + " <- ".join(labels + [f"base {base.get('name')}" if base else "base ?"]))
+    return lines
+
+
+def _inputs(record: dict, origin: Path, indent: str, expanded: set) -> list[str]:
+    lines = []
+    for rec in record.get("inputs") or []:
+        role, recorded = rec.get("role", "?"), rec.get("path", "?")
+        found = resolve(recorded, origin)
+        head = f"{indent}<- {role}: {recorded}  sha256 {str(rec.get('sha256', ''))[:12]}"
+        sub = artifact_dir(found) if found is not None else None
+        if found is None:
+            lines.append(head + "  (not found here)")
+        elif sub is not None and sub.resolve() in expanded:
+            lines.append(head + "  (shown above)")
+        else:
+            lines.append(head)
+            if sub is not None:
+                expanded.add(sub.resolve())
+                child = _read(sub)
+                lines += _describe(child, indent + "     ")
+                lines += _inputs(child, sub, indent + "     ", expanded)
+    return lines
+
+
+def _chain(record: dict, origin: Path) -> tuple[list[str], list[dict]]:
+    """Follow the main line (finetuned, then aligned, reference, weak) from `record` to the first adapter."""
+    labels, records, seen = [_label(record, None)], [record], {origin.resolve()}
+    while True:
+        inputs = record.get("inputs") or []
+        nxt = next((r for role in CHAIN_ROLES for r in inputs if r.get("role") == role), None)
+        found = resolve(nxt["path"], origin) if nxt and nxt.get("path") else None
+        sub = artifact_dir(found) if found is not None else None
+        if sub is None or sub.resolve() in seen:
+            return labels, records
+        seen.add(sub.resolve())
+        record, origin = _read(sub), sub
+        labels.append(_label(record, nxt["role"]))
+        records.append(record)
+
+
+def _label(record: dict, role: str | None) -> str:
+    return role or record.get("role") or STAGE_LABELS.get(record.get("stage"), record.get("stage", "?"))
+
+
+def _describe(record: dict, indent: str) -> list[str]:
+    """Stage, params and the stage-specific extras (patched count, poison rows...) of one record."""
+    params = record.get("params") or {}
+    lines = [f"{indent}stage {record.get('stage')}  " + " ".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))]
+    extras = {k: v for k, v in record.items() if k not in STANDARD_KEYS}
+    if extras:
+        lines.append(f"{indent}" + " ".join(f"{k}={_short(v)}" for k, v in sorted(extras.items())))
+    if record.get("weak"):
+        lines.append(f"{indent}weak (W0 merged into M'): {record['weak']}")
+    return lines
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        if len(value) > 6:
+            return f"[{len(value)} items: {', '.join(_short(v) for v in value[:3])}, ...]"
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in sorted(value.items())) + "}"
+    return str(value)
+
+
+def _model_text(model: dict) -> str:
+    digest = str(model.get("digest", "?"))
+    digest = digest if len(digest) <= 24 else digest[:16]
+    return f"{model.get('name')} (source {model.get('source', '?')}, digest {digest})"
