@@ -1,0 +1,34 @@
+"""Profiles are complete params files with the same keys as params.yaml, so `cp` + `dvc repro` works."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+def _keys(d: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= _keys(v, prefix + k + ".")
+    return out
+
+
+@pytest.mark.parametrize("profile", [REPO / "profiles" / n for n in ("paper.yaml", "local-paper.yaml")],
+                         ids=lambda p: p.name)
+def test_profile_has_the_default_params_keys(profile):
+    default = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert _keys(yaml.safe_load(profile.read_text())) == _keys(default)
+
+
+def test_local_paper_profile_builds_its_suite(shared_data):
+    from nlsr_core.data import DataSpec, Sizes, build_suite
+
+    params = yaml.safe_load((REPO / "profiles" / "local-paper.yaml").read_text())
+    spec = DataSpec(source="local", local_dir=str(shared_data), seed=params["data"]["seed"],
+                    tasks=tuple(params["sweep"]["tasks"]), sizes=Sizes(**params["data"]["sizes"]))
+    suite = build_suite(spec)
+    assert len(suite.eval_harmful) == params["data"]["sizes"]["eval_harmful"]
+    assert len(suite.task_test["sst2"]) == params["data"]["sizes"]["task_test"]
