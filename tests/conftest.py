@@ -47,3 +47,15 @@ def run_cli(args: list[str]):
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls on a CPU shared with other jobs: 2 OpenMP threads stall ~100x (measured 2.3 s vs 0.02 s
+    per tiny generate call under load); one thread is faster for these sizes. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,10 +1,11 @@
 """Batched greedy generation equals one-at-a-time greedy decoding; `nlsr generate` builds the right stack."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
 from conftest import run_cli
@@ -23,25 +24,6 @@ PROMPTS = [
     "Why is the sky blue? Explain it to a five-year-old.",
     "List three fruits.",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny matmuls on a CPU shared with other jobs: 2 OpenMP threads stall ~100x (measured 2.3 s vs 0.02 s
-    per tiny generate call under load); one thread is faster for these sizes. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def chat_format(monkeypatch):
-    """Until nlsr_core.data.templates exists, format prompts with the tokenizer's chat template directly."""
-    if importlib.util.find_spec("nlsr_core.data.templates") is None:
-        import nlsr_core.generate as gen
-
-        monkeypatch.setattr(gen, "format_prompts", _chat)
 
 
 def _chat(tok, prompts, template="chat"):

@@ -1,11 +1,12 @@
 """Judges, scorers, Wilson intervals, the verdict cache and the `nlsr judge` stage (tiny-random, offline)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
 from conftest import run_cli
@@ -14,28 +15,6 @@ from nlsr_core.judge.cache import VerdictCache, item_digest, judge_with_cache
 from nlsr_core.judge.models import BeaverDamJudge, LlamaGuardJudge, parse_guard_verdict
 from nlsr_core.judge.scorers import SCORERS, parse_number
 from nlsr_core.judge.stats import Rate, wilson
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny matmuls on a CPU shared with other jobs: 2 OpenMP threads stall ~100x (measured 2.3 s vs 0.02 s
-    per tiny generate call under load); one thread is faster for these sizes. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def chat_format(monkeypatch):
-    """Until nlsr_core.data.templates exists, format prompts with the tokenizer's chat template directly."""
-    if importlib.util.find_spec("nlsr_core.data.templates") is None:
-        import nlsr_core.generate as gen
-
-        def fmt(tok, prompts, template):
-            return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                            add_generation_prompt=True) for p in prompts]
-        monkeypatch.setattr(gen, "format_prompts", fmt)
 
 
 # --------------------------------------------------------------------------------------------- keywords

@@ -147,6 +147,25 @@ def with_ids(rows: Sequence[dict], prefix: str) -> list[dict]:
     return [{"id": f"{prefix}-{i:06d}", **{k: v for k, v in row.items() if k != "id"}} for i, row in enumerate(rows)]
 
 
+def assemble_suite(seed: int, sizes: "Sizes", sft_refusal: list[dict], benign: list[dict], preference: list[dict],
+                   identify: list[dict], eval_harmful: list[dict], poison: list[dict],
+                   task_train: dict, task_test: dict) -> "Suite":
+    """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
+    (shuffled by seed), the rest become the over-refusal prompts; every split gets its stable ids."""
+    sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
+    rng_for(seed, "sft").shuffle(sft)
+    return Suite(
+        sft=with_ids(sft, "sft"),
+        preference=with_ids(preference, "pref"),
+        identify=with_ids(identify, "ident"),
+        eval_harmful=with_ids(eval_harmful, "eval-harmful"),
+        eval_benign=with_ids([{"prompt": r["prompt"]} for r in benign[sizes.sft_benign:]], "eval-benign"),
+        poison_pool=with_ids(poison, "poison"),
+        task_train=task_train,
+        task_test=task_test,
+    )
+
+
 def cell_key(task: str, p: float) -> str:
     """Name of a fine-tuning cell, e.g. `cell_key("sst2", 0.05) == "sst2-p0.05"`."""
     return f"{task}-p{p:g}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from nlsr_core.data import (AGNEWS_INSTRUCTION, AGNEWS_LABELS, GSM8K_ANSWER, SST2_INSTRUCTION, DataError,
+from nlsr_core.data import (assemble_suite, AGNEWS_INSTRUCTION, AGNEWS_LABELS, GSM8K_ANSWER, SST2_INSTRUCTION, DataError,
                             DataSpec, Suite, dedupe, gsm8k_prompt, join_prompt, norm_text, rng_for, take,
                             with_ids)
 
@@ -147,16 +147,6 @@ def build_hub(spec: DataSpec, load: Loader | None = None) -> Suite:
                       for r in _records(load, "benign") if r["output"].strip()])
     benign = take(benign, sizes.sft_benign + sizes.eval_benign, rng_for(spec.seed, "benign"),
                   "tatsu-lab/alpaca sft_benign + eval_benign")
-    sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
-    rng_for(spec.seed, "sft").shuffle(sft)
     task_train, task_test = _tasks(spec, load)
-    return Suite(
-        sft=with_ids(sft, "sft"),
-        preference=with_ids(preference, "pref"),
-        identify=with_ids(identify, "ident"),
-        eval_harmful=with_ids(eval_harmful, "eval-harmful"),
-        eval_benign=with_ids([{"prompt": r["prompt"]} for r in benign[sizes.sft_benign:]], "eval-benign"),
-        poison_pool=with_ids(poison, "poison"),
-        task_train=task_train,
-        task_test=task_test,
-    )
+    return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
+                          task_train, task_test)

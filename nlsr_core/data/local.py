@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from nlsr_core.data import (AGNEWS_LABELS, GSM8K_ANSWER, TASKS, DataError, DataSpec, Suite, join_prompt,
+from nlsr_core.data import (assemble_suite, AGNEWS_LABELS, GSM8K_ANSWER, TASKS, DataError, DataSpec, Suite, join_prompt,
                             dedupe, norm_text, rng_for, take, with_ids)
 
 SAFETY_CSV = "alignment/safety_short_refusals.csv"
@@ -222,15 +222,5 @@ def build_local(spec: DataSpec) -> Suite:
 
     benign = take(load_benign(root), sizes.sft_benign + sizes.eval_benign, rng_for(spec.seed, "benign"),
                   f"{root / BENIGN_JSON} sft_benign + eval_benign")
-    sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
-    rng_for(spec.seed, "sft").shuffle(sft)
-    return Suite(
-        sft=with_ids(sft, "sft"),
-        preference=with_ids(preference, "pref"),
-        identify=with_ids(identify, "ident"),
-        eval_harmful=with_ids(eval_harmful, "eval-harmful"),
-        eval_benign=with_ids([{"prompt": r["prompt"]} for r in benign[sizes.sft_benign:]], "eval-benign"),
-        poison_pool=with_ids(poison, "poison"),
-        task_train=task_train,
-        task_test=task_test,
-    )
+    return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
+                          task_train, task_test)
