@@ -160,9 +160,17 @@ def _experiment_id(client) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(EXPERIMENT)
+        return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(client.tracking_uri))
     except Exception:  # created concurrently by a parallel stage: read it back
         return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts beside a sqlite store (MLflow's default, ./mlruns, would land in whatever cwd a stage has);
+    a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
 
 
 def _parent_run_id(client, context: RunContext) -> str:

@@ -62,3 +62,19 @@ def test_runs_reach_a_real_mlflow_server(tmp_path):
         assert inputs[0].dataset.source.endswith("adapter")
         assert input_record(artifact, "x")["sha256"] in inputs[0].dataset.profile
         assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["lineage.json"]
+
+
+def test_sqlite_store_keeps_artifacts_beside_it(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "store").mkdir()
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    lineage = tmp_path / "lineage.json"
+    lineage.write_text("{}")
+    with stage_run("report", {}, enabled=True, context=RunContext(uri=uri, stage="report")) as tr:
+        tr.log_artifact(lineage)
+    assert not (tmp_path / "mlruns").exists()
+    assert list((tmp_path / "store" / "artifacts").rglob("lineage.json"))
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("nlsr")
+    assert exp.artifact_location.startswith("file://")
