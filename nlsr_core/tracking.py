@@ -80,6 +80,12 @@ class MlflowTracker(Tracker):
                                                                            record["role"])])])
 
     def log_artifact(self, path):
+        # For an artifact directory only its audit record travels: adapters/masks stay in DVC's cache.
+        path = Path(path)
+        if path.is_dir():
+            path = path / "lineage.json"
+            if not path.is_file():
+                return
         super().log_artifact(path)
         self.client.log_artifact(self.run_id, str(path))
 

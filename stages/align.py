@@ -87,10 +87,9 @@ def _run(method, model_name, model_seed, trust_remote_code, data, out, sft_rows,
 
     from nlsr_core.lineage import input_record
     from nlsr_core.models import ModelSpec, model_identity
-    from nlsr_core.tracking import stage_run
     from nlsr_core.train import LoraSettings, TrainSettings, align
     from stages.launch import is_main_process
-    from stages.options import tracking_enabled
+    from stages.options import tracked
 
     datasets.disable_progress_bars()  # TRL's per-map bars drown the training bar
     spec = ModelSpec(model_name, seed=model_seed, trust_remote_code=trust_remote_code)
@@ -99,7 +98,7 @@ def _run(method, model_name, model_seed, trust_remote_code, data, out, sft_rows,
     if pref_rows is not None:
         inputs.append(input_record(data / "align" / "preference.jsonl", "data"))
     main = is_main_process()
-    with stage_run(f"align@{method}", params, enabled=tracking_enabled() and main) as tr:
+    with tracked("align", method, params, enabled=main) as tr:
         for record in inputs:
             tr.log_input(record)
 

@@ -38,12 +38,13 @@ def command(method, aligned_dir, out_dir, beta, preset, mode, strong_dir):
 
 
 def _run(aligned_dir, out, beta, preset, mode, strong_dir) -> None:
+    import os
+
     from nlsr_core import amplify
     from nlsr_core.adapters import load_adapter, save_adapter
     from nlsr_core.fileio import atomic_dir
     from nlsr_core.lineage import input_record, read_lineage, write_lineage
-    from nlsr_core.tracking import stage_run
-    from stages.options import tracking_enabled
+    from stages.options import tracked
 
     params = {"beta": beta, "preset": preset, "mode": mode}
     amplify.product_factor(beta, preset)            # checks beta and preset before anything is read
@@ -61,7 +62,7 @@ def _run(aligned_dir, out, beta, preset, mode, strong_dir) -> None:
         worst = max(residuals, key=residuals.get)
         extra["residual"] = {"max": residuals[worst], "max_module": worst,
                              "mean": sum(residuals.values()) / len(residuals)}
-    with stage_run(f"amplify@{parent.get('method', aligned_dir)}", params, enabled=tracking_enabled()) as tr:
+    with tracked("amplify", str(parent.get("method", os.path.basename(str(aligned_dir)))), params) as tr:
         for record in inputs:
             tr.log_input(record)
         with atomic_dir(out) as tmp:

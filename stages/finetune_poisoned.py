@@ -88,17 +88,16 @@ def _run(spec, weak, aligned_dir, cell_file, out, rows, settings, parent) -> Non
     from nlsr_core.adapters import save_adapter
     from nlsr_core.fileio import atomic_dir
     from nlsr_core.lineage import input_record, write_lineage
-    from nlsr_core.tracking import stage_run
     from nlsr_core.train import continue_adapter
     from stages.launch import is_main_process
-    from stages.options import tracking_enabled
+    from stages.options import tracked
 
     datasets.disable_progress_bars()
     params = {"finetune": {k: v for k, v in dataclasses.asdict(settings).items()
                            if k not in ("beta", "bf16", "gradient_checkpointing")}}
     inputs = [input_record(aligned_dir, "aligned"), input_record(cell_file, "cell")]
     poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
-    with stage_run(f"finetune-poisoned@{out.name}", params, enabled=tracking_enabled() and is_main_process()) as tr:
+    with tracked("finetune-poisoned", out.name, params, enabled=is_main_process()) as tr:
         for record in inputs:
             tr.log_input(record)
         result = continue_adapter(spec, weak, aligned_dir, rows, settings,

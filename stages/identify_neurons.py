@@ -159,7 +159,7 @@ def _write(out: Path, ref, reference: Path, base: dict, files: list[Path], param
     if base["weak"]:
         inputs.append(input_record(Path(base["weak"]), "weak"))
     meta = {"method": params["method"], "preset": params["preset"], "sparsity": repr(params["sparsity"])}
-    with tracked("identify-neurons", params["method"], params) as tr:
+    with tracked("identify-neurons", out.name, params) as tr:  # keyed like the DVC stage (align method)
         for rec in inputs:
             tr.log_input(rec)
         with atomic_dir(out) as tmp:

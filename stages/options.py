@@ -81,19 +81,33 @@ def git_commit() -> str:
         return "unknown"
 
 
-def tracked(stage: str, key: str | None, params: dict):
+def tracked(stage: str, key: str | None, params: dict, enabled: bool = True):
     """Context manager for one tracked stage execution: `with tracked("realign", key, params) as tr:`.
 
-    The run is named `stage@key`; the MLflow URI, git commit and DVC experiment come from the environment here,
+    The run is named `stage@key` (`enabled=False` e.g. on non-main ranks); the MLflow URI, git commit and DVC experiment come from the environment here,
     in the CLI layer, so nlsr_core stays free of environment reads. An unreachable server fails before work.
     """
     import os
 
     from nlsr_core.tracking import RunContext, stage_run
 
-    enabled = tracking_enabled()
+    enabled = enabled and tracking_enabled()
     context = None
     if enabled:
         context = RunContext(uri=tracking_uri(), stage=stage, key=key, commit=git_commit(),
                              dvc_experiment=os.environ.get("DVC_EXP_NAME", "workspace"))
     return stage_run(f"{stage}@{key}" if key else stage, params, enabled=enabled, context=context)
+
+
+# Commands that never write to MLflow, so they need no reachable server.
+UNTRACKED_COMMANDS = {"audit", "generate"}
+
+
+def preflight_tracking(argv: list[str]) -> None:
+    """Fail in one line, before any model is loaded, when tracking is on and its server does not answer."""
+    if not argv or argv[0] in UNTRACKED_COMMANDS or any(a in ("--help", "-h") for a in argv):
+        return
+    if tracking_enabled():
+        from nlsr_core.tracking import check_reachable
+
+        check_reachable(tracking_uri())

@@ -42,5 +42,20 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir)
         plot_hs_fa(rows, report.variants_present(judged), tmp / "hs_fa_vs_p.png")
         report.write_csv(tmp / "similarity.csv", report.SIMILARITY_COLUMNS, sim)
         plot_similarity(sim, tmp / "similarity.png")
+    _track(Path(metrics_file), Path(results_file), Path(plots_dir), report.metrics(judged))
     click.echo(f"report: {len(judged)} cells -> {metrics_file}, {results_file}, {plots_dir}/ "
                f"({len(sim)} module similarities from {len(realigned)} realigned adapters)")
+
+
+def _track(metrics_file, results_file, plots_dir, metrics: dict) -> None:
+    """The report run: every cell's HS/FA/over-refusal as metrics, the table and plots as artifacts."""
+    from stages.options import tracked
+
+    with tracked("report", None, {"cells": sorted(metrics)}) as tr:
+        for cell, variants in sorted(metrics.items()):
+            for variant, values in sorted(variants.items()):
+                for name, value in sorted(values.items()):
+                    if value is not None:
+                        tr.log_metric(f"{cell}.{variant}.{name}", value)
+        for path in (metrics_file, results_file, *sorted(plots_dir.iterdir())):
+            tr.log_artifact(path)

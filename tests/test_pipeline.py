@@ -114,10 +114,8 @@ def test_realign_param_change_reruns_only_downstream_of_realign(repo):
 
 
 def test_new_poison_ratio_adds_cells_without_recomputing(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["sweep"]["poison_ratios"] = [0.1, 0.2]
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout)
+    ran = ran_stages(sh(["dvc", "exp", "run", "-S", "sweep.poison_ratios=[0.1,0.2]"], repo,
+                        env={"NLSR_TRACKING": "off"}).stdout)
     new = "sst2-0.2-dpo"
     # prepare-data re-runs (its params changed) but rewrites identical files for the existing cell
     assert ran == {"prepare-data", f"finetune-poisoned@{new}", f"realign@{new}", f"safelora@{new}",
@@ -157,7 +155,7 @@ def test_mlflow_server_receives_stage_runs(repo, tmp_path):
     from tests.mlflow_server import mlflow_server
 
     with mlflow_server(tmp_path / "mlflow") as uri:
-        sh(["dvc", "repro", "-f", "realign@sst2-0.1-dpo", "--single-item"], repo,
+        sh(["dvc", "repro", "-f", "--single-item", "amplify@dpo", "realign@sst2-0.1-dpo"], repo,
            env={"MLFLOW_TRACKING_URI": uri, "NLSR_TRACKING": "on"})
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name("nlsr")
@@ -169,6 +167,8 @@ def test_mlflow_server_receives_stage_runs(repo, tmp_path):
         roles = {i.tags[0].value for i in child.inputs.dataset_inputs}
         assert {"finetuned", "reference", "masks"} <= roles
         assert child.data.params
+        assert runs["amplify@dpo"].data.tags["mlflow.parentRunId"] == parent_id
+        assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["lineage.json"]
 
 
 def test_killed_stage_leaves_no_partial_output(repo):

@@ -78,3 +78,16 @@ def test_sqlite_store_keeps_artifacts_beside_it(tmp_path, monkeypatch):
     assert list((tmp_path / "store" / "artifacts").rglob("lineage.json"))
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("nlsr")
     assert exp.artifact_location.startswith("file://")
+
+
+def test_stage_fails_before_work_when_the_server_is_down(tmp_path, monkeypatch):
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NLSR_TRACKING", "on")
+    out = tmp_path / "prepared"
+    code, _, err = run_cli(["prepare-data", "--out", out])
+    assert code == 1 and "unreachable" in err and err.strip().count("\n") == 0
+    assert not out.exists()
+    code, out_text, _ = run_cli(["prepare-data", "--help"])  # help never needs the server
+    assert code == 0 and "Usage" in out_text

@@ -238,8 +238,8 @@ def test_per_step_loss_reaches_the_tracker(project, monkeypatch):
     original = tracking.stage_run
 
     @contextlib.contextmanager
-    def recording(name, params=None, enabled=False):
-        with original(name, params, enabled) as tr:
+    def recording(name, params=None, enabled=False, context=None):
+        with original(name, params, enabled, context) as tr:
             seen.append(tr)
             yield tr
 
