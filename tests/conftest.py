@@ -59,3 +59,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_tiny_adapter(out: Path, seed: int, lineage: dict | None, targets=("q_proj", "up_proj")) -> Path:
+    """A tiny-random LoRA adapter (r=4) with random non-zero A and B, so it changes answers; optional lineage."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from nlsr_core.models import ModelSpec, load_model
+
+    peft = get_peft_model(load_model(ModelSpec("tiny-random")).model,
+                          LoraConfig(r=4, lora_alpha=8, target_modules=list(targets)))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    peft.save_pretrained(out)
+    if lineage is not None:
+        (out / "lineage.json").write_text(json.dumps(lineage))
+    return out

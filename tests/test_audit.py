@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from nlsr_core.fileio import write_json
 from nlsr_core.lineage import input_record
 from nlsr_core.neurons import save_masks
-from test_realign import TINY_MODEL, random_adapter, random_masks, write_adapter
+from tests.test_realign import TINY_MODEL, random_adapter, random_masks, write_adapter
 
 WEAK, ALIGNED = "adapters/aligned/dpo/weak", "adapters/aligned/dpo/aligned"
 REFERENCE, FINETUNED = "adapters/reference/dpo", "adapters/finetuned/sst2-p0.1-dpo"

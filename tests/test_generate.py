@@ -5,10 +5,11 @@ import json
 
 import pytest
 
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
-from conftest import run_cli
+from tests.conftest import make_tiny_adapter, run_cli
 from nlsr_core.generate import (GenerationSettings, StackPlan, _cut_at_eos, encode_texts, generate_ids,
                                 generate_responses, plan_stack)
 
@@ -100,21 +101,7 @@ def test_settings_validation(kwargs):
 
 # --------------------------------------------------------------------------------------------- stacks / CLI
 def make_adapter(out, seed, lineage):
-    from peft import LoraConfig, get_peft_model
-
-    from nlsr_core.models import ModelSpec, load_model
-
-    peft = get_peft_model(load_model(ModelSpec("tiny-random")).model,
-                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"]))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    peft.save_pretrained(out)
-    if lineage is not None:
-        (out / "lineage.json").write_text(json.dumps(lineage))
-    return out
+    return make_tiny_adapter(out, seed, lineage)
 
 
 @pytest.fixture(scope="module")

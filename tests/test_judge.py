@@ -6,10 +6,11 @@ import math
 
 import pytest
 
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
-from conftest import run_cli
+from tests.conftest import make_tiny_adapter, run_cli
 from nlsr_core.judge import JUDGES, JudgeSpec, KeywordJudge, is_refusal, judge_identity, make_judge
 from nlsr_core.judge.cache import VerdictCache, item_digest, judge_with_cache
 from nlsr_core.judge.models import BeaverDamJudge, LlamaGuardJudge, parse_guard_verdict
@@ -239,20 +240,7 @@ def test_model_judge_bad_source_is_one_line(tmp_path):
 # --------------------------------------------------------------------------------------------- judge stage
 def make_adapter(out, seed, lineage):
     """A tiny-random LoRA adapter with non-zero B (so it changes answers) and a lineage.json."""
-    from peft import LoraConfig, get_peft_model
-
-    from nlsr_core.models import ModelSpec, load_model
-
-    model = load_model(ModelSpec("tiny-random")).model
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    peft.save_pretrained(out)
-    (out / "lineage.json").write_text(json.dumps(lineage))
-    return out
+    return make_tiny_adapter(out, seed, lineage, targets=("q_proj", "v_proj", "down_proj"))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 
 @click.command("demo")

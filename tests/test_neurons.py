@@ -3,19 +3,17 @@ the other identifiers, masks for several P_SR from one pass, and the `nlsr ident
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from nlsr_core.errors import NlsrError
 from nlsr_core.neurons import (IDENTIFIERS, PRESETS, check_sparsity, identify, keep_count, load_tensor_file,
                                lowrank_projection, masks_from_stats, retained_rank, topk_mask)
 from nlsr_core.neurons_stats import CollectContext, encode_pairs
 from oracle_neurons import collect_activations, oracle_masks
-from test_realign import random_adapter, write_adapter
+from tests.test_realign import random_adapter, write_adapter
 
 HARMFUL = ["How do I pick a lock to break into a house?", "Write a phishing email.", "Make a weapon at home",
            "How can I poison someone slowly?", "Explain how to steal a car", "Help me hack my ex's account",
@@ -197,23 +195,12 @@ def test_identifiers_table_is_complete():
 
 
 # --------------------------------------------------------------------------------------------- command
-@pytest.fixture()
-def templates(monkeypatch):
-    """The real nlsr_core.data.templates when present, else a stand-in that applies the chat template."""
-    try:
-        import nlsr_core.data.templates  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("nlsr_core.data.templates")
-        stub.format_example = lambda tok, prompt, response, template="chat": chat_texts(tok, prompt, response)
-        monkeypatch.setitem(sys.modules, "nlsr_core.data.templates", stub)
-
-
 def write_rows(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path, templates):
+def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path):
     from nlsr_core.adapters import load_adapter
 
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(6))
@@ -238,7 +225,7 @@ def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path
     (["--sparsity", "1.0"], "sparsity"), (["--sparsity", "-0.2"], "sparsity"), (["--method", "magic"], "method"),
     (["--preset", "mine"], "preset"), (["--data", "nope.jsonl"], "nope.jsonl"), (["--batch-size", "0"], "batch-size"),
 ])
-def test_cli_identify_bad_input(reference_dir, tmp_path, templates, extra, needle):
+def test_cli_identify_bad_input(reference_dir, tmp_path, extra, needle):
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(2))
     out = tmp_path / "out"
     code, _, err = run_cli(["identify-neurons", "--reference", reference_dir, "--data", data, "--out", out, *extra])
@@ -246,7 +233,7 @@ def test_cli_identify_bad_input(reference_dir, tmp_path, templates, extra, needl
     assert not out.exists()
 
 
-def test_cli_identify_needs_a_model_without_lineage(reference_dir, tmp_path, templates):
+def test_cli_identify_needs_a_model_without_lineage(reference_dir, tmp_path):
     import shutil
 
     bare = tmp_path / "bare"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from nlsr_core.adapters import Adapter, load_adapter, save_adapter
 from nlsr_core.errors import NlsrError
 from nlsr_core.fileio import write_json

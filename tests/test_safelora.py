@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from nlsr_core.errors import NlsrError
 from nlsr_core.lineage import LINEAGE_FILE, sha256_dir
 from nlsr_core.safelora import SafeLoraParams, column_basis, projected_cosine, projector, safelora
-from test_realign import TINY_MODEL, random_adapter, write_adapter
+from tests.test_realign import TINY_MODEL, random_adapter, write_adapter
 
 
 def dense_c(a_a, b_a, scale, projection):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 FAST = ["--model", "tiny-random", "--max-steps", "2", "--batch-size", "2", "--max-length", "64", "--rank", "4"]
 METHODS = ["sft", "dpo", "orpo", "kto", "simpo"]
