@@ -63,6 +63,11 @@ def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_
     params = {"cell": parsed.key, "model": model_name, "seed": seed, "judge": judge_name,
               "judge_model": judge_model, **settings.record()}
     with tracked("judge", parsed.key, params) as tr:
+        from nlsr_core.lineage import input_record
+
+        for variant, path in adapters.items():  # which adapters were judged, by digest
+            if path:
+                tr.log_input(input_record(Path(path), variant))
         record = run(parsed, plans, splits, settings, spec, seed, out, Path(cache_dir) if cache_dir else None,
                      params)
         for variant, entry in record["variants"].items():
