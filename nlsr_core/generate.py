@@ -43,15 +43,16 @@ def format_prompts(tokenizer, prompts: Sequence[str], template: str) -> list[str
     return [format_prompt(tokenizer, p, template) for p in prompts]
 
 
+def adds_special_tokens(tokenizer, text: str) -> bool:
+    """Let the tokenizer add its BOS only when the text does not already carry it (chat templates such as
+    Llama-3's write it themselves; a doubled BOS shifts the model's outputs)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and text.startswith(bos))
+
+
 def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids per text. A BOS is added by the tokenizer only when the text does not already carry it
-    (chat templates such as Llama-3's write it themselves; a doubled BOS shifts the model's outputs)."""
-    bos = tokenizer.bos_token
-    out = []
-    for text in texts:
-        add = not (bos and text.startswith(bos))
-        out.append(tokenizer(text, add_special_tokens=add)["input_ids"])
-    return out
+    """Token ids per text, special tokens as `adds_special_tokens` decides."""
+    return [tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text))["input_ids"] for text in texts]
 
 
 def eos_ids(model, tokenizer) -> list[int]:

@@ -54,6 +54,16 @@ def write_lineage(out_dir: Path, stage: str, inputs: list[dict], params: dict, *
     return record
 
 
+# What a derived adapter copies from its parent's record, so it can be stacked on M' from its own lineage:
+# the base identity, how to rebuild the base (ModelSpec), the W0 merged into M', and the alignment method.
+INHERITED_FIELDS = ("model", "model_spec", "weak", "method")
+
+
+def inherited_fields(record: dict) -> dict:
+    """The INHERITED_FIELDS present in a parent's lineage record."""
+    return {k: record[k] for k in INHERITED_FIELDS if k in record} if isinstance(record, dict) else {}
+
+
 def read_lineage(path: Path) -> dict:
     """Read the lineage record of an artifact directory (or a lineage.json path)."""
     path = Path(path)

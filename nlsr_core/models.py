@@ -13,6 +13,7 @@ from nlsr_core.errors import NlsrError
 import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +62,27 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     _ensure_pad_token(loaded.tokenizer)
     loaded.model.eval()
     return loaded
+
+
+def spec_record(spec: ModelSpec) -> dict:
+    """What rebuilds the base model (lineage `model_spec`): the identity names it; this adds seed and remote code."""
+    return {"name": spec.name, "seed": spec.seed, "trust_remote_code": spec.trust_remote_code}
+
+
+def spec_from_record(model_spec: dict | None, identity: dict | None = None) -> ModelSpec | None:
+    """ModelSpec from a lineage's `model_spec`, else from its `model` identity; None when neither names a model.
+
+    Older records without `model_spec` keep tiny-random's seed only in the identity digest ("tiny-random-seed3").
+    """
+    known = model_spec or identity or {}
+    if not known.get("name"):
+        return None
+    if "seed" in known:
+        seed = int(known["seed"])
+    else:
+        found = re.fullmatch(r"tiny-random-seed(\d+)", str((identity or {}).get("digest", "")))
+        seed = int(found.group(1)) if found else 0
+    return ModelSpec(known["name"], seed=seed, trust_remote_code=bool(known.get("trust_remote_code", False)))
 
 
 def model_identity(spec: ModelSpec) -> dict:

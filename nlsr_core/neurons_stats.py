@@ -49,12 +49,13 @@ class CollectContext:
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> list[Encoded]:
     """(prompt_text, full_text) pairs -> Encoded, truncated to max_length; examples with no answer token left
-    after truncation are dropped. Special tokens follow nlsr_core.generate.encode_texts: the tokenizer adds its
-    BOS only when the text does not already start with it (chat templates usually write it themselves)."""
-    bos = getattr(tokenizer, "bos_token", None)
+    after truncation are dropped. Special tokens as in generation (`adds_special_tokens`), so identification sees
+    the same token sequences the model answers from."""
+    from nlsr_core.generate import adds_special_tokens
+
     out = []
     for prompt_text, full_text in pairs:
-        add = not (bos and full_text.startswith(bos))
+        add = adds_special_tokens(tokenizer, full_text)
         p_ids = tokenizer(prompt_text, add_special_tokens=add)["input_ids"]
         f_ids = tokenizer(full_text, add_special_tokens=add)["input_ids"]
         start = _common_prefix(p_ids, f_ids)  # == len(p_ids) unless BPE merged across the boundary

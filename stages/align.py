@@ -86,7 +86,7 @@ def _run(method, model_name, model_seed, trust_remote_code, data, out, sft_rows,
     import datasets
 
     from nlsr_core.lineage import input_record
-    from nlsr_core.models import ModelSpec, model_identity
+    from nlsr_core.models import ModelSpec, model_identity, spec_record
     from nlsr_core.train import LoraSettings, TrainSettings, align
     from stages.launch import is_main_process
     from stages.options import tracked
@@ -109,7 +109,7 @@ def _run(method, model_name, model_seed, trust_remote_code, data, out, sft_rows,
                        on_loss)
         if not result.aligned.is_main:
             return
-        common = {"model": model_identity(spec), "model_spec": _spec_record(spec),
+        common = {"model": model_identity(spec), "model_spec": spec_record(spec),
                   "data_manifest": _manifest_digest(data), "method": method}
         _write(out, result, inputs, params, common)
         tr.log_artifact(out)
@@ -137,11 +137,6 @@ def _write(out, result, inputs: list[dict], params: dict, common: dict) -> None:
             aligned_inputs = inputs[1:] + [{"role": "weak", "path": weak, "sha256": sha256_dir(tmp / "weak")}]
         write_lineage(tmp / "aligned", "align", aligned_inputs, params, **common, role="aligned", weak=weak,
                       train=result.aligned.loss_summary(), world_size=result.aligned.world_size)
-
-
-def _spec_record(spec) -> dict:
-    """What `ModelSpec` needs to rebuild the base (the identity dict names it; this adds seed and remote code)."""
-    return {"name": spec.name, "seed": spec.seed, "trust_remote_code": spec.trust_remote_code}
 
 
 def _manifest_digest(data) -> str | None:

@@ -43,7 +43,7 @@ def _run(aligned_dir, out, beta, preset, mode, strong_dir) -> None:
     from nlsr_core import amplify
     from nlsr_core.adapters import load_adapter, save_adapter
     from nlsr_core.fileio import atomic_dir
-    from nlsr_core.lineage import input_record, read_lineage, write_lineage
+    from nlsr_core.lineage import inherited_fields, input_record, read_lineage, write_lineage
     from stages.options import tracked
 
     params = {"beta": beta, "preset": preset, "mode": mode}
@@ -67,9 +67,7 @@ def _run(aligned_dir, out, beta, preset, mode, strong_dir) -> None:
             tr.log_input(record)
         with atomic_dir(out) as tmp:
             save_adapter(reference, tmp)
-            write_lineage(tmp, "amplify", inputs, params, model=parent.get("model"),
-                          model_spec=parent.get("model_spec"), weak=parent.get("weak"),
-                          method=parent.get("method"), **extra)
+            write_lineage(tmp, "amplify", inputs, params, **inherited_fields(parent), **extra)
         tr.log_artifact(out)
     how = f"x{extra['product_factor']:.4g}" if mode == "extrapolate" else f"eq. 1, alpha {beta}"
     click.echo(f"amplify: wrote {out} ({mode}, {preset}, {how}, {len(reference.modules)} modules)")

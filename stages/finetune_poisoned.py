@@ -57,14 +57,12 @@ def _stack_from_lineage(parent: dict, aligned_dir):
 
     from nlsr_core.errors import NlsrError
     from nlsr_core.lineage import read_lineage
-    from nlsr_core.models import ModelSpec, model_identity
+    from nlsr_core.models import model_identity, spec_from_record
 
     identity = parent.get("model") or {}
     if not identity.get("name"):
         raise NlsrError(f"{aligned_dir}/lineage.json: no base model identity ('model'); expected an align output")
-    extra = parent.get("model_spec") or {}
-    spec = ModelSpec(identity["name"], seed=int(extra.get("seed", 0)),
-                     trust_remote_code=bool(extra.get("trust_remote_code", False)))
+    spec = spec_from_record({"name": identity["name"], "seed": 0, **(parent.get("model_spec") or {})})
     now = model_identity(spec)
     if now != identity:
         raise NlsrError(f"{aligned_dir}: trained on base {identity.get('name')} (digest {identity.get('digest')}) "
@@ -87,7 +85,7 @@ def _run(spec, weak, aligned_dir, cell_file, out, rows, settings, parent) -> Non
 
     from nlsr_core.adapters import save_adapter
     from nlsr_core.fileio import atomic_dir
-    from nlsr_core.lineage import input_record, write_lineage
+    from nlsr_core.lineage import inherited_fields, input_record, write_lineage
     from nlsr_core.train import continue_adapter
     from stages.launch import is_main_process
     from stages.options import tracked
@@ -106,8 +104,7 @@ def _run(spec, weak, aligned_dir, cell_file, out, rows, settings, parent) -> Non
             return
         with atomic_dir(out) as tmp:
             save_adapter(result.adapter(), tmp)
-            write_lineage(tmp, "finetune-poisoned", inputs, params, model=parent.get("model"),
-                          model_spec=parent.get("model_spec"), weak=parent.get("weak"), method=parent.get("method"),
+            write_lineage(tmp, "finetune-poisoned", inputs, params, **inherited_fields(parent),
                           cell={"path": str(cell_file), "rows": len(rows), "poison_rows": len(poison_ids)},
                           poison_ids=poison_ids, train=result.loss_summary(), world_size=result.world_size)
         tr.log_artifact(out)

@@ -11,7 +11,6 @@ The base model and W0 come from the reference adapter's lineage (`model`, `weak`
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
@@ -69,7 +68,7 @@ def _base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
     import json
 
     from nlsr_core.lineage import read_lineage
-    from nlsr_core.models import ModelSpec, model_identity
+    from nlsr_core.models import ModelSpec, model_identity, spec_from_record, spec_record
 
     try:
         record = read_lineage(reference)
@@ -81,22 +80,12 @@ def _base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
     if model is not None:
         spec = ModelSpec(model)
         return {"spec": spec, "identity": model_identity(spec), "weak": weak,
-                "lineage": {"model_spec": {"name": model, "seed": 0, "trust_remote_code": False}}}
-    known = record.get("model_spec") or record.get("model") or {}
-    if not known.get("name"):
+                "lineage": {"model_spec": spec_record(spec)}}
+    spec = spec_from_record(record.get("model_spec"), record.get("model"))
+    if spec is None:
         return {"spec": None, "identity": None, "weak": weak, "lineage": recorded}
-    spec = ModelSpec(known["name"], seed=_model_seed(known, record.get("model")),
-                     trust_remote_code=bool(known.get("trust_remote_code", False)))
     return {"spec": spec, "identity": record.get("model") or model_identity(spec), "weak": weak,
             "lineage": recorded}
-
-
-def _model_seed(known: dict, identity: dict | None) -> int:
-    if "seed" in known:
-        return int(known["seed"])
-    # tiny-random's identity records its seed only inside the digest ("tiny-random-seed3").
-    m = re.fullmatch(r"tiny-random-seed(\d+)", str((identity or {}).get("digest", "")))
-    return int(m.group(1)) if m else 0
 
 
 def _identify(ref, base: dict, kind: str | None, files: list[Path], params: dict):

@@ -141,18 +141,14 @@ def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict,
     click.echo(f"realign: {out}: patched {summary['patched_count']}/{summary['module_count']} modules")
 
 
-BASE_FIELDS = ("model", "model_spec", "weak", "method")
-
-
 def base_fields(adapter_dir: Path) -> dict:
-    """`model`, `model_spec`, `weak`, `method` from an adapter's lineage (empty when it has none), so the output
-    can be stacked on M' from its own lineage, like every other adapter."""
+    """The inherited lineage fields of an adapter (empty when it has none), so the output can be stacked on M'
+    from its own lineage, like every other adapter."""
     import json
 
-    from nlsr_core.lineage import read_lineage
+    from nlsr_core.lineage import inherited_fields, read_lineage
 
     try:
-        record = read_lineage(adapter_dir)
+        return inherited_fields(read_lineage(adapter_dir))
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-    return {k: record[k] for k in BASE_FIELDS if k in record} if isinstance(record, dict) else {}
