@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test test-fast bench install clean-venv
+.PHONY: repro repro-local-paper repro-profile test test-fast bench install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,26 @@ repro: $(STAMP)
 	@test -d .git || (git init -q && echo "initialised a git repository for DVC")
 	@test -d .dvc || ($(BIN)/dvc init -q && $(BIN)/dvc config parsing.list append)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# Another profile runs in its own copy of the tracked tree (.runs/<profile>, its own git repo and dvc.lock) so the
+# default run's dvc.lock stays as committed; the DVC cache is shared, so a re-run restores instead of retraining.
+# Its reports land in reports/<profile>/. Data paths are made absolute because the copy sits two levels down.
+PROFILE ?= local-paper
+RUN_DIR := .runs/$(PROFILE)
+repro-local-paper:
+	$(MAKE) repro-profile PROFILE=local-paper
+
+repro-profile: $(STAMP)
+	mkdir -p $(RUN_DIR)
+	git ls-files -z -- . ':!dvc.lock' ':!reports' | xargs -0 cp --parents -t $(RUN_DIR)
+	sed 's#^\(  local_dir:\) \.\./#\1 $(CURDIR)/../#' profiles/$(PROFILE).yaml > $(RUN_DIR)/params.yaml
+	cd $(RUN_DIR) && (test -d .git || git init -q) && git add -A && \
+	  (git -c user.name=nlsr -c user.email=nlsr@localhost commit -qm "profile $(PROFILE)" || true)
+	cd $(RUN_DIR) && ../../$(BIN)/dvc cache dir --local $(CURDIR)/.dvc/cache && \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" ../../$(BIN)/dvc repro
+	mkdir -p reports/$(PROFILE)
+	cp -r $(RUN_DIR)/reports/. reports/$(PROFILE)/
+	cp $(RUN_DIR)/dvc.lock $(RUN_DIR)/params.yaml reports/$(PROFILE)/
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -ra

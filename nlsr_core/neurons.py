@@ -297,12 +297,34 @@ class IdentifyResult:
     summary: dict                    # per-module kept fraction, r*, spectrum energy; sample/token counts
 
 
-def identify(method: str, ctx, sparsity: float, preset: str | Preset) -> IdentifyResult:
-    """Collect `method`'s statistics with ctx (a neurons_stats.CollectContext), then score and mask them."""
+def identify(method: str, ctx, sparsity: float | None, preset: str | Preset) -> IdentifyResult:
+    """Collect `method`'s statistics with ctx (a neurons_stats.CollectContext), then score and mask them.
+    sparsity None: statistics only (no masks); `masks_from_stats` makes them later for any P_SR."""
     identifier = get_identifier(method)
-    sparsity = check_sparsity(sparsity)
     preset = preset if isinstance(preset, Preset) else get_preset(preset)
+    if sparsity is not None:
+        sparsity = check_sparsity(sparsity)
     stats, info = identifier.collect(ctx)
+    if sparsity is None:
+        return IdentifyResult({}, stats, {"method": method, "rank": ctx.reference.rank, **info})
     masks, summary = masks_and_summary(ctx.reference, stats, sparsity, preset, method)
     summary.update(info)
     return IdentifyResult(masks, stats, summary)
+
+
+def stats_method(path) -> str:
+    """The identification method recorded in a stats.safetensors file's metadata (what `masks_from_stats` needs)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "stats.safetensors"
+    load_tensor_file(path, "stats")  # one-line error for a missing or unreadable file
+    with safe_open(str(path), framework="pt") as f:
+        method = (f.metadata() or {}).get("method")
+    if method not in IDENTIFIERS:
+        raise IdentifyError(f"{path}: no identification method in its metadata (expected stats.safetensors "
+                            f"written by `nlsr identify-neurons`)")
+    return method

@@ -68,3 +68,44 @@ def plot_similarity(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_frontier(rows: list[dict], path: Path) -> None:
+    """HS against FA for every scored setting (95% Wilson intervals as error bars), one panel per cell:
+    NLSR grid points, SafeLoRA thresholds, the aligned and fine-tuned references, the calibrated choice starred."""
+    plt = _pyplot()
+    cells = sorted({r["cell"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(6.5 * max(1, len(cells)), 5), squeeze=False,
+                             layout="constrained")
+    if not cells:
+        axes[0][0].text(0.5, 0.5, "no frontier points", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    style = {"nlsr": ("tab:green", "^", "NLSR settings"), "safelora": ("tab:orange", "D", "SafeLoRA τ"),
+             "aligned": ("tab:blue", "o", "aligned"), "finetuned": ("tab:red", "v", "fine-tuned")}
+    for cell, ax in zip(cells, axes[0]):
+        sel = [r for r in rows if r["cell"] == cell and r["hs"] is not None and r["fa"] is not None]
+        for kind, (color, marker, name) in style.items():
+            pts = [r for r in sel if r["kind"] == kind]
+            if not pts:
+                continue
+            xerr = [[r["fa"] - r["fa_lo"] for r in pts], [r["fa_hi"] - r["fa"] for r in pts]]
+            yerr = [[r["hs"] - r["hs_lo"] for r in pts], [r["hs_hi"] - r["hs"] for r in pts]]
+            ax.errorbar([r["fa"] for r in pts], [r["hs"] for r in pts], xerr=xerr, yerr=yerr, fmt=marker,
+                        color=color, ecolor=color, alpha=0.8, elinewidth=0.7, capsize=2, label=name)
+            if kind in ("nlsr", "safelora"):
+                for r in pts:
+                    ax.annotate(r["label"].split(" ", 1)[1], (r["fa"], r["hs"]), fontsize=6,
+                                xytext=(3, 3), textcoords="offset points")
+        chosen = [r for r in sel if r["chosen"]]
+        if chosen:
+            ax.scatter([r["fa"] for r in chosen], [r["hs"] for r in chosen], s=260, marker="*", facecolors="none",
+                       edgecolors="black", linewidths=1.2, label="calibrated choice", zorder=5)
+        ax.set_title(f"{cell}: HS against FA (test split)")
+        ax.set_xlabel("FA (%) ↑")
+        ax.set_ylabel("HS (%) ↓")
+        ax.set_xlim(-3, 103)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    _save(fig, path)
+    plt.close(fig)

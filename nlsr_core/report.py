@@ -114,7 +114,7 @@ def table1(task: str, method: str, cells: list[Judged]) -> list[str]:
     return lines
 
 
-def _ci(entry: dict | None) -> str:
+def ci_text(entry: dict | None) -> str:
     if not entry or entry.get("pct") is None:
         return "–"
     lo, hi = entry["ci95"]
@@ -131,7 +131,7 @@ def interval_table(cells: list[Judged]) -> list[str]:
             if entry is None:
                 continue
             lines.append(f"| {LABELS.get(v, v)} | {float(j.doc['p']):g} | "
-                         + " | ".join(_ci(entry.get(m)) for m in METRICS) + " |")
+                         + " | ".join(ci_text(entry.get(m)) for m in METRICS) + " |")
     return lines
 
 

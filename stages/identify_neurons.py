@@ -2,9 +2,10 @@
 
 Runs M' + We over the safety identification set X̂ (response tokens only), scores every LoRA entry with the
 chosen method and writes, into --out (default masks/<method>/):
-    masks.safetensors   bool masks keyed by adapter tensor name (what `nlsr realign --masks` reads)
-    stats.safetensors   the method's fp32 statistics (lowrank: the Gram K per module), so masks for other
-                        P_SR values come from `nlsr_core.neurons.masks_from_stats` without another pass
+    stats.safetensors   the method's fp32 statistics (lowrank: the Gram K per module); they do not depend on
+                        P_SR, so masks for any P_SR come from them (`nlsr realign --stats`, `masks_from_stats`)
+                        without another pass over the model
+    masks.safetensors   bool masks keyed by adapter tensor name, only with --sparsity (`nlsr realign --masks`)
     summary.json        per-module kept fraction, r*, spectrum energy retained; sample and token counts
     lineage.json
 The base model and W0 come from the reference adapter's lineage (`model`, `weak`); --model / --weak override.
@@ -28,7 +29,9 @@ PATH = click.Path(path_type=Path)
               help="Preference pairs for --method preference-snip.")
 @click.option("--method", default="lowrank", show_default=True,
               help="lowrank | wanda | snip | preference-snip | random")
-@click.option("--sparsity", type=float, default=0.5, show_default=True, help="P_SR in [0, 1).")
+@click.option("--sparsity", type=float, default=None,
+              help="P_SR in [0, 1): also write masks.safetensors; without it only the statistics are written and "
+                   "`nlsr realign --stats FILE --sparsity P` makes the masks (the DVC pipeline does that).")
 @click.option("--preset", default="paper", show_default=True, help="paper | official-code")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-length", type=int, default=160, show_default=True)
@@ -43,14 +46,15 @@ def command(reference, model, weak, data, preference, method, sparsity, preset, 
     from nlsr_core.neurons import check_sparsity, get_identifier, get_preset
 
     identifier = get_identifier(method)
-    check_sparsity(sparsity)
+    if sparsity is not None:
+        check_sparsity(sparsity)
     get_preset(preset)
     for name, value in (("--batch-size", batch_size), ("--max-length", max_length)):
         if value < 1:
             raise NlsrError(f"identify-neurons {name} = {value}: expected a positive integer")
     out = out or Path("masks") / method
     ref = load_adapter(reference)
-    base = _base_of(reference, model, weak)
+    base = base_of(reference, model, weak)
     data_files = {"safety": data, "preference": preference}
     needed = [data_files[identifier.data]] if identifier.data else []
     for f in needed:
@@ -58,11 +62,11 @@ def command(reference, model, weak, data, preference, method, sparsity, preset, 
             raise NlsrError(f"{f}: missing (expected the prepared {identifier.data} JSONL; run `nlsr prepare-data`)")
     params = {"method": method, "sparsity": sparsity, "preset": preset, "batch_size": batch_size,
               "max_length": max_length, "template": template, "seed": seed}
-    result = _identify(ref, base, identifier.data, needed, params)
+    result = identify_model(ref, base, identifier.data, needed, params)
     _write(out, ref, reference, base, needed, params, result)
 
 
-def _base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
+def base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
     """{'spec', 'identity', 'weak', 'lineage'} for M' from --model/--weak, else the reference's lineage
     (`model_spec` when recorded, else `model`)."""
     import json
@@ -88,7 +92,7 @@ def _base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
             "lineage": recorded}
 
 
-def _identify(ref, base: dict, kind: str | None, files: list[Path], params: dict):
+def identify_model(ref, base: dict, kind: str | None, files: list[Path], params: dict):
     from nlsr_core.errors import NlsrError
     from nlsr_core.neurons import identify
     from nlsr_core.neurons_stats import CollectContext
@@ -148,15 +152,19 @@ def _write(out: Path, ref, reference: Path, base: dict, files: list[Path], param
     if base["weak"]:
         inputs.append(input_record(Path(base["weak"]), "weak"))
     meta = {"method": params["method"], "preset": params["preset"], "sparsity": repr(params["sparsity"])}
+    kept = result.summary.get("kept_fraction")
     with tracked("identify-neurons", out.name, params) as tr:  # keyed like the DVC stage (align method)
         for rec in inputs:
             tr.log_input(rec)
         with atomic_dir(out) as tmp:
-            save_masks(result.masks, tmp / "masks.safetensors", meta)
+            if result.masks:
+                save_masks(result.masks, tmp / "masks.safetensors", meta)
             save_stats(result.stats, tmp / "stats.safetensors", {"method": params["method"]})
             write_json(tmp / "summary.json", result.summary)
             extra = {**base["lineage"], "model": base["identity"], "weak": str(base["weak"]) if base["weak"] else None}
             write_lineage(tmp, "identify-neurons", inputs, params, seed=params["seed"], **extra)
-        tr.log_metric("kept_fraction", result.summary["kept_fraction"])
+        if kept is not None:
+            tr.log_metric("kept_fraction", kept)
         tr.log_artifact(out)
-    click.echo(f"identify-neurons: {out}: {len(result.masks)} masks, kept {result.summary['kept_fraction']:.3f}")
+    what = f"{len(result.masks)} masks, kept {kept:.3f}" if kept is not None else "statistics only (no --sparsity)"
+    click.echo(f"identify-neurons: {out}: {what}")

@@ -6,7 +6,7 @@ import click
 from stages.options import check_align_methods, split_list
 
 SIZE_KEYS = ("sft_refusal", "sft_benign", "preference", "identify", "eval_harmful", "eval_benign",
-             "task_train", "task_test", "poison_pool")
+             "task_train", "task_test", "poison_pool", "calib_harmful", "task_calib")
 
 
 def _size_options(f):

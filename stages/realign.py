@@ -3,6 +3,7 @@
 Reads adapter tensors and masks only (no base model, no tokenizer), so it also serves operators outside DVC:
 
     nlsr realign --finetuned A --reference REF --masks masks/lowrank/masks.safetensors --out OUT
+    nlsr realign --finetuned A --reference REF --stats masks/dpo/stats.safetensors --sparsity 0.5 --out OUT
     nlsr realign --finetuned A B C --reference REF --masks M --out PARENT     # -> PARENT/A, PARENT/B, PARENT/C
     nlsr realign --method safelora --finetuned A --aligned ALIGNED --out OUT
 
@@ -24,6 +25,9 @@ PATH = click.Path(path_type=Path)
 @click.argument("more_finetuned", nargs=-1, type=PATH, metavar="[FINETUNED]...")
 @click.option("--reference", type=PATH, help="Reference adapter We (nlsr).")
 @click.option("--masks", type=PATH, help="masks.safetensors from identify-neurons (nlsr).")
+@click.option("--stats", type=PATH, help="stats.safetensors from identify-neurons: masks for --sparsity are made "
+                                          "from it (nlsr; instead of --masks).")
+@click.option("--sparsity", type=float, default=None, help="P_SR for --stats (identify.sparsity).")
 @click.option("--aligned", type=PATH, help="Aligned adapter Wa (safelora).")
 @click.option("--method", default="nlsr", show_default=True, help="nlsr | safelora")
 @click.option("--preset", default="paper", show_default=True, help="paper | official-code (nlsr.preset)")
@@ -37,8 +41,8 @@ PATH = click.Path(path_type=Path)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Bernoulli draws.")
 @click.option("--out", required=True, type=PATH, help="Output adapter dir (parent dir with several --finetuned).")
 @click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) adapters.")
-def command(finetuned, more_finetuned, reference, masks, aligned, method, preset, selection, layer_prune, delta,
-            tau, safelora_tau, safelora_projection, seed, out, allow_pickle):
+def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, preset, selection,
+            layer_prune, delta, tau, safelora_tau, safelora_projection, seed, out, allow_pickle):
     """Transplant safety neurons into fine-tuned adapters (NLSR) or project them (SafeLoRA)."""
     from nlsr_core.errors import NlsrError
 
@@ -48,7 +52,8 @@ def command(finetuned, more_finetuned, reference, masks, aligned, method, preset
     finetuned = [*finetuned, *more_finetuned]
     outs = output_dirs(finetuned, out)
     run = METHODS[method]
-    run(finetuned=finetuned, outs=outs, reference=reference, masks=masks, aligned=aligned,
+    run(finetuned=finetuned, outs=outs, reference=reference, masks=masks, stats=stats, sparsity=sparsity,
+        aligned=aligned,
         preset=preset, selection=selection, layer_prune=layer_prune, delta=delta, tau=tau,
         safelora_tau=safelora_tau, safelora_projection=safelora_projection, seed=seed, allow_pickle=allow_pickle)
 
@@ -80,26 +85,45 @@ def _require(value, option: str, method: str):
     return value
 
 
-def _run_nlsr(*, finetuned, outs, reference, masks, preset, selection, layer_prune, delta, tau, seed,
-              allow_pickle, **_):
+def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, preset: str):
+    """(mask tensors, the file they came from, lineage fields): from --masks, or made from --stats at --sparsity."""
+    from nlsr_core.errors import NlsrError
+    from nlsr_core.neurons import load_tensor_file, masks_and_summary, stats_method
+    from nlsr_core.realign import load_masks
+
+    if (masks is None) == (stats is None):
+        raise NlsrError("realign --method nlsr needs exactly one of --masks FILE or --stats FILE --sparsity P_SR")
+    if masks is not None:
+        if sparsity is not None:
+            raise NlsrError("realign --sparsity applies to --stats only; --masks already fixes P_SR")
+        return load_masks(masks), masks, {}
+    if sparsity is None:
+        raise NlsrError("realign --stats needs --sparsity P_SR (identify.sparsity)")
+    method = stats_method(stats)
+    made, summary = masks_and_summary(ref, load_tensor_file(stats, "stats"), sparsity, preset, method)
+    info = {k: summary[k] for k in ("method", "sparsity", "retained_rank", "kept_fraction")}
+    return made, stats, {"masks_from_stats": info}
+
+
+def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, selection, layer_prune, delta, tau,
+              seed, allow_pickle, **_):
     from nlsr_core.adapters import load_adapter
     from nlsr_core.lineage import input_record
-    from nlsr_core.realign import RealignParams, check_realign_inputs, load_masks, realign
+    from nlsr_core.realign import RealignParams, check_realign_inputs, realign
 
     params = RealignParams(preset=preset, selection=selection, layer_prune=layer_prune, delta=delta, tau=tau,
                            seed=seed)
     ref = load_adapter(_require(reference, "--reference DIR", "nlsr"), allow_pickle=allow_pickle)
-    mask_path = _require(masks, "--masks FILE", "nlsr")
-    mask_tensors = load_masks(mask_path)
+    mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, ref, preset)
     results = []
     for path in finetuned:  # everything is checked and computed before the first output is written
         ft = load_adapter(path, allow_pickle=allow_pickle)
         check_realign_inputs(ft, ref, mask_tensors, mask_path)
         results.append(realign(ft, ref, mask_tensors, params))
     inputs = [input_record(reference, "reference"), input_record(mask_path, "masks")]
-    record_params = {"method": "nlsr", **params.__dict__}
+    record_params = {"method": "nlsr", **params.__dict__, **({"sparsity": sparsity} if stats else {})}
     for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, inputs, record_params, fallback=reference)
+        _write(out, path, res, inputs, record_params, fallback=reference, extra=mask_info)
 
 
 def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection, allow_pickle, **_):
@@ -118,7 +142,8 @@ def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection
 METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora}
 
 
-def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path) -> None:
+def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,
+           extra: dict | None = None) -> None:
     from nlsr_core.adapters import save_adapter
     from nlsr_core.fileio import atomic_dir
     from nlsr_core.lineage import input_record, write_lineage
@@ -134,7 +159,7 @@ def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict,
         with atomic_dir(out) as tmp:
             save_adapter(result.adapter, tmp)
             write_lineage(tmp, stage, all_inputs, params, seed=params.get("seed"),
-                          modules=[r.as_dict() for r in result.records], **summary, **base)
+                          modules=[r.as_dict() for r in result.records], **summary, **base, **(extra or {}))
         for key in ("patched_count", "patched_fraction"):
             tr.log_metric(key, summary[key])
         tr.log_artifact(out)

@@ -20,13 +20,22 @@ import click
 @click.option("--metrics", "metrics_file", type=click.Path(), default="reports/metrics.json", show_default=True)
 @click.option("--results", "results_file", type=click.Path(), default="reports/results.md", show_default=True)
 @click.option("--plots", "plots_dir", type=click.Path(), default="reports/plots", show_default=True)
-def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir):
+@click.option("--frontier", "frontier_dir", type=click.Path(), default=None,
+              help="frontier/ outputs (<cell>/frontier.json) -> --frontier-md and plots/frontier.{csv,png}")
+@click.option("--calibration", "calibration_dir", type=click.Path(), default=None,
+              help="calibration/ outputs (<cell>/calibrate.json): the chosen setting, marked on the frontier")
+@click.option("--ablations", "ablations_dir", type=click.Path(), default=None,
+              help="ablations/ outputs (<cell>/ablate.json) -> --ablations-md")
+@click.option("--frontier-md", type=click.Path(), default="reports/frontier.md", show_default=True)
+@click.option("--ablations-md", type=click.Path(), default="reports/ablations.md", show_default=True)
+def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir, frontier_dir, calibration_dir,
+            ablations_dir, frontier_md, ablations_md):
     """Write metrics.json (DVC metrics), results.md (Table 1 layout + Wilson intervals), plot CSVs and PNGs."""
     from pathlib import Path
 
-    from nlsr_core import report
+    from nlsr_core import report, study_report
     from nlsr_core.fileio import atomic_dir, atomic_file, write_json
-    from nlsr_core.plots import plot_hs_fa, plot_similarity
+    from nlsr_core.plots import plot_frontier, plot_hs_fa, plot_similarity
 
     judged = report.load_judged([Path(p) for p in judged_paths])
     realigned = (report.expand_adapter_dirs([Path(d) for d in realigned_dirs]) if realigned_dirs
@@ -37,17 +46,31 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir)
         tmp.write_text(report.results_markdown(judged), encoding="utf-8")
     columns, rows = report.hs_fa_rows(judged)
     sim = report.similarity_rows(realigned)
+    frontiers = study_report.load_docs(Path(frontier_dir) if frontier_dir else None, "frontier")
+    calibrations = study_report.load_docs(Path(calibration_dir) if calibration_dir else None, "calibrate")
+    ablations = study_report.load_docs(Path(ablations_dir) if ablations_dir else None, "ablate")
+    if frontier_dir:
+        with atomic_file(Path(frontier_md)) as tmp:
+            tmp.write_text(study_report.frontier_markdown(frontiers, calibrations), encoding="utf-8")
+    if ablations_dir:
+        with atomic_file(Path(ablations_md)) as tmp:
+            tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
     with atomic_dir(Path(plots_dir)) as tmp:
+        if frontier_dir:
+            points = study_report.frontier_rows(frontiers, calibrations)
+            report.write_csv(tmp / "frontier.csv", study_report.FRONTIER_COLUMNS, points)
+            plot_frontier(points, tmp / "frontier.png")
         report.write_csv(tmp / "hs_fa_vs_p.csv", columns, rows)
         plot_hs_fa(rows, report.variants_present(judged), tmp / "hs_fa_vs_p.png")
         report.write_csv(tmp / "similarity.csv", report.SIMILARITY_COLUMNS, sim)
         plot_similarity(sim, tmp / "similarity.png")
-    _track(Path(metrics_file), Path(results_file), Path(plots_dir), report.metrics(judged))
+    written = [Path(p) for p, given in ((frontier_md, frontier_dir), (ablations_md, ablations_dir)) if given]
+    _track([Path(metrics_file), Path(results_file), *written], Path(plots_dir), report.metrics(judged))
     click.echo(f"report: {len(judged)} cells -> {metrics_file}, {results_file}, {plots_dir}/ "
                f"({len(sim)} module similarities from {len(realigned)} realigned adapters)")
 
 
-def _track(metrics_file, results_file, plots_dir, metrics: dict) -> None:
+def _track(files: list, plots_dir, metrics: dict) -> None:
     """The report run: every cell's HS/FA/over-refusal as metrics, the table and plots as artifacts."""
     from stages.options import tracked
 
@@ -57,5 +80,5 @@ def _track(metrics_file, results_file, plots_dir, metrics: dict) -> None:
                 for name, value in sorted(values.items()):
                     if value is not None:
                         tr.log_metric(f"{cell}.{variant}.{name}", value)
-        for path in (metrics_file, results_file, *sorted(plots_dir.iterdir())):
+        for path in (*files, *sorted(plots_dir.iterdir())):
             tr.log_artifact(path)

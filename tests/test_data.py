@@ -566,3 +566,47 @@ def test_template_errors(case, tokenizer):
         else:
             format_prompt(Bare(), "hi", template="chat")
     _one_line(exc)
+
+
+# ------------------------------------------------------------------------------------------ calibration split
+def _calibration_disjoint(root: Path) -> None:
+    """Every calibration prompt is absent from every other file of the prepared layout."""
+    calib = [root / "calib" / "harmful.jsonl", *sorted(root.glob("tasks/*/calib.jsonl"))]
+    others = [p for p in root.rglob("*.jsonl") if p not in calib]
+    seen = {norm_text(r["prompt"]) for p in others for r in read_jsonl(p)}
+    for path in calib:
+        rows = read_jsonl(path)
+        assert rows and not seen & {norm_text(r["prompt"]) for r in rows}, path
+        assert len({norm_text(r["prompt"]) for r in rows}) == len(rows)
+
+
+def test_calibration_split_is_disjoint_and_changes_no_other_file(tmp_path):
+    spec = DataSpec(seed=0, tasks=("sst2", "gsm8k"), sizes=SMALL)
+    prepare(spec, CELLS, 40, tmp_path / "plain")
+    with_calib = dataclasses.replace(spec, sizes=dataclasses.replace(SMALL, calib_harmful=8, task_calib=6))
+    prepare(with_calib, CELLS, 40, tmp_path / "calib")
+    plain, calib = _files(tmp_path / "plain"), _files(tmp_path / "calib")
+    added = set(calib) - set(plain)
+    assert added == {"calib/harmful.jsonl", "tasks/sst2/calib.jsonl", "tasks/gsm8k/calib.jsonl"}
+    assert all(plain[f] == calib[f] for f in plain if f != MANIFEST)  # nothing upstream retrains
+    assert len(read_jsonl(tmp_path / "calib/calib/harmful.jsonl")) == 8
+    assert {r["id"][:10] for r in read_jsonl(tmp_path / "calib/tasks/sst2/calib.jsonl")} == {"sst2-calib"}
+    _calibration_disjoint(tmp_path / "calib")
+
+
+def test_calibration_split_too_large_is_one_line_error(tmp_path):
+    sizes = dataclasses.replace(SMALL, calib_harmful=10**6)
+    with pytest.raises(DataError) as exc:
+        prepare(DataSpec(seed=0, sizes=sizes), [("sst2", 0.1)], 40, tmp_path / "out")
+    assert "calib-harmful" in _one_line(exc) and not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match="calib_harmful: expected an integer >= 0"):
+        dataclasses.replace(SMALL, calib_harmful=-1)
+
+
+def test_local_paper_calibration_split_is_disjoint(tmp_path):
+    if not PAPER_DATA.is_dir():
+        pytest.skip(f"{PAPER_DATA} absent")
+    sizes = dataclasses.replace(Sizes(), sft_refusal=200, calib_harmful=40, task_calib=40)  # local-paper profile
+    spec = DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=("sst2",), sizes=sizes)
+    prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
+    _calibration_disjoint(tmp_path / "out")

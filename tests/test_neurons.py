@@ -242,3 +242,57 @@ def test_cli_identify_needs_a_model_without_lineage(reference_dir, tmp_path):
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(2))
     code, _, err = run_cli(["identify-neurons", "--reference", bare, "--data", data, "--out", tmp_path / "o"])
     assert code == 1 and "--model" in err and not (tmp_path / "o").exists()
+
+
+def test_cli_statistics_only_then_realign_makes_the_same_masks(reference_dir, tmp_path):
+    """Without --sparsity identify-neurons writes the statistics only; `realign --stats --sparsity` then gives
+    the very adapter `realign --masks` gives with masks identified at that P_SR."""
+    from nlsr_core.adapters import load_adapter
+
+    data = write_rows(tmp_path / "safety.jsonl", safety_rows(6))
+    stats_dir, masks_dir = tmp_path / "stats-only", tmp_path / "with-masks"
+    for out, extra in ((stats_dir, []), (masks_dir, ["--sparsity", "0.35"])):
+        code, _, err = run_cli(["identify-neurons", "--reference", reference_dir, "--data", data, "--out", out,
+                                "--batch-size", "3", *extra])
+        assert code == 0, err
+    assert not (stats_dir / "masks.safetensors").exists() and (stats_dir / "stats.safetensors").is_file()
+    assert json.loads((stats_dir / "summary.json").read_text())["samples"] == 6
+    ft = tmp_path / "ft"
+    write_adapter(ft, random_adapter(5).replace({k: 0.2 * v for k, v in random_adapter(5).tensors.items()}))
+    common = ["realign", "--finetuned", ft, "--reference", reference_dir, "--layer-prune", "0.2"]
+    assert run_cli([*common, "--stats", stats_dir / "stats.safetensors", "--sparsity", "0.35",
+                    "--out", tmp_path / "a"])[0] == 0
+    assert run_cli([*common, "--masks", masks_dir / "masks.safetensors", "--out", tmp_path / "b"])[0] == 0
+    a, b = load_adapter(tmp_path / "a"), load_adapter(tmp_path / "b")
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    lineage = json.loads((tmp_path / "a" / "lineage.json").read_text())
+    assert lineage["params"]["sparsity"] == 0.35 and lineage["masks_from_stats"]["method"] == "lowrank"
+    assert {i["role"] for i in lineage["inputs"]} == {"finetuned", "reference", "masks"}
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--stats", "S", "--masks", "M"], "exactly one of --masks"),
+    ([], "exactly one of --masks"),
+    (["--stats", "S"], "--stats needs --sparsity"),
+    (["--masks", "M", "--sparsity", "0.5"], "--sparsity applies to --stats only"),
+    (["--stats", "NOSTATS", "--sparsity", "0.5"], "missing"),
+    (["--stats", "S", "--sparsity", "1.5"], "sparsity"),
+])
+def test_cli_realign_mask_source_errors(reference_dir, tmp_path, extra, needle):
+    from nlsr_core.neurons import save_masks, save_stats
+
+    stats = {f"{m}.gram": torch.eye(4) for m in load_adapter_modules(reference_dir)}
+    save_stats(stats, tmp_path / "S", {"method": "lowrank"})
+    save_masks({}, tmp_path / "M")
+    args = [str(tmp_path / a) if a in ("S", "M", "NOSTATS") else a for a in extra]
+    out = tmp_path / "out"
+    code, _, err = run_cli(["realign", "--finetuned", reference_dir, "--reference", reference_dir, *args,
+                            "--out", out])
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def load_adapter_modules(path):
+    from nlsr_core.adapters import load_adapter
+
+    return load_adapter(path).modules

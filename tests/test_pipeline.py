@@ -25,12 +25,16 @@ pytestmark = pytest.mark.slow
 TINY = {
     "model": {"name": "tiny-random", "seed": 0},
     "data": {"sizes": {"sft_refusal": 8, "sft_benign": 8, "preference": 8, "identify": 6, "eval_harmful": 6,
-                       "eval_benign": 4, "task_train": 30, "task_test": 6, "poison_pool": 10}},
+                       "eval_benign": 4, "task_train": 30, "task_test": 6, "poison_pool": 10,
+                       "calib_harmful": 4, "task_calib": 4}},
     "finetune": {"n": 12, "batch_size": 4, "max_length": 320},
     "align": {"batch_size": 4, "max_length": 320},
     "identify": {"batch_size": 4, "max_length": 320},
     "lora": {"rank": 4, "alpha": 8},
     "judge": {"max_new_tokens": 6, "batch_size": 8},
+    "frontier": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0], "safelora_tau": [0.3]},
+    "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
+    "ablate": {"seeds": [0, 1]},
 }
 COPY = ["nlsr_core", "stages", "dvc.yaml", ".dvcignore", ".gitignore"]
 
@@ -103,7 +107,9 @@ def test_realign_param_change_reruns_only_downstream_of_realign(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout
     stage_key = "sst2-0.1-dpo"  # DVC names matrix stages by joining the item values
-    assert ran_stages(out) == {f"realign@{stage_key}", f"judge@{stage_key}", "report"}
+    # the study stages start their grids from the pipeline's setting, so they re-run too (from the answer cache)
+    assert ran_stages(out) == {f"realign@{stage_key}", f"judge@{stage_key}", f"frontier@{stage_key}",
+                               f"calibrate@{stage_key}", f"ablate@{stage_key}", "report"}
     diff = sh(["dvc", "params", "diff", "--json"], repo).stdout
     assert "layer_prune" in diff
     sh(["git", "add", "-A"], repo)
@@ -111,6 +117,44 @@ def test_realign_param_change_reruns_only_downstream_of_realign(repo):
     # metrics diff across the two commits runs and reports the metrics file
     metrics_diff = sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo).stdout
     assert isinstance(json.loads(metrics_diff), dict)
+
+
+def test_study_outputs_frontier_calibration_and_ablations(repo):
+    frontier = json.loads((repo / "frontier" / "sst2-p0.1-dpo" / "frontier.json").read_text())
+    labels = [r["label"] for r in frontier["points"]]
+    assert labels == ["aligned", "finetuned", "nlsr P_SR=0.5 P_L=0", "nlsr P_SR=0.8 P_L=0", "safelora tau=0.3"]
+    calib = yaml.safe_load((repo / "calibration" / "sst2-p0.1-dpo" / "params.yaml").read_text())
+    assert calib["identify"]["sparsity"] in (0.5, 0.8) and calib["realign"]["layer_prune"] == 0.0
+    doc = json.loads((repo / "calibration" / "sst2-p0.1-dpo" / "calibrate.json").read_text())
+    assert doc["splits"]["harmful"]["path"].endswith("calib/harmful.jsonl") and doc["splits"]["task"]["n"] == 4
+    ablations = (repo / "reports" / "ablations.md").read_text()
+    for row in ("preset official-code", "identify wanda", "identify snip", "identify random",
+                "no amplification (beta 0)", "threshold selection", "seed 1", "Over 2 Bernoulli seeds"):
+        assert row in ablations
+    assert "◆" in (repo / "reports" / "frontier.md").read_text()
+    assert (repo / "reports" / "plots" / "frontier.png").stat().st_size > 0
+
+
+def test_sweep_points_rerun_no_training_or_identification(repo):
+    """A new frontier grid value or a new P_SR re-runs only training-free stages (DVC decides, dry run)."""
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    training = {"prepare-data", "align@dpo", "amplify@dpo", "identify-neurons@dpo", "finetune-poisoned@sst2-0.1-dpo"}
+    try:
+        params = yaml.safe_load(original)
+        params["frontier"]["grid_sparsity"] = [0.5, 0.8, 0.65]
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        # a dry run lists the stages whose own params/deps changed (report follows once frontier's output does)
+        dry = ran_stages(sh(["dvc", "repro", "--dry"], repo, env={"NLSR_TRACKING": "off"}).stdout)
+        assert dry == {"frontier@sst2-0.1-dpo"}
+        params["identify"]["sparsity"] = 0.7
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        status = json.loads(sh(["dvc", "status", "--json"], repo).stdout)
+        assert not training & set(status), status
+        dry = ran_stages(sh(["dvc", "repro", "--dry"], repo, env={"NLSR_TRACKING": "off"}).stdout)
+        assert not training & dry and "realign@sst2-0.1-dpo" in dry and "identify-neurons@dpo" not in dry
+    finally:
+        params_file.write_text(original)
 
 
 def test_new_poison_ratio_adds_cells_without_recomputing(repo):

@@ -53,13 +53,21 @@ class Sizes:
     task_train: int = 400
     task_test: int = 48
     poison_pool: int = 100
+    # Calibration split for `nlsr calibrate` (0 = none): harmful prompts and task rows that no other split
+    # holds, so choosing realign settings on them never looks at the test split.
+    calib_harmful: int = 0
+    task_calib: int = 0
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
+            least = 0 if f.name in OPTIONAL_SIZES else 1
             # bool is an int subclass; a YAML `true` here is a typo, not a size.
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise DataError(f"data.sizes.{f.name}: expected an integer >= 1, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise DataError(f"data.sizes.{f.name}: expected an integer >= {least}, got {value!r}")
+
+
+OPTIONAL_SIZES = ("calib_harmful", "task_calib")
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,10 @@ class Suite:
     poison_pool: list[dict]
     task_train: dict[str, list[dict]]
     task_test: dict[str, list[dict]]
+    # Rows the source drew for no split (same distributions as eval_harmful / task_test): what the calibration
+    # split is drawn from by `nlsr_core.data.prepare`, after removing any prompt another split holds.
+    calib_pool_harmful: list[dict] = field(default_factory=list)
+    calib_pool_task: dict[str, list[dict]] = field(default_factory=dict)
 
 
 # Keys every row of a split must carry (prepared-data layout, common contract).
@@ -149,7 +161,8 @@ def with_ids(rows: Sequence[dict], prefix: str) -> list[dict]:
 
 def assemble_suite(seed: int, sizes: "Sizes", sft_refusal: list[dict], benign: list[dict], preference: list[dict],
                    identify: list[dict], eval_harmful: list[dict], poison: list[dict],
-                   task_train: dict, task_test: dict) -> "Suite":
+                   task_train: dict, task_test: dict, calib_pool_harmful: list[dict] | None = None,
+                   calib_pool_task: dict | None = None) -> "Suite":
     """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
     (shuffled by seed), the rest become the over-refusal prompts; every split gets its stable ids."""
     sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
@@ -163,6 +176,8 @@ def assemble_suite(seed: int, sizes: "Sizes", sft_refusal: list[dict], benign: l
         poison_pool=with_ids(poison, "poison"),
         task_train=task_train,
         task_test=task_test,
+        calib_pool_harmful=calib_pool_harmful or [],
+        calib_pool_task=calib_pool_task or {},
     )
 
 

@@ -86,19 +86,21 @@ def _task_example(task: str, row: dict) -> dict:
     return {"prompt": gsm8k_prompt(row["question"]), "response": solution, "label": label}
 
 
-def _tasks(spec: DataSpec, load: Loader) -> tuple[dict, dict]:
-    train, test = {}, {}
+def _tasks(spec: DataSpec, load: Loader) -> tuple[dict, dict, dict]:
+    """(train, test, calibration pool) per task; the pool is the evaluation rows the test draw left."""
+    train, test, calib = {}, {}, {}
     for task in spec.tasks:
         rng = rng_for(spec.seed, f"task-{task}")
-        test_rows = dedupe([_task_example(task, r) for r in _records(load, f"{task}_test")
-                             if int(r.get("label", 0)) >= 0])
-        test_rows = take(test_rows, spec.sizes.task_test, rng, f"hub {task} task_test")
+        all_test = dedupe([_task_example(task, r) for r in _records(load, f"{task}_test")
+                           if int(r.get("label", 0)) >= 0])
+        test_rows = take(all_test, spec.sizes.task_test, rng, f"hub {task} task_test")
         held_out = {norm_text(r["prompt"]) for r in test_rows}
+        calib[task] = [r for r in all_test if norm_text(r["prompt"]) not in held_out]
         train_rows = dedupe([_task_example(task, r) for r in _records(load, f"{task}_train")])
         train_rows = [r for r in train_rows if norm_text(r["prompt"]) not in held_out]
         train[task] = with_ids(take(train_rows, spec.sizes.task_train, rng, f"hub {task} task_train"), f"{task}-train")
         test[task] = with_ids(test_rows, f"{task}-test")
-    return train, test
+    return train, test, calib
 
 
 def _saferlhf(spec: DataSpec, load: Loader) -> tuple[list[dict], list[dict], list[dict], set[str]]:
@@ -124,7 +126,8 @@ def _saferlhf(spec: DataSpec, load: Loader) -> tuple[list[dict], list[dict], lis
 
 
 def _beavertails(spec: DataSpec, load: Loader, avoid: set[str]) -> tuple[list[dict], list[dict]]:
-    """(poison pool from 30k_train unsafe rows, eval_harmful from 30k_test unsafe prompts never trained on)."""
+    """(poison pool from 30k_train unsafe rows, eval_harmful from 30k_test unsafe prompts never trained on, the
+    30k_test prompts left over as the calibration pool)."""
     train = [r for r in _records(load, "beavertails_train") if not r["is_safe"]]
     poison = take(dedupe([{"prompt": r["prompt"].strip(), "response": r["response"].strip()} for r in train]),
                   spec.sizes.poison_pool, rng_for(spec.seed, "poison"), "PKU-Alignment/BeaverTails 30k_train unsafe")
@@ -133,7 +136,8 @@ def _beavertails(spec: DataSpec, load: Loader, avoid: set[str]) -> tuple[list[di
     test = [r for r in test if norm_text(r["prompt"]) not in seen]
     eval_harmful = take(test, spec.sizes.eval_harmful, rng_for(spec.seed, "eval-harmful"),
                         "PKU-Alignment/BeaverTails 30k_test unsafe prompts not in any training split")
-    return poison, eval_harmful
+    chosen = {norm_text(r["prompt"]) for r in eval_harmful}
+    return poison, eval_harmful, [r for r in test if norm_text(r["prompt"]) not in chosen]
 
 
 def build_hub(spec: DataSpec, load: Loader | None = None) -> Suite:
@@ -142,11 +146,11 @@ def build_hub(spec: DataSpec, load: Loader | None = None) -> Suite:
         from datasets import load_dataset as load
     sizes = spec.sizes
     preference, sft_refusal, identify, saferlhf_prompts = _saferlhf(spec, load)
-    poison, eval_harmful = _beavertails(spec, load, saferlhf_prompts)
+    poison, eval_harmful, calib_harmful = _beavertails(spec, load, saferlhf_prompts)
     benign = dedupe([{"prompt": join_prompt(r["instruction"], r["input"] or ""), "response": r["output"].strip()}
                       for r in _records(load, "benign") if r["output"].strip()])
     benign = take(benign, sizes.sft_benign + sizes.eval_benign, rng_for(spec.seed, "benign"),
                   "tatsu-lab/alpaca sft_benign + eval_benign")
-    task_train, task_test = _tasks(spec, load)
+    task_train, task_test, calib_task = _tasks(spec, load)
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
-                          task_train, task_test)
+                          task_train, task_test, calib_harmful, calib_task)

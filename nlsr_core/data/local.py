@@ -163,7 +163,7 @@ def _tasks(root: Path, spec: DataSpec) -> tuple[dict, dict, list[dict]]:
     The poison pool is task-independent (the paper's files all draw BeaverTails unsafe pairs), so it pools
     the unsafe rows of all three tasks' files that exist; only the requested tasks' files are required.
     """
-    sizes, train, test, unsafe = spec.sizes, {}, {}, []
+    sizes, train, test, unsafe, calib = spec.sizes, {}, {}, [], {}
     for task in TASKS:
         rows, bad = load_task_train(root, task, required=task in spec.tasks)
         unsafe += bad
@@ -177,11 +177,14 @@ def _tasks(root: Path, spec: DataSpec) -> tuple[dict, dict, list[dict]]:
                               f"{task}-test")
         train[task] = with_ids(take(rows, sizes.task_train, rng, f"{root / task}/{TRAIN_GLOB} task_train"),
                                f"{task}-train")
-    return train, test, dedupe(unsafe)
+        chosen = {norm_text(r["prompt"]) for r in test[task]}
+        calib[task] = [r for r in test_rows if norm_text(r["prompt"]) not in chosen]  # held-out rows left over
+    return train, test, dedupe(unsafe), calib
 
 
-def _split_safety(root: Path, spec: DataSpec, avoid: set[str]) -> tuple[list[dict], list[dict], list[dict]]:
-    """(sft refusals, identify, eval_harmful) from the safety CSV with disjoint prompts (see module doc)."""
+def _split_safety(root: Path, spec: DataSpec, avoid: set[str]) -> tuple[list[dict], ...]:
+    """(sft refusals, identify, eval_harmful, unused) from the safety CSV with disjoint prompts (see module doc);
+    `unused` holds the eligible prompts no split took (the calibration pool)."""
     sizes, rng = spec.sizes, rng_for(spec.seed, "safety")
     groups = load_safety(root)
     keys = sorted(groups)
@@ -202,7 +205,9 @@ def _split_safety(root: Path, spec: DataSpec, avoid: set[str]) -> tuple[list[dic
     sft = [{**r, "kind": "refusal"} for r in sft_pool[:sizes.sft_refusal]]
     identify = [rng.choice(groups[k]) for k in ident_keys]
     eval_harmful = [{"prompt": groups[k][0]["prompt"]} for k in eval_keys]
-    return sft, identify, eval_harmful
+    used = eval_set | ident_set | {norm_text(r["prompt"]) for r in sft}
+    unused = [{"prompt": groups[k][0]["prompt"]} for k in eligible if k not in used]
+    return sft, identify, eval_harmful, unused
 
 
 def build_local(spec: DataSpec) -> Suite:
@@ -213,14 +218,14 @@ def build_local(spec: DataSpec) -> Suite:
     if not root.is_dir():
         raise DataError(f"data.local_dir: {root} is not a directory")
     sizes = spec.sizes
-    task_train, task_test, unsafe = _tasks(root, spec)
+    task_train, task_test, unsafe, calib_task = _tasks(root, spec)
     poison = take(unsafe, sizes.poison_pool, rng_for(spec.seed, "poison"), f"{root}/*/{TRAIN_GLOB} poison_pool")
     pairs = load_preference(root)
     preference = take(pairs, sizes.preference, rng_for(spec.seed, "preference"), f"{root / PREFERENCE_JSON}")
     avoid = {norm_text(r["prompt"]) for r in pairs + unsafe}
-    sft_refusal, identify, eval_harmful = _split_safety(root, spec, avoid)
+    sft_refusal, identify, eval_harmful, calib_harmful = _split_safety(root, spec, avoid)
 
     benign = take(load_benign(root), sizes.sft_benign + sizes.eval_benign, rng_for(spec.seed, "benign"),
                   f"{root / BENIGN_JSON} sft_benign + eval_benign")
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
-                          task_train, task_test)
+                          task_train, task_test, calib_harmful, calib_task)

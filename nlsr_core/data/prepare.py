@@ -4,6 +4,7 @@ Layout under `out_dir` (JSONL, one row per line, canonical JSON with sorted keys
 
     align/sft.jsonl  align/preference.jsonl  identify/safety.jsonl  eval/harmful.jsonl  eval/benign.jsonl
     tasks/<task>/train.jsonl  tasks/<task>/test.jsonl  poison/pool.jsonl  cells/<task>-p<p>.jsonl
+    calib/harmful.jsonl  tasks/<task>/calib.jsonl      only when sizes.calib_harmful / sizes.task_calib > 0
     manifest.json   source, seed, sizes, tasks, cells (n, p, n_poison, poison_rows), counts, sha256 per file
 
 Everything (suite and every cell) is built and checked before anything is written, and the directory is
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from nlsr_core.data import DataError, DataSpec, Suite, build_suite, cell_key
+from nlsr_core.data import DataError, DataSpec, Suite, build_suite, cell_key, norm_text, rng_for, take, with_ids
 from nlsr_core.data.mixing import mix_poison
 from nlsr_core.fileio import atomic_dir, write_json, write_jsonl
 from nlsr_core.lineage import sha256_file
@@ -43,6 +44,39 @@ def suite_files(suite: Suite, tasks: tuple[str, ...]) -> dict[str, list[dict]]:
     for task in tasks:
         files[f"tasks/{task}/train.jsonl"] = suite.task_train[task]
         files[f"tasks/{task}/test.jsonl"] = suite.task_test[task]
+    return files
+
+
+CALIB_HARMFUL = "calib/harmful.jsonl"
+
+
+def calib_task_file(task: str) -> str:
+    return f"tasks/{task}/calib.jsonl"
+
+
+def calibration_files(suite: Suite, spec: DataSpec, taken: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The calibration split (`nlsr calibrate`): rows drawn from the source's leftover pools after removing every
+    prompt any file in `taken` holds, so it is disjoint from the test split (and from training) by construction."""
+    sizes, files = spec.sizes, {}
+    seen = {norm_text(r["prompt"]) for rows in taken.values() for r in rows}
+
+    def draw(pool: list[dict], n: int, stream: str, prefix: str) -> list[dict]:
+        fresh, kept = [], set(seen)
+        for r in pool:  # drop prompts of other splits and duplicates inside the pool
+            key = norm_text(r["prompt"])
+            if key not in kept:
+                kept.add(key)
+                fresh.append(r)
+        return with_ids(take(fresh, n, rng_for(spec.seed, stream), f"data source {spec.source!r} {prefix} "
+                                                                      f"(rows unused by every other split)"), prefix)
+
+    if sizes.calib_harmful:
+        files[CALIB_HARMFUL] = [{"id": r["id"], "prompt": r["prompt"]} for r in
+                                draw(suite.calib_pool_harmful, sizes.calib_harmful, "calib-harmful", "calib-harmful")]
+    if sizes.task_calib:
+        for task in spec.tasks:
+            files[calib_task_file(task)] = draw(suite.calib_pool_task.get(task, []), sizes.task_calib,
+                                                f"calib-{task}", f"{task}-calib")
     return files
 
 
@@ -74,6 +108,7 @@ def prepare(spec: DataSpec, cells: list[tuple[str, float]], finetune_n: int, out
     files = suite_files(suite, spec.tasks)
     cell_rows, cell_entries = build_cells(suite, spec, list(cells), finetune_n)
     files.update(cell_rows)
+    files.update(calibration_files(suite, spec, files))
     with atomic_dir(Path(out_dir)) as tmp:
         for rel, rows in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)

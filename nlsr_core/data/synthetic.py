@@ -190,10 +190,13 @@ def build_synthetic(spec: DataSpec) -> Suite:
     eval_benign = take(safety.eval_benign_prompts(), sizes.eval_benign, rng_for(spec.seed, "eval-benign"),
                        "synthetic eval_benign")
 
-    task_train, task_test = {}, {}
+    task_train, task_test, calib_task = {}, {}, {}
     for task in spec.tasks:
         train, test = task_rows(task, sizes.task_train, sizes.task_test, rng_for(spec.seed, f"task-{task}"))
         task_train[task], task_test[task] = with_ids(train, f"{task}-train"), with_ids(test, f"{task}-test")
+        if sizes.task_calib:  # its own stream, so asking for a calibration split changes no other row
+            calib_task[task] = task_rows(task, 2 * sizes.task_calib, 0, rng_for(spec.seed, f"task-{task}-calib"))[0]
+    used_eval = set(eval_harmful)
     return Suite(
         sft=with_ids(sft, "sft"),
         preference=with_ids(harmful["preference"], "pref"),
@@ -203,4 +206,6 @@ def build_synthetic(spec: DataSpec) -> Suite:
         poison_pool=with_ids(harmful["poison"], "poison"),
         task_train=task_train,
         task_test=task_test,
+        calib_pool_harmful=[{"prompt": p} for p in eval_pool if p not in used_eval],
+        calib_pool_task=calib_task,
     )

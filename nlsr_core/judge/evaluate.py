@@ -28,6 +28,8 @@ VARIANTS = ("base", "aligned", "finetuned", "realigned", "safelora")
 # split name -> (prepared-data file, metric it feeds)
 SPLITS = {"harmful": ("eval/harmful.jsonl", "hs"), "task": ("tasks/{task}/test.jsonl", "fa"),
           "benign": ("eval/benign.jsonl", "over_refusal")}
+# The calibration split (`nlsr calibrate`): same metrics, files disjoint from the test split's.
+CALIBRATION_SPLITS = {"harmful": ("calib/harmful.jsonl", "hs"), "task": ("tasks/{task}/calib.jsonl", "fa")}
 _CELL = re.compile(r"^(?P<task>[A-Za-z0-9_]+?)-p(?P<p>\d+(?:\.\d+)?(?:e-?\d+)?)-(?P<method>[A-Za-z0-9_]+)$")
 
 
@@ -63,15 +65,24 @@ class Split:
         return [r["prompt"] for r in self.rows]
 
 
-def load_splits(data_dir: Path, task: str) -> list[Split]:
+def load_splits(data_dir: Path, task: str, names: tuple[str, ...] = tuple(SPLITS),
+                calibration: bool = False) -> list[Split]:
+    """The evaluation files of `task` (test split, or the calibration split) for the split `names`."""
     from nlsr_core.fileio import read_jsonl
 
+    table = CALIBRATION_SPLITS if calibration else SPLITS
     splits = []
-    for name, (rel, _) in SPLITS.items():
+    for name in names:
+        if name not in table:
+            raise NlsrError(f"split '{name}': expected one of {', '.join(table)}")
+        rel = table[name][0]
         path = Path(data_dir) / rel.format(task=task)
         if not path.is_file():
-            raise NlsrError(f"{path}: missing; expected the prepared {name} split (run `nlsr prepare-data`)")
+            hint = " with data.sizes.calib_harmful / task_calib > 0" if calibration else ""
+            raise NlsrError(f"{path}: missing; expected the prepared {name} split (run `nlsr prepare-data`{hint})")
         rows = read_jsonl(path)
+        if not rows:
+            raise NlsrError(f"{path}: no rows; expected the prepared {name} split")
         bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get("prompt"), str)), None)
         if bad is not None:
             raise NlsrError(f"{path}:{bad}: expected an object with a string 'prompt'")
@@ -138,12 +149,11 @@ def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int = 0) 
 
 def generate_variants(plans: dict[str, StackPlan], splits: list[Split], settings: GenerationSettings,
                       runner: StackRunner, cache: GenerationCache | None) -> list[VariantAnswers]:
-    """Answers of every variant on every split, from the generation cache where possible.
-
-    Variants without W0 run first, so the base model is loaded once and W0 merged into it once.
+    """Answers of every variant (any names; returned in `plans` order) on every split, from the generation cache
+    where possible. Variants without W0 run first, so the base model is loaded once and W0 merged into it once.
     """
     identities: dict[str, dict] = {}
-    order = sorted(plans, key=lambda v: (plans[v].weak is not None, str(plans[v].weak), VARIANTS.index(v)))
+    order = sorted(plans, key=lambda v: (plans[v].weak is not None, str(plans[v].weak)))  # stable: plans order
     out = {}
     for name in order:
         plan = plans[name]
@@ -164,7 +174,7 @@ def generate_variants(plans: dict[str, StackPlan], splits: list[Split], settings
                 if cache:
                     cache.put(keys[sp.name], answers)
         out[name] = va
-    return [out[v] for v in VARIANTS if v in out]
+    return [out[v] for v in plans]
 
 
 # --------------------------------------------------------------------------------------------- phase 2

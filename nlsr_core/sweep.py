@@ -1,0 +1,200 @@
+"""Realign operating points: many realigned adapters from one identification pass, scored side by side.
+
+NLSR's effect on a small model is a trade-off, not a point (DESIGN §7): a larger safety region (lower P_SR) and
+more patched modules (lower P_L) restore more safety and cost more task accuracy. This module holds what the
+`frontier`, `calibrate` and `ablate` stages share:
+
+    Point          one realign setting: P_SR, P_L, δ, selection, τ, seed, preset, identification method and β
+                   of the reference (NLSR), or the SafeLoRA threshold (method "safelora")
+    PointBuilder   the adapter of a Point from the pipeline's artifacts. Masks come from stored identification
+                   statistics (`masks_from_stats`, no model pass); only a Point that changes the reference (β,
+                   preset) or the identification method needs a new statistics pass, done once and reused.
+    choose_point   the calibrate rule: the best task accuracy among settings whose HS meets the target.
+    check_disjoint refuses a calibration split that shares a prompt with the test split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from nlsr_core.adapters import Adapter
+from nlsr_core.errors import NlsrError
+
+
+@dataclass(frozen=True)
+class Point:
+    """One realign setting. NLSR fields follow `realign.*` / `identify.*` / `amplify.beta` / `nlsr.preset`."""
+
+    method: str = "nlsr"          # nlsr | safelora
+    sparsity: float = 0.5         # P_SR (identify.sparsity)
+    layer_prune: float = 0.0      # P_L (realign.layer_prune)
+    delta: float = 0.2            # δ (eq. 9)
+    selection: str = "adaptive"   # adaptive (eqs. 9-10) | threshold
+    tau: float = 0.5              # τ of threshold selection
+    seed: int = 0                 # Bernoulli draws
+    preset: str = "paper"         # nlsr.preset: amplification, r*, mask scope and similarity direction
+    identifier: str = "lowrank"   # identify.method
+    beta: float = 0.9             # amplify.beta of the reference (eq. 2)
+    safelora_tau: float = 0.6     # SafeLoRA threshold (method safelora)
+
+    def record(self) -> dict:
+        """The fields that determine this point's adapter."""
+        if self.method == "safelora":
+            return {"method": "safelora", "safelora_tau": self.safelora_tau}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "safelora_tau"}
+
+    @property
+    def label(self) -> str:
+        """Short name: P_SR and P_L always, the other knobs only where they differ from the defaults."""
+        if self.method == "safelora":
+            return f"safelora tau={self.safelora_tau:g}"
+        text = f"nlsr P_SR={self.sparsity:g} P_L={self.layer_prune:g}"
+        default = Point()
+        for name, short in (("delta", "delta"), ("selection", ""), ("seed", "seed"), ("preset", ""),
+                            ("identifier", ""), ("beta", "beta")):
+            value = getattr(self, name)
+            if value != getattr(default, name):
+                text += f" {short}={value:g}" if short else f" {value}"
+        return text
+
+
+GRID_AXES = ("sparsity", "layer_prune", "delta", "selection", "seed")  # the realign knobs a grid may sweep
+
+
+def grid_points(base: Point, axes: dict[str, Iterable], safelora_taus: Iterable[float] = ()) -> list[Point]:
+    """Every combination of the `axes` values (Point fields from GRID_AXES; a missing or empty axis keeps
+    `base`'s value) on top of `base`, then one SafeLoRA point per τ; duplicates dropped, order kept."""
+    import itertools
+
+    unknown = [k for k in axes if k not in GRID_AXES]
+    if unknown:
+        raise NlsrError(f"grid axis '{unknown[0]}': expected one of {', '.join(GRID_AXES)}")
+    names = [k for k in GRID_AXES if list(axes.get(k) or [])]
+    values = [list(axes[k]) for k in names]
+    points = [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values)]
+    points += [Point(method="safelora", safelora_tau=float(t)) for t in safelora_taus]
+    return list(dict.fromkeys(points))
+
+
+def ablation_points(base: Point, seeds: Iterable[int]) -> list[tuple[str, str, Point]]:
+    """(group, name, point) for `reports/ablations.md`: each row changes one thing of the pipeline's setting."""
+    other_preset = "official-code" if base.preset == "paper" else "paper"
+    rows = [("setting", "pipeline setting", base),
+            ("preset", f"preset {other_preset}", dataclasses.replace(base, preset=other_preset))]
+    rows += [("identification", f"identify {m}", dataclasses.replace(base, identifier=m))
+             for m in ("lowrank", "wanda", "snip", "random") if m != base.identifier]
+    if base.beta != 0.0:
+        rows.append(("amplification", "no amplification (beta 0)", dataclasses.replace(base, beta=0.0)))
+    other = "threshold" if base.selection == "adaptive" else "adaptive"
+    rows.append(("selection", f"{other} selection", dataclasses.replace(base, selection=other)))
+    rows += [("seed", f"seed {s}", dataclasses.replace(base, seed=int(s))) for s in seeds]
+    return rows
+
+
+class PointBuilder:
+    """Builds the adapter of each Point for one fine-tuned adapter.
+
+    `pipeline` is the Point whose β, preset and identification method produced `reference` and `stats` (the
+    pipeline's own artifacts); `collect(reference, method) -> stats` runs a statistics pass for any other
+    reference or method (it loads the model, so results are memoised per (β, preset, method)).
+    """
+
+    def __init__(self, finetuned: Adapter, aligned: Adapter, reference: Adapter, stats: dict, pipeline: Point,
+                 collect: Callable[[Adapter, str], dict] | None = None):
+        self.finetuned, self.aligned, self.pipeline, self.collect = finetuned, aligned, pipeline, collect
+        self._references = {(pipeline.beta, pipeline.preset): reference}
+        self._stats = {(pipeline.beta, pipeline.preset, pipeline.identifier): stats}
+
+    def reference(self, p: Point) -> Adapter:
+        from nlsr_core.amplify import extrapolate
+
+        key = (p.beta, p.preset)
+        if key not in self._references:
+            self._references[key] = extrapolate(self.aligned, p.beta, p.preset)
+        return self._references[key]
+
+    def stats(self, p: Point) -> dict:
+        key = (p.beta, p.preset, p.identifier)
+        if key not in self._stats:
+            if self.collect is None:
+                raise NlsrError(f"point {p.label} needs identification statistics for method {p.identifier}, "
+                                f"beta {p.beta:g}, preset {p.preset}; no model is available to collect them")
+            self._stats[key] = self.collect(self.reference(p), p.identifier)
+        return self._stats[key]
+
+    def build(self, p: Point) -> tuple[Adapter, dict]:
+        """(adapter, summary with patched_count / module_count and, for NLSR, the masks' kept fraction)."""
+        if p.method == "safelora":
+            from nlsr_core.safelora import SafeLoraParams, safelora
+
+            result = safelora(self.finetuned, self.aligned, SafeLoraParams(tau=p.safelora_tau))
+            return result.adapter, result.summary()
+        if p.method != "nlsr":
+            raise NlsrError(f"point method '{p.method}': expected nlsr or safelora")
+        from nlsr_core.neurons import masks_and_summary
+        from nlsr_core.realign import RealignParams, realign
+
+        ref = self.reference(p)
+        masks, mask_summary = masks_and_summary(ref, self.stats(p), p.sparsity, p.preset, p.identifier)
+        params = RealignParams(preset=p.preset, selection=p.selection, layer_prune=p.layer_prune, delta=p.delta,
+                               tau=p.tau, seed=p.seed)
+        result = realign(self.finetuned, ref, masks, params)
+        return result.adapter, {**result.summary(), "kept_fraction": mask_summary["kept_fraction"]}
+
+
+# --------------------------------------------------------------------------------------------- calibrate
+_TARGET = re.compile(r"^\s*(?:(?P<ref>aligned|finetuned)\s*(?P<op>[+*])\s*)?(?P<num>\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An HS ceiling: `aligned+5` (HS(aligned) + 5 points), `finetuned*0.5` (half of HS(finetuned)) or `20`
+    (20 %), all measured on the calibration split."""
+
+    text: str
+    reference: str | None
+    op: str | None
+    value: float
+
+    def ceiling(self, reference_hs: dict[str, float]) -> float:
+        if self.reference is None:
+            return self.value
+        base = reference_hs[self.reference]
+        return base + self.value if self.op == "+" else base * self.value
+
+
+def parse_target(text: str) -> Target:
+    m = _TARGET.match(text or "")
+    if not m:
+        raise NlsrError(f"calibrate --target '{text}': expected aligned+N, finetuned*F or a number N (HS in %)")
+    return Target(text.strip(), m["ref"], m["op"], float(m["num"]))
+
+
+def choose_point(results: list[dict], ceiling: float) -> tuple[dict, bool]:
+    """(chosen result, target met). Among NLSR results with HS ≤ ceiling: the highest FA, then the lowest HS,
+    then the smallest intervention (higher P_SR, then higher P_L). When none meets the ceiling, the lowest HS
+    (then the highest FA) is returned with met = False, so the caller reports the miss instead of hiding it.
+
+    A result is {"point": Point.record(), "hs": pct, "fa": pct, ...} with percentages (None = not measured)."""
+    nlsr = [r for r in results if r["point"]["method"] == "nlsr" and r["hs"] is not None and r["fa"] is not None]
+    if not nlsr:
+        raise NlsrError("calibrate: no NLSR setting was scored (expected at least one grid point)")
+    met = [r for r in nlsr if r["hs"] <= ceiling + 1e-9]
+    if met:
+        return max(met, key=lambda r: (r["fa"], -r["hs"], r["point"]["sparsity"], r["point"]["layer_prune"])), True
+    return min(nlsr, key=lambda r: (r["hs"], -r["fa"])), False
+
+
+def check_disjoint(calibration: dict[str, list[str]], test: dict[str, list[str]]) -> None:
+    """Refuse a calibration split that shares a prompt (whitespace/case-normalised) with the test split."""
+    from nlsr_core.data import norm_text
+
+    test_prompts = {norm_text(p): name for name, prompts in test.items() for p in prompts}
+    for name, prompts in calibration.items():
+        shared = [p for p in prompts if norm_text(p) in test_prompts]
+        if shared:
+            raise NlsrError(f"calibration split '{name}' shares {len(shared)} prompt(s) with the test split "
+                            f"'{test_prompts[norm_text(shared[0])]}' (first: {shared[0][:60]!r}); "
+                            f"expected disjoint splits (data.sizes.calib_harmful / task_calib)")

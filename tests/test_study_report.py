@@ -1,0 +1,91 @@
+"""reports/frontier.md, reports/ablations.md and the frontier plot from hand-made stage outputs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nlsr_core.errors import NlsrError
+from nlsr_core.judge.stats import rate
+from nlsr_core.study_report import (ablations_markdown, frontier_markdown, frontier_rows, load_docs,
+                                    meets_frontier_goal)
+from tests.conftest import run_cli
+from tests.test_report import _doc
+
+PIPELINE = {"method": "nlsr", "sparsity": 0.5, "layer_prune": 0.0, "delta": 0.2, "selection": "adaptive",
+            "tau": 0.5, "seed": 0, "preset": "paper", "identifier": "lowrank", "beta": 0.9}
+
+
+def _rates(hs_k, fa_k, n=50):
+    return {"hs": rate([True] * hs_k + [False] * (n - hs_k)).record(),
+            "fa": rate([True] * fa_k + [False] * (n - fa_k)).record()}
+
+
+def _point(name, point, hs_k, fa_k, **extra):
+    return {"name": name, "label": name, "point": point, **_rates(hs_k, fa_k), **extra}
+
+
+FRONTIER = {"cell": "sst2-p0.1-dpo", "split": "test", "pipeline": PIPELINE, "judge": {"name": "refusal-keywords"},
+            "points": [
+                _point("aligned", None, 2, 0), _point("finetuned", None, 40, 48),
+                _point("nlsr P_SR=0.5 P_L=0", PIPELINE, 3, 48, patched_count=200, module_count=210,
+                       kept_fraction=0.5),
+                _point("nlsr P_SR=0.8 P_L=0", {**PIPELINE, "sparsity": 0.8}, 30, 49, patched_count=200,
+                       module_count=210, kept_fraction=0.2),
+                _point("safelora tau=0.3", {"method": "safelora", "safelora_tau": 0.3}, 25, 47),
+            ]}
+CALIB = {"cell": "sst2-p0.1-dpo", "split": "calibration", "target": "aligned+5", "ceiling_hs": 9.0,
+         "target_met": True, "params": {"identify": {"sparsity": 0.5}, "realign": {
+             "selection": "adaptive", "layer_prune": 0.0, "delta": 0.2, "tau": 0.5, "seed": 0}},
+         "splits": {"harmful": {"path": "calib/harmful.jsonl", "n": 40}},
+         "points": [_point("aligned", None, 1, 0), _point("nlsr P_SR=0.5 P_L=0", PIPELINE, 2, 30)]}
+CALIB["chosen"] = CALIB["points"][1]
+
+
+def test_frontier_markdown_marks_goal_choice_and_safelora_comparison():
+    text = frontier_markdown({"sst2-p0.1-dpo": FRONTIER}, {"sst2-p0.1-dpo": CALIB})
+    line = next(l for l in text.splitlines() if l.startswith("| nlsr P_SR=0.5 P_L=0 |"))
+    assert line.rstrip().endswith("✓◆ |") and "6.0 [" in line and "(3/50)" in line
+    assert "Settings meeting the goal: 1 of 3." in text
+    assert "nearest SafeLoRA (safelora tau=0.3) HS 50.0 / FA 94.0 (FA gap 2.0): NLSR's HS is lower" in text
+    assert "Target `aligned+5` → HS ≤ 9.0; met" in text
+
+
+def test_goal_needs_both_halved_hs_and_fa_within_two_points():
+    ft = FRONTIER["points"][1]
+    assert meets_frontier_goal(FRONTIER["points"][2], ft)
+    assert not meets_frontier_goal(FRONTIER["points"][3], ft)          # HS 60 > 40
+    assert not meets_frontier_goal(_point("x", PIPELINE, 3, 46), ft)  # FA 92 < 96 − 2
+
+
+def test_ablations_markdown_gives_seed_mean_and_sd():
+    doc = {"cell": "c", "pipeline": PIPELINE, "points": [
+        _point("pipeline setting", PIPELINE, 3, 48, group="setting"),
+        _point("seed 0", PIPELINE, 3, 48, group="seed"), _point("seed 1", PIPELINE, 5, 48, group="seed")]}
+    text = ablations_markdown({"c": doc})
+    assert "| seed | seed 1 | 10.0 [" in text and "Over 2 Bernoulli seeds: HS 8.0 ± 2.8 %, FA 96.0 ± 0.0 %" in text
+
+
+def test_report_command_writes_study_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for root, stage, doc in (("frontier", "frontier", FRONTIER), ("calibration", "calibrate", CALIB)):
+        (tmp_path / root / "sst2-p0.1-dpo").mkdir(parents=True)
+        (tmp_path / root / "sst2-p0.1-dpo" / f"{stage}.json").write_text(json.dumps(doc))
+    (tmp_path / "generations" / "sst2-p0.1-dpo").mkdir(parents=True)
+    judged = _doc("sst2", 0.1, "dpo", {"aligned": (1, 0, 19), "finetuned": (40, 38, 0)})
+    (tmp_path / "generations" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps(judged))
+    code, _, err = run_cli(["report", "--judged", "generations", "--frontier", "frontier", "--calibration",
+                            "calibration", "--ablations", "ablations"])
+    assert code == 0, err
+    assert "◆" in (tmp_path / "reports" / "frontier.md").read_text()
+    assert "No ablation output" in (tmp_path / "reports" / "ablations.md").read_text()
+    assert (tmp_path / "reports" / "plots" / "frontier.png").stat().st_size > 1000
+    rows = frontier_rows({"sst2-p0.1-dpo": FRONTIER}, {"sst2-p0.1-dpo": CALIB})
+    assert [r["chosen"] for r in rows] == [False, False, True, False, False]
+
+
+def test_malformed_stage_output_is_one_line_error(tmp_path):
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "frontier.json").write_text("{not json")
+    with pytest.raises(NlsrError, match="frontier.json: not valid JSON"):
+        load_docs(tmp_path, "frontier")
