@@ -34,7 +34,8 @@ def command(inputs, target, out, **grid):
     """Search the (P_SR, P_L, ...) grid on the calibration split; write the best setting that meets the target."""
     from nlsr_core.judge.evaluate import load_splits, parse_cell
     from nlsr_core.sweep import check_disjoint, choose_point, grid_points, parse_target
-    from stages.points import builder, describe, pct, score_points, settings_record, write_result
+    from nlsr_core.study_report import pct
+    from stages.points import builder, describe, score_points, settings_record, write_result
 
     goal = parse_target(target)
     cell = parse_cell(inputs["cell"])

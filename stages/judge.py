@@ -97,21 +97,13 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
 def run(cell, plans, splits, settings, spec, seed, out, cache_dir, params) -> dict:
     """Generate (cached), score (cached verdicts), write the cell's directory atomically; return judged.json."""
     from nlsr_core.fileio import atomic_dir, write_json, write_jsonl
-    from nlsr_core.judge import judge_identity, make_judge
-    from nlsr_core.judge.cache import GenerationCache, VerdictCache
-    from nlsr_core.judge.evaluate import (LazyJudge, StackRunner, generate_variants, judged_record,
-                                          score_variant)
+    from nlsr_core.judge.evaluate import evaluate_plans, judged_record
     from nlsr_core.lineage import input_record, write_lineage
     from nlsr_core.models import ModelSpec, model_identity
 
-    runner = StackRunner(next(iter(plans.values())).model, seed)
-    answers = generate_variants(plans, splits, settings, runner,
-                                GenerationCache(cache_dir) if cache_dir else None)
-    del runner  # free the generation model before a judge model is loaded
-    judge = LazyJudge(lambda: make_judge(spec), judge_identity(spec))
-    verdicts = VerdictCache(cache_dir) if cache_dir else None
-    scored = [score_variant(va, splits, cell.task, judge, verdicts) for va in answers]
-    identity = model_identity(ModelSpec(next(iter(plans.values())).model, seed=seed))
+    model = next(iter(plans.values())).model
+    answers, scored, judge = evaluate_plans(plans, splits, cell.task, settings, model, seed, spec, cache_dir)
+    identity = model_identity(ModelSpec(model, seed=seed))
     record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
     inputs = [input_record(s.path, "data") for s in splits]
     inputs += [input_record(p.adapter, v) for v, p in plans.items() if p.adapter is not None]

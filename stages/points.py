@@ -102,9 +102,8 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
 
     from nlsr_core.adapters import save_adapter
     from nlsr_core.generate import GenerationSettings, plan_stack
-    from nlsr_core.judge import JudgeSpec, judge_identity, make_judge
-    from nlsr_core.judge.cache import GenerationCache, VerdictCache
-    from nlsr_core.judge.evaluate import LazyJudge, StackRunner, generate_variants, parse_cell, score_variant
+    from nlsr_core.judge import JudgeSpec
+    from nlsr_core.judge.evaluate import evaluate_plans, parse_cell
     from nlsr_core.lineage import sha256_dir, write_lineage
     from stages.realign import base_fields
 
@@ -126,26 +125,19 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
             plans[name] = plan_stack(out, inputs["model_name"])
             rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
                           "adapter_sha256": sha256_dir(out)}
-        runner = StackRunner(inputs["model_name"], inputs["model_seed"])
-        answers = generate_variants(plans, splits, settings, runner, GenerationCache(cache) if cache else None)
-    del runner
-    spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=inputs["batch_size"])
-    judge = LazyJudge(lambda: make_judge(spec), judge_identity(spec))
-    verdicts = VerdictCache(cache) if cache else None
-    for va in answers:
-        scored = score_variant(va, splits, task, judge, verdicts)
-        rows[va.name].update({metric: r.record() for metric, r in scored.rates.items()})
+        spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=inputs["batch_size"])
+        answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],
+                                                inputs["model_seed"], spec, cache)
+    for sv in scored:
+        rows[sv.name].update({metric: r.record() for metric, r in sv.rates.items()})
     click.echo(f"{inputs['cell']}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} answer sets "
                f"from cache; judge called on {judge.calls} new answers")
     return [rows[name] for name in plans]
 
 
-def pct(row: dict, metric: str) -> float | None:
-    entry = row.get(metric)
-    return None if entry is None else entry.get("pct")
-
-
 def describe(row: dict) -> str:
+    from nlsr_core.study_report import pct
+
     fa = pct(row, "fa")
     return (f"{row['label']:>28}: HS {pct(row, 'hs'):5.1f}%  FA {'n/a' if fa is None else f'{fa:5.1f}%'}"
             + (f"  patched {row['patched_count']}/{row['module_count']}" if "patched_count" in row else ""))
@@ -156,6 +148,7 @@ def write_result(out: Path, stage: str, inputs: dict, params: dict, document: di
     """out/<stage>.json (+ extra text files) + lineage.json, atomically; tracked as one MLflow child run."""
     from nlsr_core.fileio import atomic_dir, write_json
     from nlsr_core.lineage import input_record, write_lineage
+    from nlsr_core.study_report import pct
     from stages.options import tracked
 
     roles = ("finetuned", "aligned", "reference", "stats")

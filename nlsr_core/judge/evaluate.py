@@ -223,6 +223,21 @@ def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: Laz
     return ScoredVariant(va.name, va.plan, rates, rows)
 
 
+def evaluate_plans(plans: dict[str, StackPlan], splits: list[Split], task: str, settings: GenerationSettings,
+                   model: str, seed: int, judge_spec, cache_dir: Path | None
+                   ) -> tuple[list[VariantAnswers], list[ScoredVariant], LazyJudge]:
+    """Both phases for every plan on every split: generate (cached), then score (cached verdicts). Returns the
+    answers, the scored variants (in `plans` order) and the judge (its `calls` = answers judged afresh)."""
+    from nlsr_core.judge import judge_identity, make_judge
+
+    runner = StackRunner(model, seed)
+    answers = generate_variants(plans, splits, settings, runner, GenerationCache(cache_dir) if cache_dir else None)
+    del runner  # free the generation model before a judge model is loaded
+    judge = LazyJudge(lambda: make_judge(judge_spec), judge_identity(judge_spec))
+    verdicts = VerdictCache(cache_dir) if cache_dir else None
+    return answers, [score_variant(va, splits, task, judge, verdicts) for va in answers], judge
+
+
 def _label(row: dict, path: Path):
     if "label" in row:
         return row["label"]
