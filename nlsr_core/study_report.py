@@ -87,7 +87,7 @@ def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict])
                        f"{kept} | {marks} |")
         winners = [r for r in doc["points"] if ft and r.get("point") and meets_frontier_goal(r, ft)]
         out += ["", f"Settings meeting the goal: {len(winners)} of "
-                    f"{sum(1 for r in doc['points'] if r.get('point'))}." if ft else "",
+                    f"{sum(1 for r in doc['points'] if r.get('point'))} scored (NLSR and SafeLoRA)." if ft else "",
                 "", safelora_comparison(doc), ""]
         if calib:
             out += calibration_lines(calib)

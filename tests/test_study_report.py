@@ -46,7 +46,7 @@ def test_frontier_markdown_marks_goal_choice_and_safelora_comparison():
     text = frontier_markdown({"sst2-p0.1-dpo": FRONTIER}, {"sst2-p0.1-dpo": CALIB})
     line = next(l for l in text.splitlines() if l.startswith("| nlsr P_SR=0.5 P_L=0 |"))
     assert line.rstrip().endswith("✓◆ |") and "6.0 [" in line and "(3/50)" in line
-    assert "Settings meeting the goal: 1 of 3." in text
+    assert "Settings meeting the goal: 1 of 3 scored (NLSR and SafeLoRA)." in text
     assert "nearest SafeLoRA (safelora tau=0.3) HS 50.0 / FA 94.0 (FA gap 2.0): NLSR's HS is lower" in text
     assert "Target `aligned+5` → HS ≤ 9.0; met" in text
 
