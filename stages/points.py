@@ -160,7 +160,8 @@ def write_result(out: Path, stage: str, inputs: dict, params: dict, document: di
             write_json(tmp / f"{stage}.json", document)
             for name, text in (files or {}).items():
                 (tmp / name).write_text(text)
-            write_lineage(tmp, stage, records, params, **{k: v for k, v in document.items() if k == "chosen"})
+            chosen = {"chosen": document["chosen"]} if document.get("chosen") else {}
+            write_lineage(tmp, stage, records, params, **chosen)
         if document.get("chosen"):
             for metric in ("hs", "fa"):
                 tr.log_metric(f"chosen.{metric}", pct(document["chosen"], metric))
