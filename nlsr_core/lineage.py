@@ -64,6 +64,16 @@ def inherited_fields(record: dict) -> dict:
     return {k: record[k] for k in INHERITED_FIELDS if k in record} if isinstance(record, dict) else {}
 
 
+def lineage_or_empty(path: Path) -> dict:
+    """The lineage record of `path`, or {} when it has none (or an unreadable / non-object one): for inputs whose
+    lineage is optional, e.g. a customer adapter given to `nlsr realign`."""
+    try:
+        record = read_lineage(path)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def read_lineage(path: Path) -> dict:
     """Read the lineage record of an artifact directory (or a lineage.json path)."""
     path = Path(path)

@@ -312,8 +312,9 @@ def identify(method: str, ctx, sparsity: float | None, preset: str | Preset) -> 
     return IdentifyResult(masks, stats, summary)
 
 
-def stats_method(path) -> str:
-    """The identification method recorded in a stats.safetensors file's metadata (what `masks_from_stats` needs)."""
+def load_stats(path) -> tuple[dict[str, torch.Tensor], str]:
+    """(statistics, identification method) of a stats.safetensors file: the tensors and the method recorded in
+    its metadata, both of which `masks_from_stats` needs; one read of the file."""
     from pathlib import Path
 
     from safetensors import safe_open
@@ -321,10 +322,10 @@ def stats_method(path) -> str:
     path = Path(path)
     if path.is_dir():
         path = path / "stats.safetensors"
-    load_tensor_file(path, "stats")  # one-line error for a missing or unreadable file
+    stats = load_tensor_file(path, "stats")  # one-line error for a missing or unreadable file
     with safe_open(str(path), framework="pt") as f:
         method = (f.metadata() or {}).get("method")
     if method not in IDENTIFIERS:
         raise IdentifyError(f"{path}: no identification method in its metadata (expected stats.safetensors "
                             f"written by `nlsr identify-neurons`)")
-    return method
+    return stats, method

@@ -89,9 +89,13 @@ class RealignResult:
         return [r.module for r in self.records if r.patched]
 
     def summary(self) -> dict:
-        n = len(self.records)
-        return {"patched_count": len(self.patched), "patched_fraction": len(self.patched) / n if n else 0.0,
-                "module_count": n}
+        return patch_summary([r.patched for r in self.records])
+
+
+def patch_summary(patched: list[bool]) -> dict:
+    """patched_count / patched_fraction / module_count from one flag per module (NLSR and SafeLoRA results)."""
+    n, k = len(patched), sum(patched)
+    return {"patched_count": k, "patched_fraction": k / n if n else 0.0, "module_count": n}
 
 
 # --------------------------------------------------------------------------------------------- eq. 8

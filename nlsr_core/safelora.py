@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from nlsr_core.adapters import Adapter, check_compatible
-from nlsr_core.realign import RealignError, cosine_from_products, frobenius_inner
+from nlsr_core.realign import RealignError, cosine_from_products, frobenius_inner, patch_summary
 
 # Singular values below this fraction of the largest one are treated as zero when taking col(V).
 RANK_RTOL = 1e-6
@@ -60,9 +60,7 @@ class SafeLoraResult:
     records: list[SafeLoraRecord]
 
     def summary(self) -> dict:
-        n = len(self.records)
-        k = sum(r.projected for r in self.records)
-        return {"patched_count": k, "patched_fraction": k / n if n else 0.0, "module_count": n}
+        return patch_summary([r.projected for r in self.records])
 
 
 def column_basis(a_a: torch.Tensor, b_a: torch.Tensor) -> torch.Tensor:

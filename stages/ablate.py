@@ -64,16 +64,11 @@ def statistics_pass(reference_dir: Path, ident: dict):
         import tempfile
 
         from nlsr_core.adapters import load_adapter, save_adapter
-        from nlsr_core.errors import NlsrError
         from nlsr_core.neurons import get_identifier
-        from stages.identify_neurons import base_of, identify_model
+        from stages.identify_neurons import base_of, identification_files, identify_model
 
         identifier = get_identifier(method)
-        files = {"safety": ident["data"], "preference": ident["preference"]}
-        needed = [Path(files[identifier.data])] if identifier.data else []
-        for f in needed:
-            if not f.is_file():
-                raise NlsrError(f"{f}: missing (expected the prepared {identifier.data} JSONL for identify {method})")
+        needed = identification_files(identifier, ident["data"], ident["preference"])
         params = {"method": method, "sparsity": None, "preset": "paper", **{k: ident[k] for k in
                   ("batch_size", "max_length", "template", "seed")}}
         with tempfile.TemporaryDirectory(prefix="nlsr-reference-") as tmp:

@@ -55,30 +55,31 @@ def command(reference, model, weak, data, preference, method, sparsity, preset, 
     out = out or Path("masks") / method
     ref = load_adapter(reference)
     base = base_of(reference, model, weak)
-    data_files = {"safety": data, "preference": preference}
-    needed = [data_files[identifier.data]] if identifier.data else []
-    for f in needed:
-        if not Path(f).is_file():
-            raise NlsrError(f"{f}: missing (expected the prepared {identifier.data} JSONL; run `nlsr prepare-data`)")
+    needed = identification_files(identifier, data, preference)
     params = {"method": method, "sparsity": sparsity, "preset": preset, "batch_size": batch_size,
               "max_length": max_length, "template": template, "seed": seed}
     result = identify_model(ref, base, identifier.data, needed, params)
     _write(out, ref, reference, base, needed, params, result)
 
 
+def identification_files(identifier, safety: Path, preference: Path) -> list[Path]:
+    """The data file `identifier` reads (none for random), checked to exist."""
+    from nlsr_core.errors import NlsrError
+
+    needed = [Path({"safety": safety, "preference": preference}[identifier.data])] if identifier.data else []
+    for f in needed:
+        if not f.is_file():
+            raise NlsrError(f"{f}: missing (expected the prepared {identifier.data} JSONL; run `nlsr prepare-data`)")
+    return needed
+
+
 def base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
     """{'spec', 'identity', 'weak', 'lineage'} for M' from --model/--weak, else the reference's lineage
     (`model_spec` when recorded, else `model`)."""
-    import json
-
-    from nlsr_core.lineage import read_lineage
+    from nlsr_core.lineage import lineage_or_empty
     from nlsr_core.models import ModelSpec, model_identity, spec_from_record, spec_record
 
-    try:
-        record = read_lineage(reference)
-    except (FileNotFoundError, json.JSONDecodeError):
-        record = {}
-    record = record if isinstance(record, dict) else {}
+    record = lineage_or_empty(reference)
     weak = weak if weak is not None else record.get("weak")
     recorded = {k: record[k] for k in ("model", "model_spec", "method") if record.get(k) is not None}
     if model is not None:

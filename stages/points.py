@@ -59,26 +59,25 @@ def cell_options(f):
     return wrapper
 
 
-def pipeline_point(inputs: dict):
-    """The Point of the pipeline's own artifacts (identification method read from the stats file)."""
-    from nlsr_core.neurons import stats_method
+def pipeline_point(inputs: dict, identifier: str):
+    """The Point of the pipeline's own artifacts (`identifier`: the method recorded in the stats file)."""
     from nlsr_core.sweep import Point
 
     return Point(sparsity=inputs["sparsity"], layer_prune=inputs["layer_prune"], delta=inputs["delta"],
                  selection=inputs["selection"], tau=inputs["tau"], seed=inputs["realign_seed"],
-                 preset=inputs["preset"], identifier=stats_method(inputs["stats"]), beta=inputs["beta"])
+                 preset=inputs["preset"], identifier=identifier, beta=inputs["beta"])
 
 
 def builder(inputs: dict, collect=None):
     """PointBuilder over the cell's adapters (all checked before any work)."""
     from nlsr_core.adapters import check_compatible, load_adapter
-    from nlsr_core.neurons import load_tensor_file, masks_from_stats
+    from nlsr_core.neurons import load_stats, masks_from_stats
     from nlsr_core.realign import check_realign_inputs
     from nlsr_core.sweep import PointBuilder
 
     ft, al, ref = (load_adapter(inputs[k]) for k in ("finetuned", "aligned", "reference"))
-    point = pipeline_point(inputs)
-    stats = load_tensor_file(inputs["stats"], "stats")
+    stats, method = load_stats(inputs["stats"])
+    point = pipeline_point(inputs, method)
     # stats that do not fit the reference, or adapters that do not fit each other, fail here in one line
     masks = masks_from_stats(ref, stats, point.sparsity, point.preset, point.identifier)
     check_realign_inputs(ft, ref, masks, inputs["stats"])
@@ -86,11 +85,16 @@ def builder(inputs: dict, collect=None):
     return PointBuilder(ft, al, ref, stats, point, collect)
 
 
-def settings_record(inputs: dict) -> dict:
+def generation_settings(inputs: dict):
+    """The judge stage's generation settings, from the cell options."""
     from nlsr_core.generate import GenerationSettings
 
     return GenerationSettings(max_new_tokens=inputs["max_new_tokens"], batch_size=inputs["batch_size"],
-                              template=inputs["template"]).record()
+                              template=inputs["template"])
+
+
+def settings_record(inputs: dict) -> dict:
+    return generation_settings(inputs).record()
 
 
 def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, references: tuple[str, ...] = ()
@@ -101,15 +105,14 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     import tempfile
 
     from nlsr_core.adapters import save_adapter
-    from nlsr_core.generate import GenerationSettings, plan_stack
+    from nlsr_core.generate import plan_stack
     from nlsr_core.judge import JudgeSpec
     from nlsr_core.judge.evaluate import evaluate_plans, parse_cell
     from nlsr_core.lineage import sha256_dir, write_lineage
     from stages.realign import base_fields
 
     task = parse_cell(inputs["cell"]).task
-    settings = GenerationSettings(max_new_tokens=inputs["max_new_tokens"], batch_size=inputs["batch_size"],
-                                  template=inputs["template"])
+    settings = generation_settings(inputs)
     inherited = base_fields(inputs["finetuned"])
     cache = Path(inputs["cache_dir"]) if inputs["cache_dir"] else None
     rows: dict[str, dict] = {}

@@ -88,7 +88,7 @@ def _require(value, option: str, method: str):
 def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, preset: str):
     """(mask tensors, the file they came from, lineage fields): from --masks, or made from --stats at --sparsity."""
     from nlsr_core.errors import NlsrError
-    from nlsr_core.neurons import load_tensor_file, masks_and_summary, stats_method
+    from nlsr_core.neurons import load_stats, masks_and_summary
     from nlsr_core.realign import load_masks
 
     if (masks is None) == (stats is None):
@@ -99,8 +99,8 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
         return load_masks(masks), masks, {}
     if sparsity is None:
         raise NlsrError("realign --stats needs --sparsity P_SR (identify.sparsity)")
-    method = stats_method(stats)
-    made, summary = masks_and_summary(ref, load_tensor_file(stats, "stats"), sparsity, preset, method)
+    tensors, method = load_stats(stats)
+    made, summary = masks_and_summary(ref, tensors, sparsity, preset, method)
     info = {k: summary[k] for k in ("method", "sparsity", "retained_rank", "kept_fraction")}
     return made, stats, {"masks_from_stats": info}
 
@@ -169,11 +169,6 @@ def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict,
 def base_fields(adapter_dir: Path) -> dict:
     """The inherited lineage fields of an adapter (empty when it has none), so the output can be stacked on M'
     from its own lineage, like every other adapter."""
-    import json
+    from nlsr_core.lineage import inherited_fields, lineage_or_empty
 
-    from nlsr_core.lineage import inherited_fields, read_lineage
-
-    try:
-        return inherited_fields(read_lineage(adapter_dir))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return inherited_fields(lineage_or_empty(adapter_dir))

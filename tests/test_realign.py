@@ -154,20 +154,15 @@ def test_threshold_patches_modules_below_tau(tau):
 
 
 # --------------------------------------------------------------------------------------------- eq. 11
-def test_all_ones_masks_every_module_patched_reproduce_reference():
+@pytest.mark.parametrize("value, expected", [(True, "reference"), (False, "finetuned")],
+                         ids=["all-ones masks reproduce the reference", "zero masks leave Wt unchanged"])
+def test_constant_masks_with_every_module_patched(value, expected):
     ft, ref = random_adapter(1), random_adapter(2)
-    res = realign(ft, ref, const_masks(ft, True), RealignParams(selection="threshold", tau=2.0))
+    res = realign(ft, ref, const_masks(ft, value), RealignParams(selection="threshold", tau=2.0))
     assert len(res.patched) == len(ft.modules)
+    source = {"reference": ref, "finetuned": ft}[expected]
     for k, t in res.adapter.tensors.items():
-        assert torch.equal(t, ref.tensors[k])
-
-
-def test_zero_masks_leave_finetuned_unchanged():
-    ft, ref = random_adapter(1), random_adapter(2)
-    res = realign(ft, ref, const_masks(ft, False), RealignParams(selection="threshold", tau=2.0))
-    assert len(res.patched) == len(ft.modules)
-    for k, t in res.adapter.tensors.items():
-        assert torch.equal(t, ft.tensors[k])
+        assert torch.equal(t, source.tensors[k])
 
 
 def test_transplant_takes_masked_entries_from_reference_only():
