@@ -69,7 +69,7 @@ def eos_ids(model, tokenizer) -> list[int]:
 
 # --------------------------------------------------------------------------------------------- generation
 def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: int,
-                 batch_size: int) -> list[list[int]]:
+                 batch_size: int, progress=None) -> list[list[int]]:
     """Greedy continuation token ids for each prompt (in input order), each cut before its first EOS.
 
     Prompts are sorted by length (longest first, so a memory problem shows in the first batch) and
@@ -93,6 +93,8 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_toke
                                  generation_config=config)
         for i, seq in zip(rows, out[:, ids.shape[1]:].tolist()):
             results[i] = _cut_at_eos(seq, stop)
+        if progress is not None:
+            progress.update(len(rows))
     return results
 
 
@@ -120,18 +122,21 @@ def _cut_at_eos(seq: list[int], stop: list[int]) -> list[int]:
     return seq
 
 
-def generate_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Already-formatted model inputs -> decoded greedy answers (special tokens removed, stripped)."""
-    new = generate_ids(model, tokenizer, encode_texts(tokenizer, texts), max_new_tokens, batch_size)
+def generate_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: int, batch_size: int,
+                   progress=None) -> list[str]:
+    """Already-formatted model inputs -> decoded greedy answers (special tokens removed, stripped).
+    `progress`: an optional bar (nlsr_core.progress.bar) advanced by the answers of each batch."""
+    new = generate_ids(model, tokenizer, encode_texts(tokenizer, texts), max_new_tokens, batch_size, progress)
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new]
 
 
-def generate_responses(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+def generate_responses(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings,
+                       progress=None) -> list[str]:
     """Raw user prompts -> greedy answers, through the prompt template named in `settings`."""
     if not prompts:
         return []
     texts = format_prompts(tokenizer, prompts, settings.template)
-    return generate_texts(model, tokenizer, texts, settings.max_new_tokens, settings.batch_size)
+    return generate_texts(model, tokenizer, texts, settings.max_new_tokens, settings.batch_size, progress)
 
 
 # --------------------------------------------------------------------------------------------- stacks

@@ -127,13 +127,17 @@ def _forward_pass(ctx: CollectContext, fn) -> dict:
     per lora_A; `keep` marks the response positions, the only ones a collector may count."""
     if not ctx.safety:
         raise IdentifyError("identification data: no example has a response token (expected prompt + response rows)")
+    from nlsr_core.progress import bar
+
     tokens = 0
-    with _Hooks(ctx.model, ctx.reference.modules, fn) as hooks, torch.inference_mode():
+    with _Hooks(ctx.model, ctx.reference.modules, fn) as hooks, torch.inference_mode(), \
+            bar(len(ctx.safety), "identification samples", "sample") as shown:
         for ids, attn, resp in batches(ctx.safety, ctx.batch_size, ctx.pad_id):
             hooks.positions = resp
             # logits_to_keep=1: identification needs activations, not the vocabulary projection
             ctx.model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1)
             tokens += int(resp.sum())
+            shown.update(len(ids))
     return {"samples": len(ctx.safety), "tokens": tokens}
 
 
@@ -197,16 +201,20 @@ def _grad_abs(ctx: CollectContext, items: Sequence, loss_fn) -> tuple[dict, dict
         params[f"{m}.lora_B.grad_abs"] = next(iter(layer.lora_B.values())).weight
     before = {k: p.requires_grad for k, p in params.items()}
     stats = {k: torch.zeros(p.shape, dtype=torch.float32) for k, p in params.items()}
+    from nlsr_core.progress import bar
+
     try:
         for p in params.values():
             p.requires_grad_(True)
-        for item in items:
-            for p in params.values():
-                p.grad = None
-            loss_fn(ctx.model, item, ctx.pad_id).backward()
-            for k, p in params.items():
-                if p.grad is not None:
-                    stats[k].add_(p.grad.detach().float().abs())
+        with bar(len(items), "identification samples (gradients)", "sample") as shown:
+            for item in items:
+                for p in params.values():
+                    p.grad = None
+                loss_fn(ctx.model, item, ctx.pad_id).backward()
+                for k, p in params.items():
+                    if p.grad is not None:
+                        stats[k].add_(p.grad.detach().float().abs())
+                shown.update(1)
     finally:
         for k, p in params.items():
             p.grad = None

@@ -8,13 +8,16 @@
 Writes `<out>/<variant>/{harmful,task,benign}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
 (rates with n and 95% Wilson intervals, judge and generation settings) and `<out>/lineage.json`.
 Answers and verdicts are cached in `--cache`, so `--judge beaver-dam` after a keyword run judges without
-regenerating, and reruns judge only new answers.
+regenerating, and reruns judge only new answers. Each split is answered with its own token budget
+(`--opening-tokens` for what the keyword matcher reads, `--max-new-tokens` for a model judge) and the task split
+by scoring the label strings (`--fa-mode score`) or by generating (`--fa-mode generate`): see
+nlsr_core/judge/settings.py.
 """
 from __future__ import annotations
 
 import click
 
-from stages.options import model_option
+from stages.options import eval_options, eval_settings, model_option
 
 VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
 
@@ -33,18 +36,16 @@ VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
 @click.option("--judge", "judge_name", default="refusal-keywords", show_default=True,
               help="refusal-keywords | beaver-dam | llama-guard (judge.name)")
 @click.option("--judge-model", default=None, help="judge model id or directory (judge.model)")
-@click.option("--max-new-tokens", "--max_new_tokens", "max_new_tokens", type=int, default=48, show_default=True)
-@click.option("--batch-size", "--batch_size", "batch_size", type=int, default=16, show_default=True)
+@eval_options
 @click.option("--template", default="chat", show_default=True, help="chat | alpaca (data.template)")
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="default generations/<cell>")
 @click.option("--cache", "cache_dir", type=click.Path(), default="generations/.cache", show_default=True,
               help="answer + verdict cache shared by all cells ('' = no cache)")
 def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_base, data_dir, judge_name,
-            judge_model, max_new_tokens, batch_size, template, out_dir, cache_dir):
+            judge_model, template, out_dir, cache_dir, **answering):
     """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
 
-    from nlsr_core.generate import GenerationSettings
     from nlsr_core.judge import JUDGES, JudgeSpec
     from nlsr_core.judge.evaluate import parse_cell, load_splits
     from stages.options import tracked
@@ -54,14 +55,15 @@ def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_
         judge_model = None  # params.yaml `judge.model: null` arrives through DVC as text
     if judge_name not in JUDGES:
         raise click.BadParameter(f"expected one of {', '.join(JUDGES)}", param_hint="--judge")
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, template=template)
-    spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=batch_size)
+    settings = eval_settings(answering, template)
+    settings.check_task(parsed.task)
+    spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=settings.batch_size)
     adapters = dict(zip(VARIANT_OPTIONS, (aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
     splits = load_splits(Path(data_dir), parsed.task)
     out = Path(out_dir or f"generations/{parsed.key}")
     params = {"cell": parsed.key, "model": model_name, "seed": seed, "judge": judge_name,
-              "judge_model": judge_model, **settings.record()}
+              "judge_model": judge_model, "answering": settings.record(parsed.task, judge_name)}
     with tracked("judge", parsed.key, params) as tr:
         from nlsr_core.lineage import input_record
 

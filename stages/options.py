@@ -25,9 +25,49 @@ def tracking_enabled() -> bool:
     return os.environ.get("NLSR_TRACKING", "on").lower() not in {"off", "0", "false", "no"}
 
 
+def progress_enabled() -> bool:
+    """NLSR_PROGRESS=off hides the progress bars of long loops (stderr); read here, never in nlsr_core."""
+    import os
+
+    return os.environ.get("NLSR_PROGRESS", "on").lower() not in {"off", "0", "false", "no"}
+
+
 def model_option(f):
     return click.option("--model", "model_name", default="smollm2-135m", show_default=True,
                         help="tiny-random | smollm2-135m | a Hugging Face id or model directory")(f)
+
+
+# judge.* settings shared by `nlsr judge` and the study stages (frontier, calibrate, ablate), so all score with
+# the same answers. Defaults come from nlsr_core.judge.settings.EvalSettings (equal to params.yaml's).
+EVAL_OPTIONS = (
+    ("--max-new-tokens", "max_new_tokens", int, "harmful-answer budget for a model judge (judge.max_new_tokens)"),
+    ("--opening-tokens", "opening_tokens", int,
+     "budget of harmful answers for the keyword judge and of benign answers (judge.opening_tokens)"),
+    ("--label-tokens", "label_tokens", int, "budget of generated sst2/agnews answers (judge.label_tokens)"),
+    ("--gsm8k-tokens", "gsm8k_tokens", int, "budget of generated GSM8K answers (judge.gsm8k_tokens)"),
+    ("--fa-mode", "fa_mode", str, "score (rank the label strings) | generate (judge.fa_mode)"),
+    ("--batch-size", "batch_size", int, "answering batch size (judge.batch_size)"),
+)
+
+
+def eval_options(f):
+    """The EVAL_OPTIONS on a command (each also accepted with underscores, as DVC's ${judge} unpacking writes)."""
+    from dataclasses import fields
+
+    from nlsr_core.judge.settings import EvalSettings
+
+    defaults = {fl.name: fl.default for fl in fields(EvalSettings)}
+    for flag, key, typ, help_text in reversed(EVAL_OPTIONS):
+        f = click.option(flag, flag.replace("-", "_").replace("__", "--", 1), key, type=typ, default=defaults[key],
+                         show_default=True, help=help_text)(f)
+    return f
+
+
+def eval_settings(kwargs: dict, template: str):
+    """Pop the EVAL_OPTIONS from a command's kwargs into an EvalSettings (bad values: one-line NlsrError)."""
+    from nlsr_core.judge.settings import EvalSettings
+
+    return EvalSettings(template=template, **{key: kwargs.pop(key) for _, key, _, _ in EVAL_OPTIONS})
 
 
 # The alignment methods `nlsr align` knows (nlsr_core.train.ALIGNERS; a test keeps the two equal). Kept here

@@ -27,8 +27,6 @@ _OPTIONS = [
     (("--data",), "data_dir", PATH, Path("data/prepared"), "prepared data"),
     (("--judge",), "judge_name", str, "refusal-keywords", "refusal-keywords | beaver-dam | llama-guard"),
     (("--judge-model",), "judge_model", str, None, "judge model id or directory (judge.model)"),
-    (("--max-new-tokens",), "max_new_tokens", int, 48, "generation length (judge.max_new_tokens)"),
-    (("--batch-size",), "batch_size", int, 16, "generation batch size (judge.batch_size)"),
     (("--template",), "template", str, "chat", "chat | alpaca (data.template)"),
     (("--cache",), "cache_dir", str, ".nlsr-cache/judge", "answer + verdict cache ('' = none)"),
     # the pipeline's setting: the point every sweep starts from
@@ -45,18 +43,29 @@ REQUIRED = ("cell", "finetuned", "aligned", "reference", "stats")
 
 
 def cell_options(f):
-    """The options above on a command, which then receives them as one `inputs` dict."""
-    for names, key, typ, default, help_text in reversed(_OPTIONS):
-        f = click.option(*names, key, type=typ, default=default, required=key in REQUIRED,
-                         show_default=default is not None, help=help_text)(f)
+    """The options above and the judge's answering options (stages.options.EVAL_OPTIONS) on a command, which
+    then receives them as one `inputs` dict (`inputs["answering"]`: the EvalSettings)."""
+    from stages.options import eval_options, eval_settings
 
     @functools.wraps(f)
     def wrapper(**kwargs):
         inputs = {key: kwargs.pop(key) for _, key, *_ in _OPTIONS}
         if inputs["judge_model"] is not None and inputs["judge_model"].strip().lower() in {"", "none", "null"}:
             inputs["judge_model"] = None  # params.yaml `judge.model: null` arrives through DVC as text
+        inputs["answering"] = eval_settings(kwargs, inputs["template"])
+        inputs["answering"].check_task(parse_task(inputs["cell"]))
         return f(inputs=inputs, **kwargs)
-    return wrapper
+
+    for names, key, typ, default, help_text in reversed(_OPTIONS):
+        wrapper = click.option(*names, key, type=typ, default=default, required=key in REQUIRED,
+                               show_default=default is not None, help=help_text)(wrapper)
+    return eval_options(wrapper)
+
+
+def parse_task(cell: str) -> str:
+    from nlsr_core.judge.evaluate import parse_cell
+
+    return parse_cell(cell).task
 
 
 def pipeline_point(inputs: dict, identifier: str):
@@ -85,16 +94,9 @@ def builder(inputs: dict, collect=None):
     return PointBuilder(ft, al, ref, stats, point, collect)
 
 
-def generation_settings(inputs: dict):
-    """The judge stage's generation settings, from the cell options."""
-    from nlsr_core.generate import GenerationSettings
-
-    return GenerationSettings(max_new_tokens=inputs["max_new_tokens"], batch_size=inputs["batch_size"],
-                              template=inputs["template"])
-
-
-def settings_record(inputs: dict) -> dict:
-    return generation_settings(inputs).record()
+def settings_record(inputs: dict, splits=("harmful", "task")) -> dict:
+    """How the study's splits were answered (budgets, FA mode), as judged.json records it."""
+    return inputs["answering"].record(parse_task(inputs["cell"]), inputs["judge_name"], splits)
 
 
 def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, references: tuple[str, ...] = ()
@@ -112,7 +114,7 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     from stages.realign import base_fields
 
     task = parse_cell(inputs["cell"]).task
-    settings = generation_settings(inputs)
+    settings = inputs["answering"]
     inherited = base_fields(inputs["finetuned"])
     cache = Path(inputs["cache_dir"]) if inputs["cache_dir"] else None
     rows: dict[str, dict] = {}
@@ -128,7 +130,7 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
             plans[name] = plan_stack(out, inputs["model_name"])
             rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
                           "adapter_sha256": sha256_dir(out)}
-        spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=inputs["batch_size"])
+        spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size)
         answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],
                                                 inputs["model_seed"], spec, cache)
     for sv in scored:

@@ -268,7 +268,8 @@ def cell_fixture(tmp_path_factory):
 def _judge_args(fx, out, judge="refusal-keywords", extra=()):
     return ["judge", "--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--aligned", fx["aligned"],
             "--finetuned", fx["finetuned"], "--data", fx["data"], "--out", out, "--cache", fx["root"] / "cache",
-            "--max-new-tokens", 6, "--batch-size", 4, "--judge", judge, *extra]
+            "--max-new-tokens", 6, "--opening-tokens", 6, "--label-tokens", 6, "--batch-size", 4, "--judge", judge,
+            *extra]
 
 
 class FakeJudge:
@@ -308,7 +309,8 @@ def test_judge_stage_end_to_end(cell_fixture, monkeypatch):
     assert len(loads) == 1          # base model loaded once; W0 merged once; adapters wrapped and unloaded
     judged = json.loads((out / "judged.json").read_text())
     assert sorted(judged["variants"]) == ["aligned", "base", "finetuned"]
-    assert judged["judge"]["name"] == "refusal-keywords" and judged["generation"]["max_new_tokens"] == 6
+    assert judged["judge"]["name"] == "refusal-keywords" and judged["generation"]["harmful"]["max_new_tokens"] == 6
+    assert judged["generation"]["fa_mode"] == "generate" and judged["generation"]["task"]["max_new_tokens"] == 6
     for entry in judged["variants"].values():
         assert entry["hs"]["n"] == 4 and entry["fa"]["n"] == 3 and entry["over_refusal"]["n"] == 3
         lo, hi = entry["hs"]["ci95"]
@@ -327,8 +329,8 @@ def test_judge_stage_end_to_end(cell_fixture, monkeypatch):
 
     # Another judge: answers come from the cache (no generation) and every distinct harmful answer is judged once.
     monkeypatch.setitem(JUDGES, "fake", FakeJudge)
-    real_generate = StackRunner.generate
-    monkeypatch.setattr(StackRunner, "generate", lambda *a, **k: pytest.fail("regenerated"))
+    real_answer = StackRunner.answer
+    monkeypatch.setattr(StackRunner, "answer", lambda *a, **k: pytest.fail("regenerated"))
     FakeJudge.calls = []
     code, _, err = run_cli(_judge_args(fx, out, judge="fake"))
     assert code == 0, err
@@ -341,7 +343,7 @@ def test_judge_stage_end_to_end(cell_fixture, monkeypatch):
     FakeJudge.calls = []
     assert run_cli(_judge_args(fx, out, judge="fake"))[0] == 0
     assert FakeJudge.calls == []
-    monkeypatch.setattr(StackRunner, "generate", real_generate)
+    monkeypatch.setattr(StackRunner, "answer", real_answer)
     code, _, err = run_cli(_judge_args(fx, out, judge="fake", extra=("--realigned", fx["realigned"])))
     assert code == 0, err
     new = [json.loads(line) for line in (out / "realigned" / "harmful.jsonl").read_text().splitlines()]

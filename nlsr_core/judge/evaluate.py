@@ -4,9 +4,11 @@ Variants (each optional except base): base = M alone; aligned = M' + Wa; finetun
 realigned = M' + Wt'' (NLSR); safelora = M' + SafeLoRA(Wt). M' = M + W0 merged, from each adapter's lineage.
 
 Two phases, so a generation model and a judge model are never in memory together:
- 1. generation: the base model is loaded once (and only if some answer is not cached); W0 is merged into it
+ 1. answering: the base model is loaded once (and only if some answer is not cached); W0 is merged into it
     in place after the base variant (M is not needed again); each adapter is wrapped with PEFT, used, and
-    unloaded (`unload()` removes the LoRA layers without merging, giving M' back).
+    unloaded (`unload()` removes the LoRA layers without merging, giving M' back). Each split is answered as
+    `EvalSettings.job` says: greedy generation with the split's token budget, or (task split, fa_mode score)
+    the label the model ranks first (nlsr_core.label_scoring).
  2. scoring: harmful answers -> the judge (through the verdict cache: only new (prompt, response, judge)
     triples are judged; a model judge is loaded only then); task answers -> `SCORERS[task]`; benign answers ->
     the refusal matcher (over-refusal).
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from nlsr_core.errors import NlsrError
-from nlsr_core.generate import GenerationSettings, StackPlan, generate_responses
+from nlsr_core.generate import StackPlan, generate_responses
 from nlsr_core.judge.cache import GenerationCache, VerdictCache, generation_key, judge_with_cache
+from nlsr_core.judge.settings import EvalSettings, LabelScoring
 from nlsr_core.judge.stats import Rate, rate
 
 VARIANTS = ("base", "aligned", "finetuned", "realigned", "safelora")
@@ -109,9 +112,9 @@ class StackRunner:
         self.loaded = None
         self.merged_weak: Path | None = None
 
-    def generate(self, plan: StackPlan, prompt_lists: list[list[str]],
-                 settings: GenerationSettings) -> list[list[str]]:
-        """Answers for each prompt list with the stack of `plan` (the adapter is wrapped once for all lists)."""
+    def answer(self, plan: StackPlan, work: list[tuple[list[str], object]], progress=None) -> list[list[str]]:
+        """Answers for each (prompt list, job) with the stack of `plan` (the adapter is wrapped once for all
+        lists). A job is a GenerationSettings (greedy decoding) or a LabelScoring (label strings ranked)."""
         from nlsr_core.models import load_model
         from nlsr_core.stack import load_stack
 
@@ -123,16 +126,34 @@ class StackRunner:
         model = self.loaded.model
         if plan.adapter is not None:
             model = load_stack(self.spec, adapter=plan.adapter, base=self.loaded).model
-        try:  # one call over all lists: length-sorted batches span the splits (fewer, fuller batches)
-            flat = generate_responses(model, self.loaded.tokenizer, [p for ps in prompt_lists for p in ps], settings)
+        try:
+            return run_jobs(model, self.loaded.tokenizer, work, progress)
         finally:
             if plan.adapter is not None:  # remove the LoRA layers without merging: M' again
                 self.loaded = dataclasses.replace(self.loaded, model=model.unload())
-        out, start = [], 0
-        for ps in prompt_lists:
-            out.append(flat[start:start + len(ps)])
-            start += len(ps)
-        return out
+
+
+def run_jobs(model, tokenizer, work: list[tuple[list[str], object]], progress=None) -> list[list[str]]:
+    """Answer each (prompts, job) with one model. Lists with the same job are answered in one call, so
+    length-sorted batches span the splits (fewer, fuller batches)."""
+    from nlsr_core.label_scoring import score_label_answers
+
+    out: list[list[str] | None] = [None] * len(work)
+    groups: dict[object, list[int]] = {}
+    for i, (_, job) in enumerate(work):
+        groups.setdefault(job, []).append(i)
+    for job, members in groups.items():
+        flat = [p for i in members for p in work[i][0]]
+        if isinstance(job, LabelScoring):
+            answers = score_label_answers(model, tokenizer, flat, job.labels, job.template, job.batch_size,
+                                          progress)
+        else:
+            answers = generate_responses(model, tokenizer, flat, job, progress)
+        start = 0
+        for i in members:
+            out[i] = answers[start:start + len(work[i][0])]
+            start += len(work[i][0])
+    return out
 
 
 def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int = 0) -> dict:
@@ -147,19 +168,22 @@ def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int = 0) 
             "adapter": sha256_dir(plan.adapter) if plan.adapter else None}
 
 
-def generate_variants(plans: dict[str, StackPlan], splits: list[Split], settings: GenerationSettings,
+def generate_variants(plans: dict[str, StackPlan], splits: list[Split], jobs: dict[str, object],
                       runner: StackRunner, cache: GenerationCache | None) -> list[VariantAnswers]:
-    """Answers of every variant (any names; returned in `plans` order) on every split, from the generation cache
-    where possible. Variants without W0 run first, so the base model is loaded once and W0 merged into it once.
+    """Answers of every variant (any names; returned in `plans` order) on every split (`jobs`: split name ->
+    how it is answered), from the answer cache where possible. Variants without W0 run first, so the base model
+    is loaded once and W0 merged into it once. One progress bar counts the answers produced afresh.
     """
+    from nlsr_core.progress import bar
+
     identities: dict[str, dict] = {}
     order = sorted(plans, key=lambda v: (plans[v].weak is not None, str(plans[v].weak)))  # stable: plans order
-    out = {}
+    out, todo = {}, []
     for name in order:
         plan = plans[name]
         va = VariantAnswers(name, plan)
         ident = stack_identity(plan, identities, runner.spec.seed)
-        keys = {sp.name: generation_key(ident, sp.prompts, settings.record()) for sp in splits}
+        keys = {sp.name: generation_key(ident, sp.prompts, jobs[sp.name].record()) for sp in splits}
         missing = []
         for sp in splits:
             answers = cache.get(keys[sp.name]) if cache else None
@@ -168,12 +192,18 @@ def generate_variants(plans: dict[str, StackPlan], splits: list[Split], settings
                 va.cached += 1
             else:
                 missing.append(sp)
-        if missing:
-            for sp, answers in zip(missing, runner.generate(plan, [sp.prompts for sp in missing], settings)):
+        todo.append((va, keys, missing))
+        out[name] = va
+    total = sum(len(sp.rows) for _, _, missing in todo for sp in missing)
+    with bar(total, "answers", "answer") as shown:
+        for va, keys, missing in todo:
+            if not missing:
+                continue
+            work = [(sp.prompts, jobs[sp.name]) for sp in missing]
+            for sp, answers in zip(missing, runner.answer(va.plan, work, shown)):
                 va.answers[sp.name] = answers
                 if cache:
                     cache.put(keys[sp.name], answers)
-        out[name] = va
     return [out[v] for v in plans]
 
 
@@ -223,15 +253,16 @@ def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: Laz
     return ScoredVariant(va.name, va.plan, rates, rows)
 
 
-def evaluate_plans(plans: dict[str, StackPlan], splits: list[Split], task: str, settings: GenerationSettings,
+def evaluate_plans(plans: dict[str, StackPlan], splits: list[Split], task: str, settings: EvalSettings,
                    model: str, seed: int, judge_spec, cache_dir: Path | None
                    ) -> tuple[list[VariantAnswers], list[ScoredVariant], LazyJudge]:
-    """Both phases for every plan on every split: generate (cached), then score (cached verdicts). Returns the
+    """Both phases for every plan on every split: answer (cached), then score (cached verdicts). Returns the
     answers, the scored variants (in `plans` order) and the judge (its `calls` = answers judged afresh)."""
     from nlsr_core.judge import judge_identity, make_judge
 
+    jobs = {sp.name: settings.job(sp.name, task, judge_spec.name) for sp in splits}
     runner = StackRunner(model, seed)
-    answers = generate_variants(plans, splits, settings, runner, GenerationCache(cache_dir) if cache_dir else None)
+    answers = generate_variants(plans, splits, jobs, runner, GenerationCache(cache_dir) if cache_dir else None)
     del runner  # free the generation model before a judge model is loaded
     judge = LazyJudge(lambda: make_judge(judge_spec), judge_identity(judge_spec))
     verdicts = VerdictCache(cache_dir) if cache_dir else None
@@ -247,7 +278,7 @@ def _label(row: dict, path: Path):
 
 
 def judged_record(cell: Cell, scored: list[ScoredVariant], judge_name: str, judge_identity: str,
-                  settings: GenerationSettings, model_identity: dict) -> dict:
+                  settings: EvalSettings, model_identity: dict) -> dict:
     """The judged.json document of one cell (percentages with k, n and 95% Wilson intervals)."""
     from nlsr_core.judge import REFUSALS
 
@@ -255,7 +286,7 @@ def judged_record(cell: Cell, scored: list[ScoredVariant], judge_name: str, judg
         "cell": cell.key, "task": cell.task, "p": cell.p, "method": cell.method,
         "judge": {"name": judge_name, "identity": judge_identity},
         "over_refusal_judge": REFUSALS.identity(),
-        "generation": settings.record(),
+        "generation": settings.record(cell.task, judge_name, tuple(s for s in SPLITS if s in scored[0].rows)),
         "model": model_identity,
         "variants": {
             s.name: {

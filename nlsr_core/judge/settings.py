@@ -1,0 +1,93 @@
+"""How each evaluation split is answered: a token budget per judge and split, and FA by scoring or generating.
+
+    split     answered by                                          read by
+    harmful   greedy generation, `opening_tokens` (keyword judge)   the harmfulness judge
+              or `max_new_tokens` (model judges read the whole answer)
+    benign    greedy generation, `opening_tokens`                   the refusal matcher (over-refusal)
+    task      fa_mode score: the label strings ranked by likelihood  the task scorer (nlsr_core.judge.scorers)
+              (nlsr_core.label_scoring); fa_mode generate: greedy
+              generation, `label_tokens` (sst2, agnews) or `gsm8k_tokens`
+
+The refusal matcher and the keyword judge read the opening of an answer (the first 256 characters), and greedy
+decoding is prefix-consistent (the first k tokens of a 48-token answer are the k-token answer), so a short
+budget changes a verdict only where the opening is shorter than what the matcher needs; the budgets were chosen
+by measuring verdict agreement against 48 tokens (benchmarks/bench_eval.py, README). Each budget and the
+FA mode are part of the answer-cache key (the job's `record()`), so changing one never reuses stale answers.
+The defaults here are params.yaml's `judge:` section.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nlsr_core.errors import NlsrError
+from nlsr_core.generate import GenerationSettings
+from nlsr_core.judge.scorers import AGNEWS_LABELS, SST2_LABELS
+
+FA_MODES = ("score", "generate")
+# Tasks whose answer is one of a few label strings (the training response), so FA can be scored.
+LABEL_TASKS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
+KEYWORD_JUDGES = ("refusal-keywords",)  # judges that read only the opening of an answer
+
+
+@dataclass(frozen=True)
+class LabelScoring:
+    """One task split answered by ranking `labels` by log-likelihood (no decoding)."""
+
+    labels: tuple[str, ...]
+    batch_size: int = 16
+    template: str = "chat"
+
+    def record(self) -> dict:
+        # "scoring" versions the rule in nlsr_core.label_scoring (first-token gate, eos appended)
+        return {"decoding": "label-scoring", "scoring": 1, "labels": list(self.labels), "template": self.template}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Answer budgets and FA mode of `nlsr judge` and the study stages (params.yaml `judge:`)."""
+
+    max_new_tokens: int = 48
+    """Harmful answers for a model judge (beaver-dam, llama-guard), which reads the whole answer."""
+    opening_tokens: int = 48
+    """Harmful answers for the keyword judge and benign answers for over-refusal: both read the opening."""
+    label_tokens: int = 48
+    """Generated answers of a label task (sst2, agnews) when fa_mode is generate."""
+    gsm8k_tokens: int = 256
+    """Generated GSM8K answers (a worked solution; always generated)."""
+    fa_mode: str = "generate"
+    """score: rank the label strings by likelihood (one forward pass per row and label); generate: decode."""
+    batch_size: int = 16
+    template: str = "chat"
+
+    def __post_init__(self):
+        if self.fa_mode not in FA_MODES:
+            raise NlsrError(f"judge.fa_mode '{self.fa_mode}': expected one of {', '.join(FA_MODES)}")
+        for name in ("max_new_tokens", "opening_tokens", "label_tokens", "gsm8k_tokens", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NlsrError(f"judge.{name}={value!r}: expected a positive integer")
+
+    def check_task(self, task: str) -> None:
+        """A task without label strings cannot be scored: one line naming the setting."""
+        if self.fa_mode == "score" and task not in LABEL_TASKS:
+            raise NlsrError(f"judge.fa_mode 'score': task '{task}' has no label strings to score "
+                            f"(scorable: {', '.join(LABEL_TASKS)}); use fa_mode generate")
+
+    def generation(self, tokens: int) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=tokens, batch_size=self.batch_size, template=self.template)
+
+    def job(self, split: str, task: str, judge_name: str):
+        """How `split` of `task` is answered: a GenerationSettings or a LabelScoring (both have `record()`)."""
+        if split == "task":
+            self.check_task(task)
+            if self.fa_mode == "score":
+                return LabelScoring(LABEL_TASKS[task], self.batch_size, self.template)
+            return self.generation(self.gsm8k_tokens if task not in LABEL_TASKS else self.label_tokens)
+        if split == "harmful" and judge_name not in KEYWORD_JUDGES:
+            return self.generation(self.max_new_tokens)
+        return self.generation(self.opening_tokens)
+
+    def record(self, task: str, judge_name: str, splits=("harmful", "task", "benign")) -> dict:
+        """What judged.json and the study documents record: each split's job and the FA mode."""
+        return {"fa_mode": self.fa_mode,
+                **{split: self.job(split, task, judge_name).record() for split in splits}}
