@@ -154,7 +154,18 @@ def results_markdown(judged: list[Judged]) -> str:
 
 
 def _settings_text(settings: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(settings.items())) or "unrecorded"
+    """judged.json's answering record as text: per split, greedy decoding with its token budget or label scoring
+    (nlsr_core.judge.settings); a flat record (one budget for every split) as key-value pairs."""
+    if not any(isinstance(v, dict) for v in settings.values()):
+        return ", ".join(f"{k} {v}" for k, v in sorted(settings.items())) or "unrecorded"
+    jobs = {split: job for split, job in settings.items() if isinstance(job, dict)}
+    parts = [f"FA by {'label scoring' if settings.get('fa_mode') == 'score' else 'generation'}"]
+    for split, job in jobs.items():
+        how = ("labels ranked by likelihood" if job.get("decoding") == "label-scoring"
+               else f"{job.get('decoding', '?')} {job.get('max_new_tokens', '?')} new tokens")
+        parts.append(f"{split}: {how}")
+    templates = sorted({str(job.get("template", "?")) for job in jobs.values()})
+    return "; ".join(parts) + f" (template {', '.join(templates)})"
 
 
 # --------------------------------------------------------------------------------------------- plot data

@@ -111,6 +111,7 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     from nlsr_core.judge import JudgeSpec
     from nlsr_core.judge.evaluate import evaluate_plans, parse_cell
     from nlsr_core.lineage import sha256_dir, write_lineage
+    from nlsr_core.progress import bar
     from stages.realign import base_fields
 
     task = parse_cell(inputs["cell"]).task
@@ -121,6 +122,7 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     with tempfile.TemporaryDirectory(prefix="nlsr-points-") as tmp:
         plans = {name: plan_stack(inputs[name], inputs["model_name"]) for name in references}
         rows.update({name: {"name": name, "label": name, "point": None} for name in references})
+        shown = bar(len(named), "study points built", "point")
         for i, (name, point) in enumerate(named):
             adapter, summary = build.build(point)
             out = Path(tmp) / f"point-{i:03d}"
@@ -130,6 +132,8 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
             plans[name] = plan_stack(out, inputs["model_name"])
             rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
                           "adapter_sha256": sha256_dir(out)}
+            shown.update(1)
+        shown.close()
         spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size)
         answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],
                                                 inputs["model_seed"], spec, cache)

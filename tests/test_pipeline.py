@@ -31,7 +31,7 @@ TINY = {
     "align": {"batch_size": 4, "max_length": 320},
     "identify": {"batch_size": 4, "max_length": 320},
     "lora": {"rank": 4, "alpha": 8},
-    "judge": {"max_new_tokens": 6, "batch_size": 8},
+    "judge": {"max_new_tokens": 6, "opening_tokens": 6, "label_tokens": 6, "batch_size": 8},
     "frontier": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0], "safelora_tau": [0.3]},
     "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
     "ablate": {"seeds": [0, 1]},
