@@ -72,8 +72,8 @@ def label_loglik(model, prompt_ids: Sequence[list[int]], candidates: list[list[i
             rows = torch.arange(keep - len(cand) - 1, keep - 1)
             ll[i][j] = float(logp[b, rows, torch.tensor(cand)].sum())
             first[i] = int(logp[b, keep - len(cand) - 1].argmax())
-        if progress is not None:
-            progress.update(len(chunk))
+        if progress is not None:  # the bar counts rows (answers): each row has one pair per candidate
+            progress.update(len(chunk) / len(candidates))
     return ll, first
 
 
