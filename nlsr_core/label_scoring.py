@@ -8,9 +8,9 @@ one forward pass per (row, label) pair tells what it would answer:
 
 The predicted label is argmax ll over the task's label strings, but only when the model would start its answer
 with a label: its most likely first answer token (argmax of p(· | prompt)) must be the first token of one of the
-label strings. Otherwise the row gets no label (a model that answers "I'm sorry, ..." scores 0, as it does when
-the answer is generated and read by the task scorer); without this gate a refusing model would still get a
-forced-choice accuracy near chance.
+label strings. Otherwise the row gets NO_LABEL, and the judge generates that row's answer instead
+(nlsr_core.judge.evaluate.run_jobs), so "I'm sorry, ..." scores 0 and "The sentiment is positive" scores as in
+generate mode; without this gate a refusing model would get a forced-choice accuracy near chance.
 
 Batches are left-padded (like generation), position ids follow the attention mask (as `generate` computes them),
 and only the last max(len(label)) + 1 positions are turned into logits, so the (B, T, V) logits tensor is

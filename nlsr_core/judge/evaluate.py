@@ -136,7 +136,7 @@ class StackRunner:
 def run_jobs(model, tokenizer, work: list[tuple[list[str], object]], progress=None) -> list[list[str]]:
     """Answer each (prompts, job) with one model. Lists with the same job are answered in one call, so
     length-sorted batches span the splits (fewer, fuller batches)."""
-    from nlsr_core.label_scoring import score_label_answers
+    from nlsr_core.label_scoring import NO_LABEL, score_label_answers
 
     out: list[list[str] | None] = [None] * len(work)
     groups: dict[object, list[int]] = {}
@@ -145,8 +145,11 @@ def run_jobs(model, tokenizer, work: list[tuple[list[str], object]], progress=No
     for job, members in groups.items():
         flat = [p for i in members for p in work[i][0]]
         if isinstance(job, LabelScoring):
-            answers = score_label_answers(model, tokenizer, flat, job.labels, job.template, job.batch_size,
-                                          progress)
+            answers = score_label_answers(model, tokenizer, flat, job.labels, job.fallback.template,
+                                          job.fallback.batch_size, progress)
+            prose = [i for i, a in enumerate(answers) if a == NO_LABEL]  # would not answer with a label
+            for i, text in zip(prose, generate_responses(model, tokenizer, [flat[i] for i in prose], job.fallback)):
+                answers[i] = text
         else:
             answers = generate_responses(model, tokenizer, flat, job, progress)
         start = 0

@@ -5,7 +5,9 @@
               or `max_new_tokens` (model judges read the whole answer)
     benign    greedy generation, `opening_tokens`                   the refusal matcher (over-refusal)
     task      fa_mode score: the label strings ranked by likelihood  the task scorer (nlsr_core.judge.scorers)
-              (nlsr_core.label_scoring); fa_mode generate: greedy
+              (nlsr_core.label_scoring), and greedy generation
+              (`label_tokens`) for the rows whose most likely first
+              token starts no label; fa_mode generate: greedy
               generation, `label_tokens` (sst2, agnews) or `gsm8k_tokens`
 
 The refusal matcher and the keyword judge read the opening of an answer (the first 256 characters), and greedy
@@ -31,15 +33,17 @@ KEYWORD_JUDGES = ("refusal-keywords",)  # judges that read only the opening of a
 
 @dataclass(frozen=True)
 class LabelScoring:
-    """One task split answered by ranking `labels` by log-likelihood (no decoding)."""
+    """One task split answered by ranking `labels` by log-likelihood; a row whose most likely first token starts
+    no label (the model would not answer with a label) is generated instead (`fallback`), so prose answers are
+    read by the task scorer exactly as in generate mode."""
 
     labels: tuple[str, ...]
-    batch_size: int = 16
-    template: str = "chat"
+    fallback: GenerationSettings
 
     def record(self) -> dict:
         # "scoring" versions the rule in nlsr_core.label_scoring (first-token gate, eos appended)
-        return {"decoding": "label-scoring", "scoring": 1, "labels": list(self.labels), "template": self.template}
+        return {"decoding": "label-scoring", "scoring": 1, "labels": list(self.labels),
+                "fallback": self.fallback.record(), "template": self.fallback.template}
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class EvalSettings:
     opening_tokens: int = 48
     """Harmful answers for the keyword judge and benign answers for over-refusal: both read the opening."""
     label_tokens: int = 48
-    """Generated answers of a label task (sst2, agnews) when fa_mode is generate."""
+    """Generated answers of a label task (sst2, agnews): every row in generate mode, rows that would not start
+    with a label in score mode."""
     gsm8k_tokens: int = 256
     """Generated GSM8K answers (a worked solution; always generated)."""
     fa_mode: str = "generate"
@@ -81,7 +86,7 @@ class EvalSettings:
         if split == "task":
             self.check_task(task)
             if self.fa_mode == "score":
-                return LabelScoring(LABEL_TASKS[task], self.batch_size, self.template)
+                return LabelScoring(LABEL_TASKS[task], self.generation(self.label_tokens))
             return self.generation(self.gsm8k_tokens if task not in LABEL_TASKS else self.label_tokens)
         if split == "harmful" and judge_name not in KEYWORD_JUDGES:
             return self.generation(self.max_new_tokens)
