@@ -108,6 +108,9 @@ def preflight_tracking(argv: list[str]) -> None:
     if not argv or argv[0] in UNTRACKED_COMMANDS or any(a in ("--help", "-h") for a in argv):
         return
     if tracking_enabled():
+        import os
+
         from nlsr_core.tracking import check_reachable
 
-        check_reachable(tracking_uri())
+        set_by = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking URI"
+        check_reachable(tracking_uri(), what=set_by)
