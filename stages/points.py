@@ -76,7 +76,7 @@ def builder(inputs: dict, collect=None):
     from nlsr_core.sweep import PointBuilder
 
     ft, al, ref = (load_adapter(inputs[k]) for k in ("finetuned", "aligned", "reference"))
-    stats, method = load_stats(inputs["stats"])
+    stats, method = load_stats(inputs["stats"], ref)
     point = pipeline_point(inputs, method)
     # stats that do not fit the reference, or adapters that do not fit each other, fail here in one line
     masks = masks_from_stats(ref, stats, point.sparsity, point.preset, point.identifier)

@@ -99,7 +99,7 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
         return load_masks(masks), masks, {}
     if sparsity is None:
         raise NlsrError("realign --stats needs --sparsity P_SR (identify.sparsity)")
-    tensors, method = load_stats(stats)
+    tensors, method = load_stats(stats, ref)  # finite, and the shapes of the reference (one-line errors)
     made, summary = masks_and_summary(ref, tensors, sparsity, preset, method)
     info = {k: summary[k] for k in ("method", "sparsity", "retained_rank", "kept_fraction")}
     return made, stats, {"masks_from_stats": info}
