@@ -282,17 +282,17 @@ def _r(x) -> float | None:
 
 # --------------------------------------------------------------------------------------------- mask files
 def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from nlsr_core.fileio import write_safetensors
 
-    save_file({k: masks[k].to(torch.bool).contiguous() for k in sorted(masks)}, str(path),
-              metadata={"format": "pt", **(metadata or {})})
+    write_safetensors(path, {k: masks[k].to(torch.bool).contiguous() for k in sorted(masks)},
+                      metadata={"format": "pt", **(metadata or {})})
 
 
 def save_stats(stats: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from nlsr_core.fileio import write_safetensors
 
-    save_file({k: stats[k].to(torch.float32).contiguous() for k in sorted(stats)}, str(path),
-              metadata={"format": "pt", **(metadata or {})})
+    write_safetensors(path, {k: stats[k].to(torch.float32).contiguous() for k in sorted(stats)},
+                      metadata={"format": "pt", **(metadata or {})})
 
 
 def load_tensor_file(path, what: str) -> dict[str, torch.Tensor]:

@@ -56,9 +56,10 @@ def group():
 def main(argv=None):
     """Entry point: bad input (NlsrError) becomes one line on stderr and exit status 1."""
     from nlsr_core.errors import NlsrError
-    from stages.options import preflight_tracking
+    from stages.options import install_fault_hook, preflight_tracking
 
     try:
+        install_fault_hook()
         preflight_tracking(list(sys.argv[1:] if argv is None else argv))
         group.main(args=argv, prog_name="nlsr", standalone_mode=False)
     except click.exceptions.Exit as exc:
