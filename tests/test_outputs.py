@@ -97,17 +97,6 @@ def test_replace_swaps_whole_and_keeps_the_old_output_on_error(tmp_path):
     assert tree(tmp_path / "out") == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_output_modes_are_0644_and_0755_whatever_the_umask(tmp_path):
-    old = os.umask(0o077)
-    try:
-        with replace(claim(tmp_path / "out", "realign")) as tmp:
-            write_adapter(tmp / "sub", random_adapter(1))
-    finally:
-        os.umask(old)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in [tmp_path / "out", *(tmp_path / "out").rglob("*")]}
-    assert modes == {"out": 0o755, "sub": 0o755, "adapter_config.json": 0o644, "adapter_model.safetensors": 0o644}
-
-
 def test_stats_and_masks_metadata_are_sorted_and_bytes_stable(tmp_path):
     ref = random_adapter(2)
     stats = {gram_key(m): torch.eye(4) for m in ref.modules}
@@ -275,3 +264,19 @@ def test_lineage_records_no_machine_path(repo):
     assert code == 0, err
     text = (repo / "out" / "lineage.json").read_text()
     assert str(repo) not in text and '"path": "adapters/reference/dpo"' in text
+
+
+def test_output_modes_are_0644_and_0755_whatever_the_umask(repo):
+    old = os.umask(0o077)
+    try:
+        code, _, err = run_cli([*REALIGN, "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--out", "out"])
+        with replace(claim(repo / "nested", "realign")) as tmp:
+            write_adapter(tmp / "sub", random_adapter(1))
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    modes = {p.relative_to(repo).as_posix(): p.stat().st_mode & 0o777
+             for root in ("out", "nested") for p in [repo / root, *(repo / root).rglob("*")]}
+    assert modes == {"out": 0o755, "out/adapter_config.json": 0o644, "out/adapter_model.safetensors": 0o644,
+                     "out/lineage.json": 0o644, "nested": 0o755, "nested/sub": 0o755,
+                     "nested/sub/adapter_config.json": 0o644, "nested/sub/adapter_model.safetensors": 0o644}
