@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from nlsr_core.errors import NlsrError
-
-LINEAGE_FILE = "lineage.json"   # nlsr_core.lineage.LINEAGE_FILE (not imported: lineage imports fileio)
+from nlsr_core.lineage import LINEAGE_FILE
 
 # None when `path` was written by the command, else the reason it was not (shown in the error).
 Recogniser = Callable[[Path], "str | None"]
@@ -89,8 +88,9 @@ def only_files(names: Iterable[str]) -> Recogniser:
 
 def claim(path: Path | str, command: str, *, option: str = "--out", inputs: Inputs = (),
           recognise: Recogniser | None = None) -> Output:
-    """Check that `command` may write `path` (rules in the module docstring), finish a killed run's leftovers,
-    and return the Output to pass to `replace`. Raises OutputError, one line, before anything is changed."""
+    """Check that `command` may write `path` (rules in the module docstring), finish a killed run's leftovers
+    (`recover`, only once the path itself is allowed) and return the Output to pass to `replace`. A refusal is
+    one OutputError line, raised before the command computes or writes anything."""
     output = Output(Path(path), command, option, recognise or written_by(command))
     _check_place(output, inputs)
     recover(output.path)
