@@ -201,7 +201,7 @@ CELL = ["--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--finetuned", "ada
         "--cache", ".nlsr-cache/judge", "--sparsity", 0.5]
 JUDGE = ["judge", "--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--aligned", "adapters/aligned/dpo/aligned",
          "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--realigned", "adapters/realigned/sst2-p0.1-dpo",
-         "--batch-size", 8, "--cache", ".nlsr-cache/judge", "--out", "generations/sst2-p0.1-dpo"]
+         "--max-new-tokens", 4, "--batch-size", 8, "--cache", ".nlsr-cache/judge", "--out", "generations/sst2-p0.1-dpo"]
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +214,14 @@ def project(tmp_path_factory, one_torch_thread):
                  ["realign", "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--reference",
                   "adapters/reference/dpo", "--stats", "masks/dpo/stats.safetensors", "--sparsity", 0.5,
                   "--out", "adapters/realigned/sst2-p0.1-dpo"],
-                 [*JUDGE, "--max-new-tokens", 4]):
+                 JUDGE):
         nlsr(args, root)
     return root
 
 
 @pytest.mark.slow
 def test_judge_killed_after_the_new_output_is_in(project):
-    kill_then_rerun([*JUDGE, "--max-new-tokens", 6], project, project / "generations/sst2-p0.1-dpo", "replaced")
+    kill_then_rerun([*JUDGE, "--no-base"], project, project / "generations/sst2-p0.1-dpo", "replaced")
 
 
 @pytest.mark.slow
