@@ -131,15 +131,13 @@ def _read_tensors(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
 
 def save_adapter(adapter: Adapter, out_dir: Path | str) -> None:
     """Write adapter_config.json + adapter_model.safetensors into `out_dir` (deterministic bytes)."""
-    from safetensors.torch import save_file
-
-    from nlsr_core.fileio import write_json
+    from nlsr_core.fileio import write_json, write_safetensors
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / CONFIG_FILE, adapter.config)
     tensors = {k: adapter.tensors[k].detach().contiguous().to(torch.float32) for k in sorted(adapter.tensors)}
-    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    write_safetensors(out_dir / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
 
 
 def check_compatible(first: Adapter, second: Adapter, what: tuple[str, str] = ("finetuned", "reference")) -> None:

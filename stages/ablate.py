@@ -35,9 +35,11 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
     """Score the pipeline's setting against one-change variants of it."""
     from nlsr_core.judge.evaluate import load_splits, parse_cell
     from nlsr_core.sweep import ablation_points
-    from stages.points import builder, describe, score_points, settings_record, write_result
+    from stages.points import builder, claim_result, describe, score_points, settings_record, write_result
 
     cell = parse_cell(inputs["cell"])
+    output = claim_result(Path(out or f"ablations/{cell.key}"), "ablate", inputs,
+                          (("--identify-data", identify_data), ("--preference", preference)))
     ident = {"data": identify_data, "preference": preference, "batch_size": identify_batch_size,
              "max_length": identify_max_length, "seed": identify_seed, "template": inputs["template"]}
     build = builder(inputs, collect=statistics_pass(inputs["reference"], ident))
@@ -54,7 +56,7 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
                 "generation": settings_record(inputs), "points": rows}
     params = {"seeds": list(seeds), "pipeline": build.pipeline.record(),
               "identify": {k: str(v) for k, v in ident.items()}}
-    write_result(Path(out or f"ablations/{cell.key}"), "ablate", inputs, params, document)
+    write_result(output, "ablate", inputs, params, document)
 
 
 def statistics_pass(reference_dir: Path, ident: dict):

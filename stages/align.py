@@ -56,6 +56,7 @@ def command(ctx, method, model_name, model_seed, trust_remote_code, template, da
     from pathlib import Path
 
     from nlsr_core.errors import NlsrError
+    from nlsr_core.outputs import claim, written_by
     from nlsr_core.train_data import read_rows
     from stages.options import ALIGN_METHODS, split_list
 
@@ -68,11 +69,12 @@ def command(ctx, method, model_name, model_seed, trust_remote_code, template, da
     train_kw = dict(lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, beta=beta,
                     max_steps=max_steps, template=template)
     _check_settings(lora_kw, train_kw)  # fail before any launch or model load
+    output = claim(Path(out_dir or f"adapters/aligned/{method}"), "align", inputs=[("--data", data)],
+                   recognise=written_by("align", within=("weak", "aligned")))
     status = relaunch(ctx, launch_prefix)
     if status is not None:
         ctx.exit(status)
-    _run(method, model_name, model_seed, trust_remote_code, data, Path(out_dir or f"adapters/aligned/{method}"),
-         sft_rows, pref_rows, lora_kw, train_kw)
+    _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw)
 
 
 def _check_settings(lora_kw: dict, train_kw: dict) -> None:
@@ -82,7 +84,7 @@ def _check_settings(lora_kw: dict, train_kw: dict) -> None:
     TrainSettings(**train_kw).check("align")
 
 
-def _run(method, model_name, model_seed, trust_remote_code, data, out, sft_rows, pref_rows, lora_kw, train_kw):
+def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw):
     import datasets
 
     from nlsr_core.lineage import input_record
@@ -111,21 +113,21 @@ def _run(method, model_name, model_seed, trust_remote_code, data, out, sft_rows,
             return
         common = {"model": model_identity(spec), "model_spec": spec_record(spec),
                   "data_manifest": _manifest_digest(data), "method": method}
-        _write(out, result, inputs, params, common)
-        tr.log_artifact(out)
-    s = result.aligned.loss_summary()
+        _write(output, result, inputs, params, common)
+        tr.log_artifact(output.path)
+    s, out = result.aligned.loss_summary(), output.path
     click.echo(f"align: wrote {out}/weak and {out}/aligned ({method}, {s['steps']} steps, loss {s['first']:.4f} "
                f"-> {s['last']:.4f}, world size {result.aligned.world_size})")
 
 
-def _write(out, result, inputs: list[dict], params: dict, common: dict) -> None:
+def _write(output, result, inputs: list[dict], params: dict, common: dict) -> None:
     """weak/ and aligned/ (PEFT dirs + lineage) into one atomic directory: both appear or neither."""
     from nlsr_core.adapters import save_adapter
-    from nlsr_core.fileio import atomic_dir
-    from nlsr_core.lineage import sha256_dir, write_lineage
+    from nlsr_core.lineage import recorded_path, sha256_dir, write_lineage
+    from nlsr_core.outputs import replace
 
-    method = common["method"]
-    with atomic_dir(out) as tmp:
+    method, out = common["method"], output.path
+    with replace(output) as tmp:
         save_adapter(result.weak.adapter(), tmp / "weak")
         write_lineage(tmp / "weak", "align", inputs[:1], params, **common, role="weak", weak=None,
                       train=result.weak.loss_summary(), world_size=result.weak.world_size)
@@ -133,7 +135,7 @@ def _write(out, result, inputs: list[dict], params: dict, common: dict) -> None:
         if method == "sft":   # Wa = W0 on M' = M: nothing is merged below it
             aligned_inputs, weak = inputs[:1], None
         else:                 # the digest is of the files just written; the path is where they will live
-            weak = str(out / "weak")
+            weak = recorded_path(out / "weak")
             aligned_inputs = inputs[1:] + [{"role": "weak", "path": weak, "sha256": sha256_dir(tmp / "weak")}]
         write_lineage(tmp / "aligned", "align", aligned_inputs, params, **common, role="aligned", weak=weak,
                       train=result.aligned.loss_summary(), world_size=result.aligned.world_size)

@@ -26,6 +26,7 @@ def command(method, aligned_dir, out_dir, beta, preset, mode, strong_dir):
     from pathlib import Path
 
     from nlsr_core.errors import NlsrError
+    from nlsr_core.outputs import claim
 
     aligned_dir = Path(aligned_dir or f"adapters/aligned/{method}/aligned")
     out = Path(out_dir or f"adapters/reference/{method}")
@@ -34,18 +35,20 @@ def command(method, aligned_dir, out_dir, beta, preset, mode, strong_dir):
         raise NlsrError(f"amplify.mode: '{mode}' is unknown (expected extrapolate or interpolate)")
     if (mode == "interpolate") != (strong_dir is not None):
         raise NlsrError("amplify.strong: --strong DIR is required with --mode interpolate and only used there")
-    _run(aligned_dir, out, beta, preset, mode, strong_dir)
+    output = claim(out, "amplify", inputs=[("--aligned", aligned_dir), ("--strong", strong_dir)])
+    _run(aligned_dir, output, beta, preset, mode, strong_dir)
 
 
-def _run(aligned_dir, out, beta, preset, mode, strong_dir) -> None:
+def _run(aligned_dir, output, beta, preset, mode, strong_dir) -> None:
     import os
 
     from nlsr_core import amplify
     from nlsr_core.adapters import load_adapter, save_adapter
-    from nlsr_core.fileio import atomic_dir
     from nlsr_core.lineage import inherited_fields, input_record, read_lineage, write_lineage
+    from nlsr_core.outputs import replace
     from stages.options import tracked
 
+    out = output.path
     params = {"beta": beta, "preset": preset, "mode": mode}
     amplify.product_factor(beta, preset)            # checks beta and preset before anything is read
     aligned = load_adapter(aligned_dir)
@@ -65,7 +68,7 @@ def _run(aligned_dir, out, beta, preset, mode, strong_dir) -> None:
     with tracked("amplify", str(parent.get("method", os.path.basename(str(aligned_dir)))), params) as tr:
         for record in inputs:
             tr.log_input(record)
-        with atomic_dir(out) as tmp:
+        with replace(output) as tmp:
             save_adapter(reference, tmp)
             write_lineage(tmp, "amplify", inputs, params, **inherited_fields(parent), **extra)
         tr.log_artifact(out)

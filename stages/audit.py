@@ -4,7 +4,10 @@ PATH is any produced artifact (adapter dir, masks dir or masks file, lineage.jso
 listed with role, path and digest; inputs that have their own lineage.json (beside them, or in the directory
 holding an input file, e.g. masks/<method>/ for masks.safetensors) are expanded recursively. Recorded relative
 paths are resolved against the current directory first, then against PATH's directory and its ancestors.
-Nothing is hashed or loaded: the digests printed are the recorded ones.
+By default nothing is hashed or loaded: the digests printed are the recorded ones. `--verify` re-hashes every
+recorded input that still exists and marks each line ✓, changed or missing (exit status 1 when any input
+changed or is missing); `--modules` adds the per-module record of a realign/safelora output (similarity, rank,
+probability, draw, patched).
 """
 from __future__ import annotations
 
@@ -22,10 +25,23 @@ STAGE_LABELS = {"realign": "realigned", "safelora": "safelora", "identify-neuron
 
 @click.command(name="audit")
 @click.argument("path", type=click.Path(path_type=Path))
-def command(path):
+@click.option("--verify", is_flag=True, help="Re-hash every recorded input that still exists; exit 1 when any "
+                                             "changed or is missing.")
+@click.option("--modules", is_flag=True, help="Also list PATH's per-module records (realign / safelora).")
+def command(path, verify, modules):
     """Print PATH's lineage chain (realigned <- finetuned <- aligned <- weak <- base)."""
-    for line in audit_lines(path):
+    from nlsr_core.errors import NlsrError
+
+    checks: list[str] = []
+    for line in audit_lines(path, verify=checks if verify else None, modules=modules):
         click.echo(line)
+    if verify:
+        bad = {mark: sum(c == mark for c in checks) for mark in ("changed", "missing")}
+        click.echo(f"verify: {checks.count(OK)} of {len(checks)} recorded inputs unchanged, {bad['changed']} "
+                   f"changed, {bad['missing']} missing")
+        if bad["changed"] or bad["missing"]:
+            raise NlsrError(f"audit --verify {path}: {bad['changed']} recorded input(s) changed and "
+                            f"{bad['missing']} missing since the artifact was made (marked above)")
 
 
 def artifact_dir(path: Path) -> Path | None:
@@ -64,8 +80,12 @@ def resolve(recorded: str, origin: Path) -> Path | None:
     return None
 
 
-def audit_lines(path: Path) -> list[str]:
-    """The printed report: the artifact, its inputs as a tree (each artifact expanded once), base and chain."""
+OK = "✓"
+
+
+def audit_lines(path: Path, verify: list | None = None, modules: bool = False) -> list[str]:
+    """The printed report: the artifact, its inputs as a tree (each artifact expanded once), base and chain.
+    With `verify` (a list), every input line gets its re-hash mark, which is also appended to the list."""
     from nlsr_core.errors import NlsrError
 
     top = artifact_dir(path)
@@ -73,7 +93,9 @@ def audit_lines(path: Path) -> list[str]:
         raise NlsrError(f"{path}: no lineage.json (expected an artifact produced by an nlsr stage)")
     record = _read(top)
     lines = [f"{record['stage']}: {path}", *_describe(record, "  ")]
-    lines += _inputs(record, top, "  ", {top.resolve()})
+    if modules:
+        lines += _module_lines(record, "  ")
+    lines += _inputs(record, top, "  ", {top.resolve()}, verify)
     labels, records = _chain(record, top)
     base = next((r["model"] for r in records if r.get("model")), None)
     lines.append(f"base model: {_model_text(base)}" if base else "base model: (not recorded)")
@@ -81,15 +103,17 @@ def audit_lines(path: Path) -> list[str]:
     return lines
 
 
-def _inputs(record: dict, origin: Path, indent: str, expanded: set) -> list[str]:
+def _inputs(record: dict, origin: Path, indent: str, expanded: set, verify: list | None) -> list[str]:
     lines = []
     for rec in record.get("inputs") or []:
         role, recorded = rec.get("role", "?"), rec.get("path", "?")
         found = resolve(recorded, origin)
         head = f"{indent}<- {role}: {recorded}  sha256 {str(rec.get('sha256', ''))[:12]}"
+        if verify is not None:
+            head += "  " + _check(rec, found, verify)
         sub = artifact_dir(found) if found is not None else None
         if found is None:
-            lines.append(head + "  (not found here)")
+            lines.append(head + ("" if verify is not None else "  (not found here)"))
         elif sub is not None and sub.resolve() in expanded:
             lines.append(head + "  (shown above)")
         else:
@@ -98,7 +122,33 @@ def _inputs(record: dict, origin: Path, indent: str, expanded: set) -> list[str]
                 expanded.add(sub.resolve())
                 child = _read(sub)
                 lines += _describe(child, indent + "     ")
-                lines += _inputs(child, sub, indent + "     ", expanded)
+                lines += _inputs(child, sub, indent + "     ", expanded, verify)
+    return lines
+
+
+def _check(rec: dict, found: Path | None, marks: list) -> str:
+    """The verify mark of one recorded input: ✓, changed (with the digest now) or missing."""
+    from nlsr_core.lineage import sha256_dir
+
+    if found is None:
+        marks.append("missing")
+        return "missing"
+    now = sha256_dir(found)
+    marks.append(OK if now == rec.get("sha256") else "changed")
+    return OK if now == rec.get("sha256") else f"changed (now {now[:12]})"
+
+
+def _module_lines(record: dict, indent: str) -> list[str]:
+    """One line per module of a realign/safelora record: its similarity/cosine, rank, draw and patched flag."""
+    from nlsr_core.adapters import short_name
+
+    rows = record.get("modules")
+    if not isinstance(rows, list) or not rows:
+        return [f"{indent}modules: (no per-module record in this artifact)"]
+    lines = [f"{indent}modules ({len(rows)}):"]
+    for row in rows:
+        fields = " ".join(f"{k}={_short(v)}" for k, v in row.items() if k != "module")
+        lines.append(f"{indent}  {short_name(str(row.get('module')))}  {fields}")
     return lines
 
 

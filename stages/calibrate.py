@@ -35,10 +35,11 @@ def command(inputs, target, out, **grid):
     from nlsr_core.judge.evaluate import load_splits, parse_cell
     from nlsr_core.sweep import check_disjoint, choose_point, grid_points, parse_target
     from nlsr_core.study_report import pct
-    from stages.points import builder, describe, score_points, settings_record, write_result
+    from stages.points import builder, claim_result, describe, score_points, settings_record, write_result
 
     goal = parse_target(target)
     cell = parse_cell(inputs["cell"])
+    output = claim_result(Path(out or f"calibration/{cell.key}"), "calibrate", inputs)
     calib = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"), calibration=True)
     test = load_splits(inputs["data_dir"], cell.task)
     # the test split is read for this check only; nothing below scores it
@@ -63,7 +64,7 @@ def command(inputs, target, out, **grid):
                 "generation": settings_record(inputs), "points": rows,
                 "splits": {s.name: {"path": str(s.path), "n": len(s.rows)} for s in calib}}
     search = {"target": goal.text, "grid": {k: [str(v) for v in vs] for k, vs in grid_axes_record(points).items()}}
-    write_result(Path(out or f"calibration/{cell.key}"), "calibrate", inputs, search, document,
+    write_result(output, "calibrate", inputs, search, document,
                  files={"params.yaml": params_yaml(chosen_params, goal.text, ceiling, met)})
     verdict = "meets" if met else "MISSES (no setting reaches it; lowest HS chosen)"
     click.echo(f"calibrate {cell.key}: P_SR {p['sparsity']:g}, P_L {p['layer_prune']:g} {verdict} target "

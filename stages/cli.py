@@ -57,10 +57,11 @@ def main(argv=None):
     """Entry point: bad input (NlsrError) becomes one line on stderr and exit status 1."""
     from nlsr_core import progress
     from nlsr_core.errors import NlsrError
-    from stages.options import preflight_tracking, progress_enabled
+    from stages.options import install_fault_hook, preflight_tracking, progress_enabled
 
     progress.set_enabled(progress_enabled())
     try:
+        install_fault_hook()
         preflight_tracking(list(sys.argv[1:] if argv is None else argv))
         group.main(args=argv, prog_name="nlsr", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -34,6 +34,7 @@ def command(ctx, aligned_dir, cell_file, out_dir, lr, epochs, batch_size, max_le
 
     from nlsr_core.adapters import load_adapter
     from nlsr_core.lineage import read_lineage
+    from nlsr_core.outputs import claim
     from nlsr_core.train import TrainSettings
     from nlsr_core.train_data import read_rows
 
@@ -45,10 +46,12 @@ def command(ctx, aligned_dir, cell_file, out_dir, lr, epochs, batch_size, max_le
     parent = read_lineage(aligned_dir)
     spec, weak = _stack_from_lineage(parent, aligned_dir)
     rows = read_rows(cell_file, "sft")
+    output = claim(Path(out_dir), "finetune-poisoned",
+                   inputs=[("--aligned", aligned_dir), ("--cell", cell_file), ("weak adapter", weak)])
     status = relaunch(ctx, launch_prefix)
     if status is not None:
         ctx.exit(status)
-    _run(spec, weak, aligned_dir, cell_file, Path(out_dir), rows, settings, parent)
+    _run(spec, weak, aligned_dir, cell_file, output, rows, settings, parent)
 
 
 def _stack_from_lineage(parent: dict, aligned_dir):
@@ -64,7 +67,7 @@ def _stack_from_lineage(parent: dict, aligned_dir):
         raise NlsrError(f"{aligned_dir}/lineage.json: no base model identity ('model'); expected an align output")
     spec = spec_from_record({"name": identity["name"], "seed": 0, **(parent.get("model_spec") or {})})
     now = model_identity(spec)
-    if now != identity:
+    if (now.get("name"), now.get("digest")) != (identity.get("name"), identity.get("digest")):
         raise NlsrError(f"{aligned_dir}: trained on base {identity.get('name')} (digest {identity.get('digest')}) "
                         f"but that name now resolves to digest {now.get('digest')}; expected the same base model")
     weak = parent.get("weak")
@@ -72,25 +75,26 @@ def _stack_from_lineage(parent: dict, aligned_dir):
         return spec, None
     weak = Path(weak)
     weak_identity = read_lineage(weak).get("model") if (weak / "lineage.json").is_file() else None
-    if weak_identity is not None and weak_identity != identity:
+    if weak_identity is not None and weak_identity.get("digest") != identity.get("digest"):
         raise NlsrError(f"{weak}: weak adapter W0 was trained on base {weak_identity.get('name')} but the aligned "
                         f"adapter {aligned_dir} on {identity.get('name')}; expected the same base model")
     return spec, weak
 
 
-def _run(spec, weak, aligned_dir, cell_file, out, rows, settings, parent) -> None:
+def _run(spec, weak, aligned_dir, cell_file, output, rows, settings, parent) -> None:
     import dataclasses
 
     import datasets
 
     from nlsr_core.adapters import save_adapter
-    from nlsr_core.fileio import atomic_dir
-    from nlsr_core.lineage import inherited_fields, input_record, write_lineage
+    from nlsr_core.lineage import inherited_fields, input_record, recorded_path, write_lineage
+    from nlsr_core.outputs import replace
     from nlsr_core.train import continue_adapter
     from stages.launch import is_main_process
     from stages.options import tracked
 
     datasets.disable_progress_bars()
+    out = output.path
     params = {"finetune": {k: v for k, v in dataclasses.asdict(settings).items()
                            if k not in ("beta", "bf16", "gradient_checkpointing")}}
     inputs = [input_record(aligned_dir, "aligned"), input_record(cell_file, "cell")]
@@ -102,10 +106,10 @@ def _run(spec, weak, aligned_dir, cell_file, out, rows, settings, parent) -> Non
                                   lambda step, loss: tr.log_metric("train_loss", loss, step))
         if not result.is_main:
             return
-        with atomic_dir(out) as tmp:
+        with replace(output) as tmp:
             save_adapter(result.adapter(), tmp)
             write_lineage(tmp, "finetune-poisoned", inputs, params, **inherited_fields(parent),
-                          cell={"path": str(cell_file), "rows": len(rows), "poison_rows": len(poison_ids)},
+                          cell={"path": recorded_path(cell_file), "rows": len(rows), "poison_rows": len(poison_ids)},
                           poison_ids=poison_ids, train=result.loss_summary(), world_size=result.world_size)
         tr.log_artifact(out)
     s = result.loss_summary()

@@ -45,9 +45,10 @@ def command(inputs, safelora_tau, out, **grid):
     """Score a grid of realign settings (and SafeLoRA thresholds) on the test split."""
     from nlsr_core.judge.evaluate import load_splits, parse_cell
     from nlsr_core.sweep import grid_points
-    from stages.points import builder, describe, score_points, settings_record, write_result
+    from stages.points import builder, claim_result, describe, score_points, settings_record, write_result
 
     cell = parse_cell(inputs["cell"])
+    output = claim_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs)
     build = builder(inputs)
     points = grid_points(build.pipeline, grid_axes(grid), safelora_tau)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
@@ -59,7 +60,7 @@ def command(inputs, safelora_tau, out, **grid):
                 "generation": settings_record(inputs), "points": rows}
     params = {"grid": {k: [str(v) for v in vs] for k, vs in grid_axes_record(points).items()},
               "safelora_tau": list(safelora_tau), "pipeline": build.pipeline.record()}
-    write_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs, params, document)
+    write_result(output, "frontier", inputs, params, document)
 
 
 def grid_axes_record(points) -> dict:

@@ -28,7 +28,9 @@ def command(adapter, model_name, seed, prompts_file, out_file, max_new_tokens, b
 
     from nlsr_core.fileio import atomic_file, write_jsonl
     from nlsr_core.generate import GenerationSettings, generate_responses, load_plan, plan_stack
+    from nlsr_core.outputs import check_file_output
 
+    check_file_output(out_file, "--out", [("--prompts", prompts_file), ("--adapter", adapter)])
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, template=template)
     rows = read_prompts(Path(prompts_file))
     plan = plan_stack(Path(adapter) if adapter else None, model_name)

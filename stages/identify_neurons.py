@@ -44,6 +44,7 @@ def command(reference, model, weak, data, preference, method, sparsity, preset, 
     from nlsr_core.adapters import load_adapter
     from nlsr_core.errors import NlsrError
     from nlsr_core.neurons import check_sparsity, get_identifier, get_preset
+    from nlsr_core.outputs import claim
 
     identifier = get_identifier(method)
     if sparsity is not None:
@@ -56,10 +57,12 @@ def command(reference, model, weak, data, preference, method, sparsity, preset, 
     ref = load_adapter(reference)
     base = base_of(reference, model, weak)
     needed = identification_files(identifier, data, preference)
+    output = claim(out, "identify-neurons", inputs=[("--reference", reference), ("--data", data),
+                                                    ("--preference", preference), ("--weak", base["weak"])])
     params = {"method": method, "sparsity": sparsity, "preset": preset, "batch_size": batch_size,
               "max_length": max_length, "template": template, "seed": seed}
     result = identify_model(ref, base, identifier.data, needed, params)
-    _write(out, ref, reference, base, needed, params, result)
+    _write(output, ref, reference, base, needed, params, result)
 
 
 def identification_files(identifier, safety: Path, preference: Path) -> list[Path]:
@@ -143,12 +146,14 @@ def _encode(ctx, tokenizer, kind: str, path: Path, params: dict) -> None:
     ctx.preference = list(zip(chosen, rejected))
 
 
-def _write(out: Path, ref, reference: Path, base: dict, files: list[Path], params: dict, result) -> None:
-    from nlsr_core.fileio import atomic_dir, write_json
-    from nlsr_core.lineage import input_record, write_lineage
+def _write(output, ref, reference: Path, base: dict, files: list[Path], params: dict, result) -> None:
+    from nlsr_core.fileio import write_json
+    from nlsr_core.lineage import input_record, recorded_path, write_lineage
     from nlsr_core.neurons import save_masks, save_stats
+    from nlsr_core.outputs import replace
     from stages.options import tracked
 
+    out = output.path
     inputs = [input_record(reference, "reference"), *(input_record(f, "data") for f in files)]
     if base["weak"]:
         inputs.append(input_record(Path(base["weak"]), "weak"))
@@ -157,12 +162,13 @@ def _write(out: Path, ref, reference: Path, base: dict, files: list[Path], param
     with tracked("identify-neurons", out.name, params) as tr:  # keyed like the DVC stage (align method)
         for rec in inputs:
             tr.log_input(rec)
-        with atomic_dir(out) as tmp:
+        with replace(output) as tmp:
             if result.masks:
                 save_masks(result.masks, tmp / "masks.safetensors", meta)
             save_stats(result.stats, tmp / "stats.safetensors", {"method": params["method"]})
             write_json(tmp / "summary.json", result.summary)
-            extra = {**base["lineage"], "model": base["identity"], "weak": str(base["weak"]) if base["weak"] else None}
+            weak = recorded_path(base["weak"]) if base["weak"] else None
+            extra = {**base["lineage"], "model": base["identity"], "weak": weak}
             write_lineage(tmp, "identify-neurons", inputs, params, seed=params["seed"], **extra)
         if kept is not None:
             tr.log_metric("kept_fraction", kept)

@@ -48,6 +48,7 @@ def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_
 
     from nlsr_core.judge import JUDGES, JudgeSpec
     from nlsr_core.judge.evaluate import parse_cell, load_splits
+    from nlsr_core.outputs import claim
     from stages.options import tracked
 
     parsed = parse_cell(cell)
@@ -62,6 +63,8 @@ def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_
     plans = _plans(adapters, model_name, include_base=not no_base)
     splits = load_splits(Path(data_dir), parsed.task)
     out = Path(out_dir or f"generations/{parsed.key}")
+    output = claim(out, "judge", inputs=[*((f"--{v}", p) for v, p in adapters.items()), ("--data", data_dir),
+                                         ("--cache", cache_dir)])
     params = {"cell": parsed.key, "model": model_name, "seed": seed, "judge": judge_name,
               "judge_model": judge_model, "answering": settings.record(parsed.task, judge_name)}
     with tracked("judge", parsed.key, params) as tr:
@@ -70,7 +73,7 @@ def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_
         for variant, path in adapters.items():  # which adapters were judged, by digest
             if path:
                 tr.log_input(input_record(Path(path), variant))
-        record = run(parsed, plans, splits, settings, spec, seed, out, Path(cache_dir) if cache_dir else None,
+        record = run(parsed, plans, splits, settings, spec, seed, output, Path(cache_dir) if cache_dir else None,
                      params)
         for variant, entry in record["variants"].items():
             for metric in ("hs", "fa", "over_refusal"):
@@ -96,12 +99,14 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
     return plans
 
 
-def run(cell, plans, splits, settings, spec, seed, out, cache_dir, params) -> dict:
-    """Generate (cached), score (cached verdicts), write the cell's directory atomically; return judged.json."""
-    from nlsr_core.fileio import atomic_dir, write_json, write_jsonl
+def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params) -> dict:
+    """Generate (cached), score (cached verdicts), write the claimed output (nlsr_core.outputs) atomically;
+    return judged.json."""
+    from nlsr_core.fileio import write_json, write_jsonl
     from nlsr_core.judge.evaluate import evaluate_plans, judged_record
     from nlsr_core.lineage import input_record, write_lineage
     from nlsr_core.models import ModelSpec, model_identity
+    from nlsr_core.outputs import replace
 
     model = next(iter(plans.values())).model
     answers, scored, judge = evaluate_plans(plans, splits, cell.task, settings, model, seed, spec, cache_dir)
@@ -109,7 +114,7 @@ def run(cell, plans, splits, settings, spec, seed, out, cache_dir, params) -> di
     record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
     inputs = [input_record(s.path, "data") for s in splits]
     inputs += [input_record(p.adapter, v) for v, p in plans.items() if p.adapter is not None]
-    with atomic_dir(out) as tmp:
+    with replace(output) as tmp:
         for s in scored:
             (tmp / s.name).mkdir()
             for split_name, rows in s.rows.items():

@@ -139,6 +139,29 @@ def tracked(stage: str, key: str | None, params: dict, enabled: bool = True):
     return stage_run(f"{stage}@{key}" if key else stage, params, enabled=enabled, context=context)
 
 
+def install_fault_hook() -> None:
+    """Test hook for tests/test_faults.py, off unless NLSR_FAULT_DIR is set: each output step of
+    `nlsr_core.outputs` (`FAULT_POINTS`) then creates NLSR_FAULT_DIR/<step>, and the step named
+    by NLSR_FAULT_PAUSE also stops the process there until it is killed."""
+    import os
+    import time
+    from pathlib import Path
+
+    where = os.environ.get("NLSR_FAULT_DIR")
+    if not where:
+        return
+    from nlsr_core import outputs
+
+    pause = os.environ.get("NLSR_FAULT_PAUSE", "")
+
+    def hook(point: str, path) -> None:
+        Path(where, point).write_text(f"{os.getpid()} {path}\n")
+        while point == pause:
+            time.sleep(60)
+
+    outputs.FAULT_HOOK = hook
+
+
 # Commands that never write to MLflow, so they need no reachable server.
 UNTRACKED_COMMANDS = {"audit", "generate"}
 
@@ -148,6 +171,9 @@ def preflight_tracking(argv: list[str]) -> None:
     if not argv or argv[0] in UNTRACKED_COMMANDS or any(a in ("--help", "-h") for a in argv):
         return
     if tracking_enabled():
+        import os
+
         from nlsr_core.tracking import check_reachable
 
-        check_reachable(tracking_uri())
+        set_by = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking URI"
+        check_reachable(tracking_uri(), what=set_by)

@@ -85,7 +85,7 @@ def builder(inputs: dict, collect=None):
     from nlsr_core.sweep import PointBuilder
 
     ft, al, ref = (load_adapter(inputs[k]) for k in ("finetuned", "aligned", "reference"))
-    stats, method = load_stats(inputs["stats"])
+    stats, method = load_stats(inputs["stats"], ref)
     point = pipeline_point(inputs, method)
     # stats that do not fit the reference, or adapters that do not fit each other, fail here in one line
     masks = masks_from_stats(ref, stats, point.sparsity, point.preset, point.identifier)
@@ -152,20 +152,31 @@ def describe(row: dict) -> str:
             + (f"  patched {row['patched_count']}/{row['module_count']}" if "patched_count" in row else ""))
 
 
-def write_result(out: Path, stage: str, inputs: dict, params: dict, document: dict, files: dict | None = None
+def claim_result(out: Path, stage: str, inputs: dict, extra: tuple = ()):
+    """The stage's output directory, checked before any work (nlsr_core.outputs): not an input of the cell."""
+    from nlsr_core.outputs import claim
+
+    given = [(f"--{r}", inputs[r]) for r in REQUIRED if r != "cell"]
+    return claim(out, stage, inputs=[*given, ("--data", inputs["data_dir"]), ("--cache", inputs["cache_dir"]), *extra])
+
+
+def write_result(output, stage: str, inputs: dict, params: dict, document: dict, files: dict | None = None
                  ) -> None:
-    """out/<stage>.json (+ extra text files) + lineage.json, atomically; tracked as one MLflow child run."""
-    from nlsr_core.fileio import atomic_dir, write_json
+    """<stage>.json (+ extra text files) + lineage.json into the claimed output, atomically; tracked as one
+    MLflow child run."""
+    from nlsr_core.fileio import write_json
     from nlsr_core.lineage import input_record, write_lineage
+    from nlsr_core.outputs import replace
     from nlsr_core.study_report import pct
     from stages.options import tracked
 
+    out = output.path
     roles = ("finetuned", "aligned", "reference", "stats")
     records = [input_record(Path(inputs[r]), r) for r in roles]
     with tracked(stage, inputs["cell"], params) as tr:
         for rec in records:
             tr.log_input(rec)
-        with atomic_dir(out) as tmp:
+        with replace(output) as tmp:
             write_json(tmp / f"{stage}.json", document)
             for name, text in (files or {}).items():
                 (tmp / name).write_text(text)

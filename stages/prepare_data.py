@@ -43,6 +43,6 @@ def command(source, local_dir, seed, tasks, ratios, methods, finetune_n, out_dir
     spec = DataSpec(source=source, seed=seed, local_dir=local_dir, tasks=tuple(task_list),
                     sizes=Sizes(**{k: v for k, v in sizes.items() if v is not None}))
     cells = [(t, p) for t in task_list for p in split_list(ratios, float, "poison-ratio")]
-    manifest = prepare(spec, cells, finetune_n, Path(out_dir))
+    manifest = prepare(spec, cells, finetune_n, Path(out_dir), inputs=[("--local-dir", local_dir)])
     counts = manifest.get("counts", {})
     click.echo(f"prepare-data: wrote {len(counts)} files ({sum(counts.values())} rows) to {out_dir}")

@@ -8,7 +8,8 @@ Reads adapter tensors and masks only (no base model, no tokenizer), so it also s
     nlsr realign --method safelora --finetuned A --aligned ALIGNED --out OUT
 
 Every input is loaded and checked before anything is written; each output directory (PEFT adapter +
-lineage.json) is written atomically.
+lineage.json) is claimed before any work and written atomically (nlsr_core.outputs: it may replace only an
+earlier realign/safelora output or an empty directory, never an input or a directory holding one).
 """
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligne
         raise NlsrError(f"realign --method '{method}': expected one of {', '.join(METHODS)}")
     # `--finetuned A B C`: click gives A to the option and B, C as extra arguments; both forms are accepted.
     finetuned = [*finetuned, *more_finetuned]
-    outs = output_dirs(finetuned, out)
+    inputs = [*(("--finetuned", f) for f in finetuned), ("--reference", reference), ("--masks", masks),
+              ("--stats", stats), ("--aligned", aligned)]
+    outs = output_dirs(finetuned, out, "safelora" if method == "safelora" else "realign", inputs)
     run = METHODS[method]
     run(finetuned=finetuned, outs=outs, reference=reference, masks=masks, stats=stats, sparsity=sparsity,
         aligned=aligned,
@@ -58,23 +61,21 @@ def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligne
         safelora_tau=safelora_tau, safelora_projection=safelora_projection, seed=seed, allow_pickle=allow_pickle)
 
 
-def output_dirs(finetuned: list[Path], out: Path) -> list[Path]:
-    """One output per input: `out` itself for one adapter, `out/<basename>` for several."""
+def output_dirs(finetuned: list[Path], out: Path, stage: str, inputs: list) -> list:
+    """One claimed output (nlsr_core.outputs) per input: `out` itself for one adapter, `out/<basename>` for
+    several; `out` is then only their container. Either may replace an earlier realign or safelora output."""
     from nlsr_core.errors import NlsrError
+    from nlsr_core.outputs import claim, claim_container, written_by
 
     if len(finetuned) == 1:
-        outs = [out]
+        paths = [out]
     else:
-        outs = [out / Path(f).resolve().name for f in finetuned]
-        names = [o.name for o in outs]
+        paths = [claim_container(out, inputs=inputs) / Path(f).resolve().name for f in finetuned]
+        names = [p.name for p in paths]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
             raise NlsrError(f"--finetuned: two adapters share the basename '{dup}'; outputs would collide in {out}")
-    inputs = {Path(f).resolve() for f in finetuned}
-    clash = next((o for o in outs if o.resolve() in inputs), None)
-    if clash is not None:
-        raise NlsrError(f"--out {clash}: would overwrite an input adapter; choose another output directory")
-    return outs
+    return [claim(p, stage, inputs=inputs, recognise=written_by("realign", "safelora")) for p in paths]
 
 
 def _require(value, option: str, method: str):
@@ -99,7 +100,7 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
         return load_masks(masks), masks, {}
     if sparsity is None:
         raise NlsrError("realign --stats needs --sparsity P_SR (identify.sparsity)")
-    tensors, method = load_stats(stats)
+    tensors, method = load_stats(stats, ref)  # finite, and the shapes of the reference (one-line errors)
     made, summary = masks_and_summary(ref, tensors, sparsity, preset, method)
     info = {k: summary[k] for k in ("method", "sparsity", "retained_rank", "kept_fraction")}
     return made, stats, {"masks_from_stats": info}
@@ -142,13 +143,14 @@ def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection
 METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora}
 
 
-def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,
+def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,
            extra: dict | None = None) -> None:
     from nlsr_core.adapters import save_adapter
-    from nlsr_core.fileio import atomic_dir
     from nlsr_core.lineage import input_record, write_lineage
+    from nlsr_core.outputs import replace
     from stages.options import tracked
 
+    out = output.path
     summary = result.summary()
     base = base_fields(finetuned) or base_fields(fallback)
     stage = "safelora" if params.get("method") == "safelora" else "realign"  # the DVC stage that runs it
@@ -156,7 +158,7 @@ def _write(out: Path, finetuned: Path, result, inputs: list[dict], params: dict,
         all_inputs = [input_record(finetuned, "finetuned"), *inputs]
         for rec in all_inputs:
             tr.log_input(rec)
-        with atomic_dir(out) as tmp:
+        with replace(output) as tmp:
             save_adapter(result.adapter, tmp)
             write_lineage(tmp, stage, all_inputs, params, seed=params.get("seed"),
                           modules=[r.as_dict() for r in result.records], **summary, **base, **(extra or {}))

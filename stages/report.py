@@ -11,6 +11,10 @@ from __future__ import annotations
 import click
 
 
+# Everything `nlsr report` writes into --plots: the only files it may replace there.
+PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png", "similarity.csv", "similarity.png")
+
+
 @click.command("report")
 @click.option("--judged", "judged_paths", multiple=True, default=("generations",), show_default=True,
               type=click.Path(), help="judged.json file(s) or directories of cells (repeatable)")
@@ -34,9 +38,16 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     from pathlib import Path
 
     from nlsr_core import report, study_report
-    from nlsr_core.fileio import atomic_dir, atomic_file, write_json
+    from nlsr_core.fileio import atomic_file, write_json
+    from nlsr_core.outputs import check_file_output, claim, only_files, replace
     from nlsr_core.plots import plot_frontier, plot_hs_fa, plot_similarity
 
+    inputs = [*(("--judged", p) for p in judged_paths), *(("--realigned", d) for d in realigned_dirs),
+              ("--frontier", frontier_dir), ("--calibration", calibration_dir), ("--ablations", ablations_dir)]
+    for option, path in (("--metrics", metrics_file), ("--results", results_file), ("--frontier-md", frontier_md),
+                         ("--ablations-md", ablations_md)):
+        check_file_output(path, option, inputs)
+    plots = claim(Path(plots_dir), "report", option="--plots", inputs=inputs, recognise=only_files(PLOT_FILES))
     judged = report.load_judged([Path(p) for p in judged_paths])
     realigned = (report.expand_adapter_dirs([Path(d) for d in realigned_dirs]) if realigned_dirs
                  else report.realigned_dirs(judged))
@@ -55,7 +66,7 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     if ablations_dir:
         with atomic_file(Path(ablations_md)) as tmp:
             tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
-    with atomic_dir(Path(plots_dir)) as tmp:
+    with replace(plots) as tmp:
         if frontier_dir:
             points = study_report.frontier_rows(frontiers, calibrations)
             report.write_csv(tmp / "frontier.csv", study_report.FRONTIER_COLUMNS, points)

@@ -103,3 +103,42 @@ def test_not_an_artifact(tmp_path, make):
         (target / "lineage.json").write_text("[1, 2]")
     code, stdout, err = run_cli(["audit", target])
     assert code == 1 and len(err.strip().splitlines()) == 1 and "thing" in err, err
+
+
+def test_verify_marks_every_input_and_passes_when_nothing_changed(project):
+    root, out = project
+    code, stdout, err = run_cli(["audit", "--verify", out])
+    assert code == 0, err
+    input_lines = [ln for ln in stdout.splitlines() if ln.lstrip().startswith("<- ")]
+    assert input_lines and all("  ✓" in ln for ln in input_lines), stdout
+    assert f"verify: {len(input_lines)} of {len(input_lines)} recorded inputs unchanged, 0 changed, 0 missing" in stdout
+
+
+def test_verify_flags_an_overwritten_and_a_missing_input(project):
+    import shutil
+
+    root, out = project
+    write_adapter(Path(FINETUNED), random_adapter(9))   # overwritten after the repair
+    shutil.rmtree(REFERENCE)
+    code, stdout, err = run_cli(["audit", "--verify", out])
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "1 recorded input(s) changed and" in err, err
+    lines = stdout.splitlines()
+    changed = next(ln for ln in lines if f"finetuned: {FINETUNED}" in ln)
+    missing = next(ln for ln in lines if f"reference: {REFERENCE}" in ln)
+    assert "changed (now " in changed and missing.rstrip().endswith("missing")
+    assert all("  ✓" in ln for ln in lines if f"masks: {MASKS}" in ln)
+    # without --verify the audit reads records only: no marks, exit 0
+    code, stdout, _ = run_cli(["audit", out])
+    assert code == 0 and "✓" not in stdout and "changed" not in stdout
+
+
+def test_modules_lists_the_per_module_record(project):
+    root, out = project
+    code, stdout, err = run_cli(["audit", "--modules", out])
+    assert code == 0, err
+    rows = [ln for ln in stdout.splitlines() if ln.startswith("    layers.")]
+    assert len(rows) == 14 and all("similarity=" in r and "patched=" in r for r in rows), stdout
+    assert "modules (14):" in stdout
+    assert "layers." not in run_cli(["audit", out])[1]   # the default output stays short
+    code, stdout, _ = run_cli(["audit", "--modules", FINETUNED])
+    assert code == 0 and "modules: (no per-module record in this artifact)" in stdout

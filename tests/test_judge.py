@@ -268,7 +268,8 @@ def cell_fixture(tmp_path_factory):
 def _judge_args(fx, out, judge="refusal-keywords", extra=()):
     return ["judge", "--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--aligned", fx["aligned"],
             "--finetuned", fx["finetuned"], "--data", fx["data"], "--out", out, "--cache", fx["root"] / "cache",
-            "--max-new-tokens", 6, "--opening-tokens", 6, "--label-tokens", 6, "--batch-size", 4, "--judge", judge,
+            "--max-new-tokens", 6, "--opening-tokens", 6, "--label-tokens", 6, "--fa-mode", "generate", "--batch-size", 4,
+            "--judge", judge,
             *extra]
 
 

@@ -156,3 +156,18 @@ def test_progress_switch(cell_fixture, monkeypatch, one_torch_thread, setting, s
     code, _, err = run_cli(args)
     assert code == 0, err
     assert ("answers:" in err) is shown
+
+
+def test_answering_defaults_are_params_yaml():
+    """One setting, one place: the command defaults (EvalSettings) equal params.yaml's judge section."""
+    import dataclasses
+
+    import yaml
+
+    from nlsr_core.judge.settings import EvalSettings
+    from tests.conftest import REPO
+
+    judge = yaml.safe_load((REPO / "params.yaml").read_text())["judge"]
+    for f in dataclasses.fields(EvalSettings):
+        if f.name != "template":
+            assert judge[f.name] == f.default, f.name

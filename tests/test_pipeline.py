@@ -234,3 +234,29 @@ def test_killed_stage_leaves_no_partial_output(repo):
     assert (target / "adapter_model.safetensors").is_file()
     assert [p.name for p in target.parent.iterdir()] == ["sst2-p0.1-dpo"]  # stale temp dirs were cleared
     assert ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout) == set()
+
+
+def _lock_md5s(lock: dict) -> dict[str, str]:
+    """'stage dep|out path' -> md5 for every dependency and output in a dvc.lock document."""
+    found = {}
+    for stage, entry in lock["stages"].items():
+        for kind in ("deps", "outs"):
+            for item in entry.get(kind, []):
+                found[f"{stage} {kind[:-1]} {item['path']}"] = item["md5"]
+    return found
+
+
+def test_same_run_in_another_directory_gives_the_same_bytes(repo, tmp_path):
+    """Byte-stable artifacts: the tiny pipeline re-run from scratch in a clone under another path (other
+    PYTHONHASHSEED, other umask) gives every dependency and output the md5 of the first run's dvc.lock."""
+    first = sh(["git", "log", "--format=%H", "--grep", "first repro"], repo).stdout.split()[-1]
+    expected = _lock_md5s(yaml.safe_load(sh(["git", "show", f"{first}:dvc.lock"], repo).stdout))
+    other = make_repo(tmp_path / "another clone" / "deeper")
+    sh(["sh", "-c", "umask 077 && dvc repro"], other, env={"NLSR_TRACKING": "off", "PYTHONHASHSEED": "12345"})
+    got = _lock_md5s(yaml.safe_load((other / "dvc.lock").read_text()))
+    differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+    assert not differ, f"md5 differs between the two directories: {differ}"
+    assert len(got) > 40
+    leaked = [p for p in other.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts
+              and str(other) in p.read_bytes().decode("utf-8", "replace")]
+    assert not leaked, f"outputs record the clone's absolute path: {leaked[:5]}"

@@ -91,3 +91,25 @@ def test_stage_fails_before_work_when_the_server_is_down(tmp_path, monkeypatch):
     assert not out.exists()
     code, out_text, _ = run_cli(["prepare-data", "--help"])  # help never needs the server
     assert code == 0 and "Usage" in out_text
+
+
+@pytest.mark.parametrize("uri", ["foo://bar", "s3://bucket/runs", "htp://typo:5000"])
+def test_unsupported_tracking_uri_is_one_line_naming_the_variable(tmp_path, monkeypatch, uri):
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("NLSR_TRACKING", "on")
+    out = tmp_path / "prepared"
+    code, _, err = run_cli(["prepare-data", "--out", out])
+    assert code == 1 and err.strip().count("\n") == 0, err
+    assert f"MLFLOW_TRACKING_URI={uri}: unsupported scheme '{uri.split(':')[0]}'" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:5000", "https://mlflow.example", "sqlite:///runs/mlflow.db",
+                                 "file:///tmp/mlruns", "/tmp/mlruns", "mlruns", "postgresql+psycopg2://u@h/db",
+                                 "databricks", "databricks-uc"])
+def test_supported_tracking_uris_pass_the_scheme_check(uri):
+    from nlsr_core.tracking import check_supported
+
+    check_supported(uri, "MLFLOW_TRACKING_URI")

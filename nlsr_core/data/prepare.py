@@ -12,14 +12,16 @@ written atomically, so bad input leaves no output at all. Same spec ⇒ byte-ide
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 from nlsr_core.data import DataError, DataSpec, Suite, build_suite, cell_key, norm_text, rng_for, take, with_ids
 from nlsr_core.data.mixing import mix_poison
-from nlsr_core.fileio import atomic_dir, write_json, write_jsonl
+from nlsr_core.fileio import write_json, write_jsonl
 from nlsr_core.lineage import sha256_file
+from nlsr_core.outputs import claim, replace
 
 MANIFEST = "manifest.json"
 
@@ -97,19 +99,33 @@ def build_cells(suite: Suite, spec: DataSpec, cells: list[tuple[str, float]],
     return files, entries
 
 
+def written_by_prepare(path: Path) -> str | None:
+    """nlsr_core.outputs recogniser: `path` is a prepared suite when its manifest lists every file in it, so
+    prepare-data replaces its own output and never a directory holding anything else."""
+    try:
+        listed = set(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"it has no {MANIFEST} of prepare-data"
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if not p.is_dir())
+    other = next((f for f in files if f not in listed and f != MANIFEST), None)
+    return f"it holds {other}, which its {MANIFEST} does not list" if other else None
+
+
 def prepare(spec: DataSpec, cells: list[tuple[str, float]], finetune_n: int, out_dir: Path,
-            finalize: Callable[[Path], None] | None = None) -> dict:
+            finalize: Callable[[Path], None] | None = None, inputs: list | None = None) -> dict:
     """Build the suite and cells for `spec`, write them atomically to `out_dir`, return the manifest.
 
+    `out_dir` is claimed first (nlsr_core.outputs; `inputs` are (option, path) pairs it must keep clear of).
     `finalize(tmp_dir)` (optional) runs inside the temporary directory before it is renamed into place, so a
     caller can add e.g. its `lineage.json` atomically with the data.
     """
+    output = claim(out_dir, "prepare-data", inputs=inputs or [], recognise=written_by_prepare)
     suite = build_suite(spec)
     files = suite_files(suite, spec.tasks)
     cell_rows, cell_entries = build_cells(suite, spec, list(cells), finetune_n)
     files.update(cell_rows)
     files.update(calibration_files(suite, spec, files))
-    with atomic_dir(Path(out_dir)) as tmp:
+    with replace(output) as tmp:
         for rel, rows in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(tmp / rel, rows)

@@ -52,14 +52,14 @@ class EvalSettings:
 
     max_new_tokens: int = 48
     """Harmful answers for a model judge (beaver-dam, llama-guard), which reads the whole answer."""
-    opening_tokens: int = 48
+    opening_tokens: int = 24
     """Harmful answers for the keyword judge and benign answers for over-refusal: both read the opening."""
     label_tokens: int = 48
     """Generated answers of a label task (sst2, agnews): every row in generate mode, rows that would not start
     with a label in score mode."""
     gsm8k_tokens: int = 256
     """Generated GSM8K answers (a worked solution; always generated)."""
-    fa_mode: str = "generate"
+    fa_mode: str = "score"
     """score: rank the label strings by likelihood (one forward pass per row and label); generate: decode."""
     batch_size: int = 16
     template: str = "chat"

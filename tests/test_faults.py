@@ -1,0 +1,264 @@
+"""Fault injection: every writing command is SIGKILLed at a point of its output step and must leave the previous
+output intact or the new one complete; the next run must succeed and leave no temp or aside directory.
+
+The points come from nlsr_core.outputs (NLSR_FAULT_DIR / NLSR_FAULT_PAUSE, installed by the CLI): `claimed`
+(checked, before any compute), `writing` (temp directory created, empty), `filled` (new output complete in the
+temp directory), `aside` (old output renamed aside, new not yet in: between the two renames), `replaced` (new
+output in, old aside not yet deleted); `mid-compute` kills a training command while it trains. realign (cheap)
+is killed at every point; each other command at one or two points. The model-backed commands share one tiny
+project (module fixture) and are marked slow like the pipeline tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tests.test_outputs import tree
+
+POINTS = ("claimed", "writing", "filled", "aside", "replaced")
+
+
+def kill_at(args: list, cwd: Path, point: str, delay: float = 1.0) -> None:
+    """Run `nlsr ARGS` in its own process group and SIGKILL it at `point` (see the module docstring)."""
+    faults = cwd / f".faults-{time.monotonic_ns()}"
+    faults.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off", "NLSR_FAULT_DIR": str(faults),
+           "NLSR_FAULT_PAUSE": "" if point == "mid-compute" else point}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    marker = faults / ("claimed" if point == "mid-compute" else point)
+    deadline = time.monotonic() + 600
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"exited ({proc.returncode}) before {point}:\n{proc.stdout.read().decode()}")
+            assert time.monotonic() < deadline, f"never reached {point}"
+            time.sleep(0.05)
+        if point == "mid-compute":
+            time.sleep(delay)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if point == "mid-compute":
+        assert not (faults / "writing").exists(), "the kill came after the compute, not during it"
+    shutil.rmtree(faults)
+
+
+def nlsr(args: list, cwd: Path) -> None:
+    """Run `nlsr ARGS` to completion from `cwd` (in this process: only the killed runs need their own)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        code, _, err = run_cli(args)
+    assert code == 0, err
+
+
+def leftovers(out: Path) -> list[str]:
+    """Hidden temp/aside siblings of `out`."""
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
+
+
+def aside_of(out: Path) -> Path:
+    found = sorted(out.parent.glob(f".{out.name}.old-*"))
+    assert len(found) == 1, leftovers(out)
+    return found[0]
+
+
+def check_after_kill(out: Path, point: str, old: dict, new: dict | None) -> None:
+    """The invariant at the instant after the kill: old output intact, or the new one complete."""
+    if point == "aside":
+        assert not out.exists() and tree(aside_of(out)) == old
+    elif point == "replaced":
+        assert tree(out) == new if new is not None else tree(out) != old
+    else:
+        assert tree(out) == old
+
+
+def kill_then_rerun(args: list, cwd: Path, out: Path, point: str, new: dict | None = None, delay: float = 1.0
+                    ) -> dict:
+    """Kill `args` at `point` over an existing output, check the invariant, rerun to completion, check the new
+    output (equal to `new` when given) and that nothing hidden is left; return the new output's files."""
+    old = tree(out)
+    assert old, "the test needs an earlier output to replace"
+    kill_at(args, cwd, point, delay)
+    check_after_kill(out, point, old, new)
+    nlsr(args, cwd)
+    done = tree(out)
+    assert done != old and (new is None or done == new)
+    assert leftovers(out) == []
+    return done
+
+
+# --------------------------------------------------------------------------------------------- cheap commands
+@pytest.fixture()
+def adapters(tmp_path):
+    """A fine-tuned, a reference and an aligned adapter (random tensors, tiny-random shapes) and stats."""
+    import torch
+
+    from nlsr_core.neurons import gram_key, save_stats
+    from tests.test_realign import TINY_MODEL, random_adapter, write_adapter
+
+    lineage = {"stage": "finetune-poisoned", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": None}
+    write_adapter(tmp_path / "ft", random_adapter(1), lineage)
+    write_adapter(tmp_path / "ref", random_adapter(2))
+    write_adapter(tmp_path / "al", random_adapter(3), {**lineage, "stage": "align", "method": "dpo"})
+    save_stats({gram_key(m): torch.eye(4) for m in random_adapter(2).modules}, tmp_path / "stats.safetensors",
+               {"method": "lowrank"})
+    return tmp_path
+
+
+def realign_args(out: str, seed: int, *finetuned: str) -> list:
+    return ["realign", "--finetuned", *(finetuned or ("ft",)), "--reference", "ref", "--stats", "stats.safetensors",
+            "--sparsity", "0.35", "--seed", seed, "--out", out]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_realign_killed_at_every_point(adapters, point):
+    nlsr(realign_args("expected", 7), adapters)         # what the interrupted run should produce
+    nlsr(realign_args("out", 0), adapters)              # the earlier output it replaces
+    kill_then_rerun(realign_args("out", 7), adapters, adapters / "out", point, new=tree(adapters / "expected"))
+
+
+def test_realign_restores_the_aside_output_at_its_next_start(adapters):
+    """Killed between the renames, the old output waits aside; the next start puts it back before anything."""
+    nlsr(realign_args("out", 0), adapters)
+    old = tree(adapters / "out")
+    kill_at(realign_args("out", 7), adapters, "aside")
+    assert not (adapters / "out").exists()
+    kill_at(realign_args("out", 7), adapters, "claimed")   # the next start, stopped right after its checks
+    assert tree(adapters / "out") == old and leftovers(adapters / "out") == []
+
+
+def test_realign_several_adapters_killed_between_renames(adapters):
+    shutil.copytree(adapters / "ft", adapters / "ft2")
+    nlsr(realign_args("many", 0, "ft", "ft2"), adapters)
+    old = {name: tree(adapters / "many" / name) for name in ("ft", "ft2")}
+    kill_at(realign_args("many", 7, "ft", "ft2"), adapters, "aside")   # during the first adapter's swap
+    assert not (adapters / "many" / "ft").exists() and tree(aside_of(adapters / "many" / "ft")) == old["ft"]
+    assert tree(adapters / "many" / "ft2") == old["ft2"]
+    nlsr(realign_args("many", 7, "ft", "ft2"), adapters)
+    assert all(tree(adapters / "many" / n) != old[n] for n in old) and leftovers(adapters / "many" / "ft") == []
+
+
+def test_safelora_killed_between_renames(adapters):
+    args = lambda tau: ["safelora", "--finetuned", "ft", "--aligned", "al", "--tau", tau, "--out", "sl"]
+    nlsr(args(0.9), adapters)
+    kill_then_rerun(args(0.2), adapters, adapters / "sl", "aside")
+
+
+def test_amplify_killed_after_the_new_output_is_in(adapters):
+    args = lambda beta: ["amplify", "--aligned", "al", "--beta", beta, "--out", "we"]
+    nlsr(args(0.9), adapters)
+    kill_then_rerun(args(0.5), adapters, adapters / "we", "replaced")
+
+
+def test_prepare_data_killed_with_the_new_output_in_its_temp_dir(tmp_path):
+    from tests.test_prepare_data_cli import SMALL
+
+    nlsr(["prepare-data", *SMALL, "--out", "prepared"], tmp_path)
+    kill_then_rerun(["prepare-data", *SMALL, "--seed", 1, "--out", "prepared"], tmp_path, tmp_path / "prepared",
+                    "filled")
+
+
+def test_report_killed_between_renames(tmp_path):
+    from tests.test_report import CELLS, _doc
+
+    for (task, p, method), variants in CELLS.items():
+        cell = tmp_path / "generations" / f"{task}-p{p:g}-{method}"
+        cell.mkdir(parents=True)
+        (cell / "judged.json").write_text(json.dumps(_doc(task, p, method, variants)))
+    args = ["report", "--judged", "generations", "--plots", "plots"]
+    nlsr(args, tmp_path)
+    doc = tmp_path / "generations" / "sst2-p0.1-dpo" / "judged.json"
+    changed = json.loads(doc.read_text())
+    changed["variants"]["finetuned"]["hs"]["pct"] = 12.5
+    doc.write_text(json.dumps(changed))
+    new = kill_then_rerun(args, tmp_path, tmp_path / "plots", "aside")
+    assert set(new) >= {"hs_fa_vs_p.csv", "hs_fa_vs_p.png", "similarity.csv"}
+
+
+# --------------------------------------------------------------------------------------------- model-backed commands
+DATA = ["--sft_refusal", 8, "--sft_benign", 8, "--preference", 8, "--identify", 6, "--eval_harmful", 6,
+        "--eval_benign", 4, "--task_train", 30, "--task_test", 6, "--poison_pool", 10, "--calib_harmful", 4,
+        "--task_calib", 4, "--finetune-n", 12]
+TRAIN = ["--max-steps", 2, "--batch-size", 2, "--max-length", 320]
+ALIGN = ["align", "--method", "dpo", "--model", "tiny-random", "--rank", 4, *TRAIN, "--out", "adapters/aligned/dpo"]
+FINETUNE = ["finetune-poisoned", "--aligned", "adapters/aligned/dpo/aligned", "--cell",
+            "data/prepared/cells/sst2-p0.1.jsonl", *TRAIN, "--out", "adapters/finetuned/sst2-p0.1-dpo"]
+IDENTIFY = ["identify-neurons", "--reference", "adapters/reference/dpo", "--batch-size", 4, "--max-length", 320,
+            "--out", "masks/dpo"]
+CELL = ["--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--finetuned", "adapters/finetuned/sst2-p0.1-dpo",
+        "--aligned", "adapters/aligned/dpo/aligned", "--reference", "adapters/reference/dpo",
+        "--stats", "masks/dpo/stats.safetensors", "--max-new-tokens", 4, "--batch-size", 8,
+        "--cache", ".nlsr-cache/judge", "--sparsity", 0.5]
+JUDGE = ["judge", "--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--aligned", "adapters/aligned/dpo/aligned",
+         "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--realigned", "adapters/realigned/sst2-p0.1-dpo",
+         "--max-new-tokens", 4, "--batch-size", 8, "--cache", ".nlsr-cache/judge", "--out", "generations/sst2-p0.1-dpo"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, one_torch_thread):
+    """A tiny study (tiny-random, a few rows, two optimizer steps) with one output of every command."""
+    root = tmp_path_factory.mktemp("project")
+    for args in (["prepare-data", *DATA, "--out", "data/prepared"], ALIGN,
+                 ["amplify", "--aligned", "adapters/aligned/dpo/aligned", "--out", "adapters/reference/dpo"],
+                 IDENTIFY, FINETUNE,
+                 ["realign", "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--reference",
+                  "adapters/reference/dpo", "--stats", "masks/dpo/stats.safetensors", "--sparsity", 0.5,
+                  "--out", "adapters/realigned/sst2-p0.1-dpo"],
+                 JUDGE):
+        nlsr(args, root)
+    return root
+
+
+@pytest.mark.slow
+def test_judge_killed_after_the_new_output_is_in(project):
+    kill_then_rerun([*JUDGE, "--no-base"], project, project / "generations/sst2-p0.1-dpo", "replaced")
+
+
+@pytest.mark.slow
+def test_frontier_killed_with_the_new_output_in_its_temp_dir(project):
+    args = lambda grid: ["frontier", *CELL, "--grid_sparsity", grid, "--grid_layer_prune", 0, "--out", "frontier/c"]
+    nlsr(args(0.5), project)
+    kill_then_rerun(args(0.8), project, project / "frontier/c", "filled")
+
+
+@pytest.mark.slow
+def test_calibrate_killed_before_compute(project):
+    args = lambda target: ["calibrate", *CELL, "--grid_sparsity", 0.5, "--grid_layer_prune", 0, "--target", target,
+                           "--out", "calibration/c"]
+    nlsr(args("aligned+5"), project)
+    kill_then_rerun(args("finetuned*0.5"), project, project / "calibration/c", "claimed")
+
+
+@pytest.mark.slow
+def test_ablate_killed_mid_compute(project):
+    args = lambda seed: ["ablate", *CELL, "--seeds", seed, "--identify-batch-size", 4, "--identify-max-length", 320,
+                         "--out", "ablations/c"]
+    nlsr(args(0), project)
+    kill_then_rerun(args(1), project, project / "ablations/c", "mid-compute", delay=0.5)
+
+
+@pytest.mark.slow
+def test_identify_neurons_killed_between_renames(project):
+    kill_then_rerun([*IDENTIFY, "--method", "wanda"], project, project / "masks/dpo", "aside")
+
+
+@pytest.mark.slow
+def test_finetune_poisoned_killed_mid_compute(project):
+    kill_then_rerun([*FINETUNE, "--seed", 1], project, project / "adapters/finetuned/sst2-p0.1-dpo", "mid-compute")
+
+
+@pytest.mark.slow
+def test_align_killed_mid_compute_and_between_renames(project):
+    out = project / "adapters/aligned/dpo"
+    kill_then_rerun([*ALIGN, "--seed", 1], project, out, "mid-compute")
+    kill_then_rerun([*ALIGN, "--seed", 2], project, out, "aside")
