@@ -59,33 +59,25 @@ class RunContext:
 
 
 class MlflowTracker(Tracker):
-    """Forwards everything to an MLflow child run, without putting MLflow on the stage's critical path.
+    """Forwards everything to an MLflow child run as it happens."""
 
-    Importing mlflow and opening its store take ~2-3 s of a 2-core machine (measured: benchmarks/
-    bench_tracking.py), more than a realign takes. So the client is built on a background thread
-    (`ClientFuture`) while the stage works; what the stage reports meanwhile is buffered, and sent in batches
-    (one `log_batch` for params and buffered metrics, one `log_inputs` for all inputs) as soon as the client is
-    ready, so a long training stage still streams its loss; at the latest it all goes at the end of the stage.
-    """
-
-    def __init__(self, name: str, future: "ClientFuture", context: RunContext, params: dict):
+    def __init__(self, name: str, client, run_id: str):
         super().__init__(name)
-        self.future, self.context, self.params = future, context, params
-        self.start_ms = int(time.time() * 1000)
-        self.run_id: str | None = None
-        self.pending_metrics: list[tuple[str, float, int | None, int]] = []
-        self.pending_inputs: list[dict] = []
-        self.pending_artifacts: list[Path] = []
+        self.client, self.run_id = client, run_id
 
     def log_metric(self, key, value, step=None):
         super().log_metric(key, value, step)
-        self.pending_metrics.append((key, float(value), step, int(time.time() * 1000)))
-        self.flush(wait=False)
+        self.client.log_metric(self.run_id, key, float(value), step=step or 0)
 
     def log_input(self, record):
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
         super().log_input(record)
-        self.pending_inputs.append(record)
-        self.flush(wait=False)
+        dataset = Dataset(name=f"{record['role']}:{Path(record['path']).name}", digest=record["sha256"][:32],
+                          source_type="local", source=str(record["path"]),
+                          profile=f'{{"sha256": "{record["sha256"]}"}}')
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context",
+                                                                           record["role"])])])
 
     def log_artifact(self, path):
         # For an artifact directory only its audit record travels: adapters/masks stay in DVC's cache.
@@ -95,85 +87,7 @@ class MlflowTracker(Tracker):
             if not path.is_file():
                 return
         super().log_artifact(path)
-        self.pending_artifacts.append(path)
-        self.flush(wait=False)
-
-    def flush(self, wait: bool = True) -> None:
-        """Send what is buffered; without `wait`, only if the client is already built."""
-        if not wait and not self.future.ready():
-            return
-        client, exp_id, parent = self.future.get()
-        if self.run_id is None:
-            self.run_id = client.create_run(exp_id, start_time=self.start_ms, run_name=self.name, tags={
-                "mlflow.parentRunId": parent, "nlsr.stage": self.context.stage, "nlsr.key": self.context.key or "",
-                "nlsr.git_commit": self.context.commit, "nlsr.dvc_experiment": self.context.dvc_experiment,
-            }).info.run_id
-            _log_batches(client, self.run_id, params=sorted(flatten(self.params).items()))
-        metrics, self.pending_metrics = self.pending_metrics, []
-        _log_batches(client, self.run_id, metrics=metrics)
-        inputs, self.pending_inputs = self.pending_inputs, []
-        if inputs:
-            client.log_inputs(self.run_id, [_dataset_input(r) for r in inputs])
-        artifacts, self.pending_artifacts = self.pending_artifacts, []
-        for path in artifacts:
-            client.log_artifact(self.run_id, str(path))
-
-    def finish(self, status: str) -> None:
-        self.flush(wait=True)
-        self.future.get()[0].set_terminated(self.run_id, status=status, end_time=int(time.time() * 1000))
-
-
-class ClientFuture:
-    """An MlflowClient, its experiment id and the pipeline (parent) run id, built on a daemon thread."""
-
-    def __init__(self, context: RunContext):
-        import threading
-
-        self.context, self.value, self.error = context, None, None
-        self.thread = threading.Thread(target=self._build, name="nlsr-mlflow-client", daemon=True)
-        self.thread.start()
-
-    def _build(self) -> None:
-        try:
-            client = _client(self.context.uri)
-            self.value = (client, _experiment_id(client), _parent_run_id(client, self.context))
-        except BaseException as exc:  # re-raised in the stage's thread by get()
-            self.error = exc
-
-    def ready(self) -> bool:
-        return not self.thread.is_alive()
-
-    def get(self):
-        self.thread.join()
-        if self.error is not None:
-            raise TrackingError(f"MLflow tracking at {self.context.uri} failed: "
-                                f"{str(self.error).splitlines()[0] if str(self.error) else type(self.error).__name__}")
-        return self.value
-
-
-# MLflow's per-request limits for log_batch
-_MAX_PARAMS, _MAX_METRICS = 100, 1000
-
-
-def _log_batches(client, run_id: str, params=(), metrics=()) -> None:
-    from mlflow.entities import Metric, Param
-
-    params = [Param(k, str(v)[:6000]) for k, v in params]
-    metrics = [Metric(k, v, ts, step or 0) for k, v, step, ts in metrics]
-    for i in range(0, len(params), _MAX_PARAMS):
-        client.log_batch(run_id, params=params[i:i + _MAX_PARAMS])
-    for i in range(0, len(metrics), _MAX_METRICS):
-        client.log_batch(run_id, metrics=metrics[i:i + _MAX_METRICS])
-
-
-def _dataset_input(record: dict):
-    """One input artifact (role, path, sha256) as an MLflow dataset input."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    dataset = Dataset(name=f"{record['role']}:{Path(record['path']).name}", digest=record["sha256"][:32],
-                      source_type="local", source=str(record["path"]),
-                      profile=f'{{"sha256": "{record["sha256"]}"}}')
-    return DatasetInput(dataset, [InputTag("mlflow.data.context", record["role"])])
+        self.client.log_artifact(self.run_id, str(path))
 
 
 # The store schemes MLflow's client accepts (mlflow.tracking._tracking_service.utils), plus installed plugins.
@@ -228,7 +142,15 @@ def stage_run(name: str, params: dict | None = None, enabled: bool = False,
         yield Tracker(name)
         return
     check_reachable(context.uri)
-    tracker = MlflowTracker(name, ClientFuture(context), context, params or {})
+    client = _client(context.uri)
+    run = client.create_run(_experiment_id(client), run_name=name, tags={
+        "mlflow.parentRunId": _parent_run_id(client, context),
+        "nlsr.stage": context.stage, "nlsr.key": context.key or "",
+        "nlsr.git_commit": context.commit, "nlsr.dvc_experiment": context.dvc_experiment,
+    })
+    tracker = MlflowTracker(name, client, run.info.run_id)
+    for key, value in sorted(flatten(params or {}).items()):
+        client.log_param(run.info.run_id, key, str(value)[:6000])
     start, status = time.perf_counter(), "FAILED"
     try:
         yield tracker
@@ -236,7 +158,7 @@ def stage_run(name: str, params: dict | None = None, enabled: bool = False,
     finally:
         tracker.log_metric("wall_time_s", time.perf_counter() - start)
         tracker.log_metric("peak_rss_mb", peak_rss_mb())
-        tracker.finish(status)
+        client.set_terminated(run.info.run_id, status=status)
 
 
 def peak_rss_mb() -> float:
