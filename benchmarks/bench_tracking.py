@@ -38,8 +38,6 @@ SMOLLM2_SHAPES = {"self_attn.q_proj": (576, 576), "self_attn.k_proj": (576, 192)
 
 
 def make_inputs(root: Path) -> list[str]:
-    import torch
-
     from nlsr_core.neurons import save_masks
     from test_realign import random_adapter, random_masks, write_adapter
 
@@ -48,7 +46,6 @@ def make_inputs(root: Path) -> list[str]:
     ref = write_adapter(root / "reference", ref_adapter)
     masks = root / "masks.safetensors"
     save_masks(random_masks(ref_adapter, 3, density=0.35), masks)
-    del torch
     return ["--finetuned", str(ft), "--reference", str(ref), "--masks", str(masks)]
 
 
