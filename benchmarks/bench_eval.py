@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -49,12 +50,11 @@ def after_settings(params: dict, overrides: dict) -> EvalSettings:
 
 
 def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) -> dict:
-    """The judge's variants and the first `points` calibrate-grid settings, as StackPlans (base first)."""
-    from nlsr_core.adapters import load_adapter, save_adapter
+    """The judge's variants and the first `points` calibrate-grid settings, as StackPlans (base first); the grid
+    points are built as `nlsr calibrate` builds them (stages.points)."""
     from nlsr_core.generate import StackPlan, plan_stack
-    from nlsr_core.lineage import write_lineage
-    from nlsr_core.neurons import load_stats
-    from nlsr_core.sweep import Point, PointBuilder, grid_points
+    from nlsr_core.sweep import grid_points
+    from stages.points import builder, point_stack
     from stages.realign import base_fields
 
     model = params["model"]["name"]
@@ -63,19 +63,19 @@ def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) ->
     plans = {"base": StackPlan(model, None, None)}
     plans.update({v: plan_stack(REPO / p, model) for v, p in adapters.items()})
     if points:
-        stats, identifier = load_stats(REPO / f"masks/{method}/stats.safetensors")
-        ident, realign = params["identify"], params["realign"]
-        pipeline = Point(sparsity=ident["sparsity"], layer_prune=realign["layer_prune"], delta=realign["delta"],
-                         selection=realign["selection"], tau=realign["tau"], seed=realign["seed"],
-                         preset=params["nlsr"]["preset"], identifier=identifier, beta=params["amplify"]["beta"])
-        build = PointBuilder(*(load_adapter(REPO / p) for p in (adapters["finetuned"], adapters["aligned"],
-                                                                 f"adapters/reference/{method}")), stats, pipeline)
+        realign = params["realign"]
+        build = builder({"finetuned": REPO / adapters["finetuned"], "aligned": REPO / adapters["aligned"],
+                         "reference": REPO / f"adapters/reference/{method}",
+                         "stats": REPO / f"masks/{method}/stats.safetensors",
+                         "sparsity": params["identify"]["sparsity"], "layer_prune": realign["layer_prune"],
+                         "delta": realign["delta"], "selection": realign["selection"], "tau": realign["tau"],
+                         "realign_seed": realign["seed"], "preset": params["nlsr"]["preset"],
+                         "beta": params["amplify"]["beta"]})
         grid = {"sparsity": params["calibrate"]["grid_sparsity"], "layer_prune": params["calibrate"]["grid_layer_prune"]}
-        for i, point in enumerate(grid_points(pipeline, grid)[:points]):
-            out = tmp / f"point-{i}"
-            save_adapter(build.build(point)[0], out)
-            write_lineage(out, "points", [], point.record(), **base_fields(REPO / adapters["finetuned"]))
-            plans[f"P_SR {point.sparsity:g} P_L {point.layer_prune:g}"] = plan_stack(out, model)
+        inherited = base_fields(REPO / adapters["finetuned"])
+        for i, point in enumerate(grid_points(build.pipeline, grid)[:points]):
+            plan, _ = point_stack(build, point, tmp / f"point-{i}", inherited, model)
+            plans[f"P_SR {point.sparsity:g} P_L {point.layer_prune:g}"] = plan
     return plans
 
 
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--opening-tokens", type=int, default=None, help="override judge.opening_tokens (after side)")
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     args = ap.parse_args()
+    os.chdir(REPO)  # lineage paths (W0) are relative to the repository root, as in the pipeline
 
     from nlsr_core.judge import JudgeSpec, is_refusal, judge_identity, make_judge
     from nlsr_core.judge.evaluate import (LazyJudge, StackRunner, generate_variants, load_splits, parse_cell,

@@ -24,28 +24,12 @@ sys.path.insert(0, str(REPO))
 
 
 def mixed_generate(model, tokenizer, texts, names, max_new_tokens, batch_size):
-    """Greedy answers of rows that each name their adapter (PEFT `adapter_names`), length-sorted batches."""
-    import torch
-    from transformers import GenerationConfig
+    """Greedy answers of rows that each name their adapter: the judge's batched decoder (length-sorted batches),
+    with PEFT's per-row `adapter_names` passed to each batch."""
+    from nlsr_core.generate import generate_texts
 
-    from nlsr_core.generate import _cut_at_eos, _left_pad, encode_texts, eos_ids
-
-    ids_list = encode_texts(tokenizer, texts)
-    stop = eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
-                              pad_token_id=pad, eos_token_id=stop)
-    order = sorted(range(len(ids_list)), key=lambda i: (-len(ids_list[i]), i))
-    out = [""] * len(ids_list)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        ids, mask = _left_pad([ids_list[i] for i in rows], pad)
-        with torch.inference_mode():
-            gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                 adapter_names=[names[i] for i in rows])
-        for i, seq in zip(rows, gen[:, ids.shape[1]:].tolist()):
-            out[i] = tokenizer.decode(_cut_at_eos(seq, stop), skip_special_tokens=True).strip()
-    return out
+    return generate_texts(model, tokenizer, texts, max_new_tokens, batch_size,
+                          batch_kwargs=lambda rows: {"adapter_names": [names[i] for i in rows]})
 
 
 def main() -> None:

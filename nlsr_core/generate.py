@@ -69,11 +69,12 @@ def eos_ids(model, tokenizer) -> list[int]:
 
 # --------------------------------------------------------------------------------------------- generation
 def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: int,
-                 batch_size: int, progress=None) -> list[list[int]]:
+                 batch_size: int, progress=None, batch_kwargs=None) -> list[list[int]]:
     """Greedy continuation token ids for each prompt (in input order), each cut before its first EOS.
 
     Prompts are sorted by length (longest first, so a memory problem shows in the first batch) and
-    generated `batch_size` at a time with left padding and the KV cache.
+    generated `batch_size` at a time with left padding and the KV cache. `batch_kwargs(rows)` (optional) gives
+    extra `generate` arguments for the batch of those prompt indices (e.g. PEFT's per-row `adapter_names`).
     """
     import torch
     from transformers import GenerationConfig
@@ -90,7 +91,7 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_toke
         ids, mask = _left_pad([prompt_ids[i] for i in rows], pad)
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config)
+                                 generation_config=config, **(batch_kwargs(rows) if batch_kwargs else {}))
         for i, seq in zip(rows, out[:, ids.shape[1]:].tolist()):
             results[i] = _cut_at_eos(seq, stop)
         if progress is not None:
@@ -123,10 +124,12 @@ def _cut_at_eos(seq: list[int], stop: list[int]) -> list[int]:
 
 
 def generate_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: int, batch_size: int,
-                   progress=None) -> list[str]:
+                   progress=None, batch_kwargs=None) -> list[str]:
     """Already-formatted model inputs -> decoded greedy answers (special tokens removed, stripped).
-    `progress`: an optional bar (nlsr_core.progress.bar) advanced by the answers of each batch."""
-    new = generate_ids(model, tokenizer, encode_texts(tokenizer, texts), max_new_tokens, batch_size, progress)
+    `progress`: an optional bar (nlsr_core.progress.bar) advanced by the answers of each batch;
+    `batch_kwargs`: as in `generate_ids`."""
+    new = generate_ids(model, tokenizer, encode_texts(tokenizer, texts), max_new_tokens, batch_size, progress,
+                       batch_kwargs)
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new]
 
 

@@ -55,6 +55,10 @@ def label_loglik(model, prompt_ids: Sequence[list[int]], candidates: list[list[i
     # longest first, like generation: less padding per batch, and a memory problem shows at once
     pairs.sort(key=lambda ij: (-(len(prompt_ids[ij[0]]) + len(candidates[ij[1]])), ij))
     keep = max(len(c) for c in candidates) + 1
+    # per candidate: its token ids and the logits rows that predict them (the token at T-m+k, k < m, is
+    # predicted at T-m+k-1, i.e. logits row K-m+k-1 of the K kept)
+    targets = [torch.tensor(c) for c in candidates]
+    rows_of = [torch.arange(keep - len(c) - 1, keep - 1) for c in candidates]
     ll = [[0.0] * len(candidates) for _ in prompt_ids]
     first = [0] * len(prompt_ids)
     device = next(model.parameters()).device
@@ -67,11 +71,8 @@ def label_loglik(model, prompt_ids: Sequence[list[int]], candidates: list[list[i
                            position_ids=positions.to(device), logits_to_keep=keep).logits
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B, K, V): positions T-K .. T-1
         for b, (i, j) in enumerate(chunk):
-            cand = candidates[j]
-            # the token at T-m+k (k < m) is predicted at T-m+k-1, i.e. logits row K-m+k-1
-            rows = torch.arange(keep - len(cand) - 1, keep - 1)
-            ll[i][j] = float(logp[b, rows, torch.tensor(cand)].sum())
-            first[i] = int(logp[b, keep - len(cand) - 1].argmax())
+            ll[i][j] = float(logp[b, rows_of[j], targets[j]].sum())
+            first[i] = int(logp[b, rows_of[j][0]].argmax())  # the prediction after the prompt's last token
         if progress is not None:  # the bar counts rows (answers): each row has one pair per candidate
             progress.update(len(chunk) / len(candidates))
     return ll, first

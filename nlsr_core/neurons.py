@@ -155,9 +155,10 @@ def stat_shapes(method: str, ref: Adapter, module: str) -> dict[str, tuple[int, 
 
 
 def _stats_of(stats: dict[str, torch.Tensor], method: str, ref: Adapter, module: str,
-              where: str = "stats") -> list[torch.Tensor]:
-    """The module's statistics tensors, in `stat_shapes` order; missing or misshapen ones are one-line errors."""
-    out = []
+              where: str = "stats") -> dict[str, torch.Tensor]:
+    """The module's statistics tensors (key -> tensor, in `stat_shapes` order); missing or misshapen ones are
+    one-line errors."""
+    out = {}
     for key, shape in stat_shapes(method, ref, module).items():
         t = stats.get(key)
         if t is None:
@@ -165,7 +166,7 @@ def _stats_of(stats: dict[str, torch.Tensor], method: str, ref: Adapter, module:
         if tuple(t.shape) != tuple(shape):
             raise IdentifyError(f"{where}: tensor {key} has shape {tuple(t.shape)}, expected {tuple(shape)} "
                                 "(statistics of the same reference adapter)")
-        out.append(t)
+        out[key] = t
     return out
 
 
@@ -173,33 +174,33 @@ def check_stats(stats: dict[str, torch.Tensor], method: str, ref: Adapter, where
     """Statistics checked like adapters, before any mask is made: every tensor the method needs is present with
     the reference's shapes, and finite (a NaN Gram would otherwise surface as a LinAlgError traceback)."""
     for module in ref.modules:
-        for key, t in zip(stat_shapes(method, ref, module), _stats_of(stats, method, ref, module, where)):
+        for key, t in _stats_of(stats, method, ref, module, where).items():
             if not torch.isfinite(t).all():
                 raise IdentifyError(f"{where}: tensor {key} contains NaN or Inf; expected finite statistics "
                                     "(rerun `nlsr identify-neurons`)")
 
 
 def _score_lowrank(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
-    (gram,) = _stats_of(stats, "lowrank", ref, module)
+    (gram,) = _stats_of(stats, "lowrank", ref, module).values()
     return lowrank_projection(ref.a(module), ref.b(module), gram, rank)
 
 
 def _score_wanda(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
     """Wanda: |W_ij| · ‖x_j‖₂, x = the layer's input over response tokens (x for lora_A, z = A x for lora_B)."""
     a, b = ref.a(module), ref.b(module)
-    xa, xb = (t.double().sqrt() for t in _stats_of(stats, "wanda", ref, module))
+    xa, xb = (t.double().sqrt() for t in _stats_of(stats, "wanda", ref, module).values())
     return ModuleScores(a.double().abs() * xa, b.double().abs() * xb)
 
 
 def _score_grad(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
     """SNIP / preference-SNIP: |W ⊙ Σ_i |∇_W L_i|| with the per-sample gradient magnitudes from the stats."""
     a, b = ref.a(module), ref.b(module)
-    ga, gb = (t.double() for t in _stats_of(stats, "snip", ref, module))
+    ga, gb = (t.double() for t in _stats_of(stats, "snip", ref, module).values())
     return ModuleScores((a.double() * ga).abs(), (b.double() * gb).abs())
 
 
 def _score_random(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
-    return ModuleScores(*_stats_of(stats, "random", ref, module))
+    return ModuleScores(*_stats_of(stats, "random", ref, module).values())
 
 
 def gram_key(module: str) -> str:

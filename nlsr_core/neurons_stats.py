@@ -24,6 +24,7 @@ import torch
 
 from nlsr_core.adapters import Adapter
 from nlsr_core.neurons import IdentifyError, gram_key
+from nlsr_core.progress import bar
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,6 @@ def _forward_pass(ctx: CollectContext, fn) -> dict:
     per lora_A; `keep` marks the response positions, the only ones a collector may count."""
     if not ctx.safety:
         raise IdentifyError("identification data: no example has a response token (expected prompt + response rows)")
-    from nlsr_core.progress import bar
-
     tokens = 0
     with _Hooks(ctx.model, ctx.reference.modules, fn) as hooks, torch.inference_mode(), \
             bar(len(ctx.safety), "identification samples", "sample") as shown:
@@ -201,8 +200,6 @@ def _grad_abs(ctx: CollectContext, items: Sequence, loss_fn) -> tuple[dict, dict
         params[f"{m}.lora_B.grad_abs"] = next(iter(layer.lora_B.values())).weight
     before = {k: p.requires_grad for k, p in params.items()}
     stats = {k: torch.zeros(p.shape, dtype=torch.float32) for k, p in params.items()}
-    from nlsr_core.progress import bar
-
     try:
         for p in params.values():
             p.requires_grad_(True)

@@ -106,11 +106,7 @@ def claim_container(path: Path | str, *, option: str = "--out", inputs: Inputs =
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path}: is a file; expected a directory to hold one output per adapter")
-    real = _real(path)
-    for opt, given in _given(inputs):
-        if _within(real, _real(given)) and Path(given).is_dir():
-            raise OutputError(f"{option} {path}: lies inside the input {opt} {given}; expected a directory "
-                              "outside every input")
+    _refuse_input_clash(path, option, inputs, ("inside",))
     return path
 
 
@@ -120,11 +116,7 @@ def check_file_output(path: Path | str, option: str, inputs: Inputs = ()) -> Pat
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a directory; expected a file path")
-    real = _real(path)
-    for opt, given in _given(inputs):
-        if _real(given) == real or (given.is_dir() and _within(real, _real(given))):
-            where = "is" if _real(given) == real else "lies inside"
-            raise OutputError(f"{option} {path}: {where} the input {opt} {given}; expected a path outside every input")
+    _refuse_input_clash(path, option, inputs, ("is", "inside"), expected="expected a path outside every input")
     return path
 
 
@@ -148,16 +140,28 @@ def _check_place(output: Output, inputs: Inputs) -> None:
     if _within(cwd, real):
         what = "the working directory" if real == cwd else "an ancestor of the working directory"
         raise OutputError(f"{option} {path}: is {what}; expected a new or empty directory below it for the output")
+    _refuse_input_clash(path, option, inputs, ("is", "contains", "inside"))
+
+
+# relation of an output to an input -> (its words in the error, the error's usual ending)
+_CLASHES = {"is": ("is", "expected a different output directory"),
+            "contains": ("contains", "expected a directory that holds no input of this call"),
+            "inside": ("lies inside", "expected a directory outside every input")}
+
+
+def _refuse_input_clash(path: Path, option: str, inputs: Inputs, relations: tuple[str, ...],
+                        expected: str | None = None) -> None:
+    """One OutputError naming the first input that `path` is (`is`), holds (`contains`) or lies inside (`inside`,
+    input directories only), among the `relations` the caller forbids; `expected` replaces the usual ending."""
+    real = _real(path)
     for opt, given in _given(inputs):
         other = _real(given)
-        if other == real:
-            raise OutputError(f"{option} {path}: is the input {opt} {given}; expected a different output directory")
-        if _within(other, real):
-            raise OutputError(f"{option} {path}: contains the input {opt} {given}; expected a directory that "
-                              "holds no input of this call")
-        if given.is_dir() and _within(real, other):
-            raise OutputError(f"{option} {path}: lies inside the input {opt} {given}; expected a directory "
-                              "outside every input")
+        holds = {"is": other == real, "contains": _within(other, real),
+                 "inside": given.is_dir() and _within(real, other)}
+        found = next((r for r in relations if holds[r]), None)   # in the caller's order: "is" before the others
+        if found is not None:
+            words, ending = _CLASHES[found]
+            raise OutputError(f"{option} {path}: {words} the input {opt} {given}; {expected or ending}")
 
 
 def _check_existing(output: Output) -> None:

@@ -134,8 +134,11 @@ def _check(rec: dict, found: Path | None, marks: list) -> str:
         marks.append("missing")
         return "missing"
     now = sha256_dir(found)
-    marks.append(OK if now == rec.get("sha256") else "changed")
-    return OK if now == rec.get("sha256") else f"changed (now {now[:12]})"
+    if now == rec.get("sha256"):
+        marks.append(OK)
+        return OK
+    marks.append("changed")
+    return f"changed (now {now[:12]})"
 
 
 def _module_lines(record: dict, indent: str) -> list[str]:

@@ -7,8 +7,8 @@
 
 Writes `<out>/<variant>/{harmful,task,benign}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
 (rates with n and 95% Wilson intervals, judge and generation settings) and `<out>/lineage.json`.
-Answers and verdicts are cached in `--cache`, so `--judge beaver-dam` after a keyword run judges without
-regenerating, and reruns judge only new answers. Each split is answered with its own token budget
+Answers and verdicts are cached in `--cache`, so another judge reading answers of the same budget judges
+without regenerating, and reruns judge only new answers. Each split is answered with its own token budget
 (`--opening-tokens` for what the keyword matcher reads, `--max-new-tokens` for a model judge) and the task split
 by scoring the label strings (`--fa-mode score`) or by generating (`--fa-mode generate`): see
 nlsr_core/judge/settings.py.

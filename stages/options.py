@@ -18,18 +18,22 @@ def split_list(values, cast=str, what: str = "value") -> list:
     return out
 
 
-def tracking_enabled() -> bool:
-    """NLSR_TRACKING=off disables MLflow; read here (the CLI layer), never in nlsr_core."""
+def env_switch(name: str) -> bool:
+    """An on/off environment switch, on unless set to off / 0 / false / no; read here (the CLI layer), never in
+    nlsr_core."""
     import os
 
-    return os.environ.get("NLSR_TRACKING", "on").lower() not in {"off", "0", "false", "no"}
+    return os.environ.get(name, "on").lower() not in {"off", "0", "false", "no"}
+
+
+def tracking_enabled() -> bool:
+    """NLSR_TRACKING=off disables MLflow."""
+    return env_switch("NLSR_TRACKING")
 
 
 def progress_enabled() -> bool:
-    """NLSR_PROGRESS=off hides the progress bars of long loops (stderr); read here, never in nlsr_core."""
-    import os
-
-    return os.environ.get("NLSR_PROGRESS", "on").lower() not in {"off", "0", "false", "no"}
+    """NLSR_PROGRESS=off hides the progress bars of long loops (stderr)."""
+    return env_switch("NLSR_PROGRESS")
 
 
 def model_option(f):
@@ -58,8 +62,9 @@ def eval_options(f):
 
     defaults = {fl.name: fl.default for fl in fields(EvalSettings)}
     for flag, key, typ, help_text in reversed(EVAL_OPTIONS):
-        f = click.option(flag, flag.replace("-", "_").replace("__", "--", 1), key, type=typ, default=defaults[key],
-                         show_default=True, help=help_text)(f)
+        underscored = "--" + flag[2:].replace("-", "_")
+        f = click.option(flag, underscored, key, type=typ, default=defaults[key], show_default=True,
+                         help=help_text)(f)
     return f
 
 

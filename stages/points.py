@@ -106,15 +106,14 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     {name, label, point, patched_count, module_count, kept_fraction, adapter_sha256, hs, fa[, over_refusal]}."""
     import tempfile
 
-    from nlsr_core.adapters import save_adapter
     from nlsr_core.generate import plan_stack
     from nlsr_core.judge import JudgeSpec
-    from nlsr_core.judge.evaluate import evaluate_plans, parse_cell
-    from nlsr_core.lineage import sha256_dir, write_lineage
+    from nlsr_core.judge.evaluate import evaluate_plans
+    from nlsr_core.lineage import sha256_dir
     from nlsr_core.progress import bar
     from stages.realign import base_fields
 
-    task = parse_cell(inputs["cell"]).task
+    task = parse_task(inputs["cell"])
     settings = inputs["answering"]
     inherited = base_fields(inputs["finetuned"])
     cache = Path(inputs["cache_dir"]) if inputs["cache_dir"] else None
@@ -122,18 +121,13 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     with tempfile.TemporaryDirectory(prefix="nlsr-points-") as tmp:
         plans = {name: plan_stack(inputs[name], inputs["model_name"]) for name in references}
         rows.update({name: {"name": name, "label": name, "point": None} for name in references})
-        shown = bar(len(named), "study points built", "point")
-        for i, (name, point) in enumerate(named):
-            adapter, summary = build.build(point)
-            out = Path(tmp) / f"point-{i:03d}"
-            save_adapter(adapter, out)
-            # a lineage with no temporary path in it: the same point gives the same digest (cache key) every run
-            write_lineage(out, "points", [], point.record(), **inherited)
-            plans[name] = plan_stack(out, inputs["model_name"])
-            rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
-                          "adapter_sha256": sha256_dir(out)}
-            shown.update(1)
-        shown.close()
+        with bar(len(named), "study points built", "point") as shown:
+            for i, (name, point) in enumerate(named):
+                out = Path(tmp) / f"point-{i:03d}"
+                plans[name], summary = point_stack(build, point, out, inherited, inputs["model_name"])
+                rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
+                              "adapter_sha256": sha256_dir(out)}
+                shown.update(1)
         spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size)
         answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],
                                                 inputs["model_seed"], spec, cache)
@@ -142,6 +136,19 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     click.echo(f"{inputs['cell']}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} answer sets "
                f"from cache; judge called on {judge.calls} new answers")
     return [rows[name] for name in plans]
+
+
+def point_stack(build, point, out: Path, inherited: dict, model_name: str):
+    """Build `point`'s adapter into `out` with a lineage holding no temporary path (so the same point gives the
+    same digest, the answer-cache key, every run); returns (its StackPlan, the build summary)."""
+    from nlsr_core.adapters import save_adapter
+    from nlsr_core.generate import plan_stack
+    from nlsr_core.lineage import write_lineage
+
+    adapter, summary = build.build(point)
+    save_adapter(adapter, out)
+    write_lineage(out, "points", [], point.record(), **inherited)
+    return plan_stack(out, model_name), summary
 
 
 def describe(row: dict) -> str:
