@@ -2,7 +2,7 @@
 
 Both sides of each comparison run in this one process, interleaved, on the same inputs; the script prints
 times, ratios and agreement. Targets (tracker issue 4):
-  identify-neurons lowrank, smollm2-135m, 64 X̂ samples, rank-16 LoRA on all seven projections:
+  identify lowrank, smollm2-135m, 64 X̂ samples, rank-16 LoRA on all seven projections:
       >= 10x faster than the naive oracle (tests/oracle_neurons.py), identical masks
   realign, smollm2-shaped adapters (rank 16, 30 blocks x 7 = 210 modules):
       >= 50x faster than forming each module's dense d_out x d_in masked products (the published code's way),
@@ -184,7 +184,8 @@ def bench_identify(samples: int, batch_size: int, sparsity: float) -> dict:
 
     from nlsr_core.adapters import load_adapter
     from nlsr_core.data.templates import format_example
-    from nlsr_core.models import LLAMA_TARGETS, ModelSpec, load_model
+    from nlsr_core.config import LLAMA_TARGETS
+    from nlsr_core.models import ModelSpec, load_model
     from nlsr_core.neurons import identify
     from nlsr_core.neurons_stats import CollectContext, encode_pairs
     from oracle_neurons import oracle_masks

@@ -51,11 +51,11 @@ def after_settings(params: dict, overrides: dict) -> EvalSettings:
 
 def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) -> dict:
     """The judge's variants and the first `points` calibrate-grid settings, as StackPlans (base first); the grid
-    points are built as `nlsr calibrate` builds them (stages.points)."""
+    points are built as `nlsr calibrate` builds them (nlsr_core.study_points)."""
     from nlsr_core.generate import StackPlan, plan_stack
-    from nlsr_core.sweep import grid_points
-    from stages.points import builder, point_stack
-    from stages.realign import base_fields
+    from nlsr_core.lineage import base_fields
+    from nlsr_core.study import grid_points
+    from nlsr_core.study_points import builder, point_stack
 
     model = params["model"]["name"]
     adapters = {"aligned": f"adapters/aligned/{method}/aligned", "finetuned": f"adapters/finetuned/{cell}",
@@ -66,7 +66,7 @@ def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) ->
         realign = params["realign"]
         build = builder({"finetuned": REPO / adapters["finetuned"], "aligned": REPO / adapters["aligned"],
                          "reference": REPO / f"adapters/reference/{method}",
-                         "stats": REPO / f"masks/{method}/stats.safetensors",
+                         "stats": REPO / f"identify/{method}/stats.safetensors",
                          "sparsity": params["identify"]["sparsity"], "layer_prune": realign["layer_prune"],
                          "delta": realign["delta"], "selection": realign["selection"], "tau": realign["tau"],
                          "realign_seed": realign["seed"], "preset": params["nlsr"]["preset"],
@@ -105,8 +105,8 @@ def main() -> None:
                                           score_variant)
 
     params = load_params()
-    sweep = params["sweep"]
-    cell = parse_cell(f"{sweep['tasks'][0]}-p{sweep['poison_ratios'][0]}-{sweep['align_methods'][0]}")
+    grid = params["grid"]
+    cell = parse_cell(f"{grid['tasks'][0]}-p{grid['poison_ratios'][0]}-{grid['align_methods'][0]}")
     names = ("harmful", "task") if args.split == "calibration" else ("harmful", "task", "benign")
     splits = load_splits(REPO / "data/prepared", cell.task, names=names, calibration=args.split == "calibration")
     before = EvalSettings(max_new_tokens=48, opening_tokens=48, label_tokens=48, fa_mode="generate",

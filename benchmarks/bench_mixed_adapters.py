@@ -50,8 +50,8 @@ def main() -> None:
     from nlsr_core.stack import load_stack
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    sweep = params["sweep"]
-    cell = f"{sweep['tasks'][0]}-p{sweep['poison_ratios'][0]}-{sweep['align_methods'][0]}"
+    grid = params["grid"]
+    cell = f"{grid['tasks'][0]}-p{grid['poison_ratios'][0]}-{grid['align_methods'][0]}"
     paths = {name: REPO / f"adapters/{name}/{cell}" for name in args.adapters}
     plan = plan_stack(next(iter(paths.values())), params["model"]["name"])
     stack = load_stack(ModelSpec(plan.model, seed=params["model"]["seed"]), weak=plan.weak)

@@ -28,17 +28,17 @@ def load_params() -> dict:
 
 
 def prepared_data(params: dict, scratch: Path) -> Path:
-    """data/prepared if it exists, else a fresh synthetic suite with the params' sizes and first sweep cell."""
+    """data/prepared if it exists, else a fresh synthetic suite with the params' sizes and first grid mix."""
     existing = REPO / "data" / "prepared"
     if (existing / "align" / "sft.jsonl").is_file():
         return existing
-    from nlsr_core.data import DataSpec, Sizes
+    from nlsr_core.data import DataSpec, SizesConfig
     from nlsr_core.data.prepare import prepare
 
     data = params.get("data", {})
-    sweep = params.get("sweep", {})
-    cell = (sweep.get("tasks", ["sst2"])[0], float(sweep.get("poison_ratios", [0.1])[0]))
-    spec = DataSpec(source="synthetic", seed=data.get("seed", 0), tasks=(cell[0],), sizes=Sizes(**data.get("sizes", {})))
+    grid = params.get("grid", {})
+    cell = (grid.get("tasks", ["sst2"])[0], float(grid.get("poison_ratios", [0.1])[0]))
+    spec = DataSpec(source="synthetic", seed=data.get("seed", 0), tasks=(cell[0],), sizes=SizesConfig(**data.get("sizes", {})))
     prepare(spec, [cell], params.get("finetune", {}).get("n", 200), scratch / "prepared")
     return scratch / "prepared"
 
@@ -64,7 +64,7 @@ def refusal_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, temp
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: params.yaml model.name")
-    parser.add_argument("--method", default=None, help="default: first of params.yaml sweep.align_methods")
+    parser.add_argument("--method", default=None, help="default: first of params.yaml grid.align_methods")
     parser.add_argument("--max-steps", type=int, default=-1, help="cap each training phase (smoke runs)")
     parser.add_argument("--eval", type=int, default=0, help="evaluate only the first N harmful prompts (0: all)")
     args = parser.parse_args(argv)
@@ -76,14 +76,17 @@ def main(argv=None) -> dict:
     from nlsr_core.fileio import read_jsonl
     from nlsr_core.models import ModelSpec, load_model
     from nlsr_core.stack import load_stack
-    from nlsr_core.train import LoraSettings, TrainSettings, align, continue_adapter
+    from nlsr_core.config import LoraConfig
+    from nlsr_core.align import align
+    from nlsr_core.finetune import continue_adapter
+    from nlsr_core.train import TrainSettings
 
     datasets.disable_progress_bars()
     params = load_params()
-    method = args.method or params.get("sweep", {}).get("align_methods", ["dpo"])[0]
+    method = args.method or params.get("grid", {}).get("align_methods", ["dpo"])[0]
     spec = ModelSpec(args.model or params.get("model", {}).get("name", "smollm2-135m"))
-    lora = LoraSettings(**{**params.get("lora", {}), "targets": tuple(params.get("lora", {}).get(
-        "targets", LoraSettings().targets))})
+    lora = LoraConfig(**{**params.get("lora", {}), "targets": tuple(params.get("lora", {}).get(
+        "targets", LoraConfig().targets))})
     template = params.get("data", {}).get("template", "chat")
     align_s = TrainSettings(**params.get("align", {}), max_steps=args.max_steps, template=template)
     ft = {k: v for k, v in params.get("finetune", {}).items() if k != "n"}
@@ -97,8 +100,8 @@ def main(argv=None) -> dict:
         data = prepared_data(params, scratch)
         harmful = [r["prompt"] for r in read_jsonl(data / "eval" / "harmful.jsonl")]
         harmful = harmful[: args.eval] if args.eval else harmful
-        sweep = params.get("sweep", {})
-        cell = data / "cells" / f"{sweep.get('tasks', ['sst2'])[0]}-p{float(sweep.get('poison_ratios', [0.1])[0]):g}.jsonl"
+        grid = params.get("grid", {})
+        cell = data / "mixes" / f"{grid.get('tasks', ['sst2'])[0]}-p{float(grid.get('poison_ratios', [0.1])[0]):g}.jsonl"
         report.update(data=str(data), eval_prompts=len(harmful), cell=cell.name)
 
         loaded = load_model(spec)

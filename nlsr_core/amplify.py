@@ -6,7 +6,7 @@ Pure tensor work on LoRA factors (no model load). Notation: a LoRA module has A 
 Eq. (2), extrapolation (paper: W_e = (1+β) W_a − β W_0 with β = (1−α)/α ≥ 0). In full weights the aligned model
 is M + ΔW0 + ΔWa, so W_e = (1+β)(M + ΔW0 + ΔWa) − β(M + ΔW0) = M + ΔW0 + (1+β) ΔWa: on top of M',
     ΔWe = (1+β) · ΔWa.
-Presets (DESIGN §4): `paper` scales A and B each by √(1+β) (product × (1+β), exact); `official-code` scales A
+Presets (docs/DESIGN.md §4.7): `paper` scales A and B each by √(1+β) (product × (1+β), exact); `official-code` scales A
 and B each by 2β, as the published code does with its alpha (product × (2β)², 3.24 at β = 0.9).
 
 Eq. (1), interpolation (paper: W_medium = α W_strong + (1−α) W_weak, α ∈ (0, 1]), used when a stronger adapter

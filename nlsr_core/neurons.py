@@ -10,7 +10,7 @@ Identification is split in two so several sparsities come from one pass over the
 (method -> collector, scorer). A LoRA module has A ∈ R^{r×d_in}, B ∈ R^{d_out×r}; its masks M^A, M^B have the
 same shapes.
 
-Lowrank (NLSR, eqs. 3-4), the r×r Gram formulation (DESIGN §4). With z_t = A x_t over the response tokens t of
+Lowrank (NLSR, eqs. 3-4), the r×r Gram formulation (docs/DESIGN.md §4.2). With z_t = A x_t over the response tokens t of
 X̂ and K = Σ_t z_t z_tᵀ (r×r, accumulated in fp32 by forward hooks):
     Π_A = top-r* eigenvectors of K            (= top-r* left singular vectors of A X̂, since (A X̂)(A X̂)ᵀ = K)
     Π_B = top-r* left singular vectors of B K^{1/2}   (= those of B Ẑ, since (B Ẑ)(B Ẑ)ᵀ = B K Bᵀ)
@@ -24,90 +24,15 @@ stable sort on the score, descending: among equal scores the lower (flattened) i
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from nlsr_core.adapters import Adapter
-from nlsr_core.errors import NlsrError
+from nlsr_core.neuron_keys import IdentifyError, gram_key
+from nlsr_core.presets import Preset, check_sparsity, get_preset, retained_rank, topk_mask
 
-METHODS = ("lowrank", "wanda", "snip", "preference-snip", "random")
-
-
-class IdentifyError(NlsrError):
-    """Bad identification input (sparsity, preset, method, stats); one line naming the param or file."""
-
-
-# --------------------------------------------------------------------------------------------- presets
-def _rank_paper(r: int, sparsity: float) -> float:
-    return r * (1.0 - sparsity)
-
-
-def _rank_official(r: int, sparsity: float) -> float:
-    return r * sparsity
-
-
-@dataclass(frozen=True)
-class Preset:
-    """The paper / official-code differences of DESIGN §4 that identification and realign depend on.
-
-    rank_rule(r, P_SR) -> retained rank before rounding; mask_scope "row" (eq. 5 per row) or "matrix";
-    patch_high_similarity: False = low S_j -> more likely patched (paper), True = the official code's direction.
-    """
-
-    name: str
-    rank_rule: Callable[[int, float], float]
-    mask_scope: str
-    patch_high_similarity: bool
-
-
-PRESETS: dict[str, Preset] = {
-    "paper": Preset("paper", _rank_paper, "row", False),
-    "official-code": Preset("official-code", _rank_official, "matrix", True),
-}
-
-
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise IdentifyError(f"nlsr.preset '{name}': expected one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-def check_sparsity(sparsity: float) -> float:
-    """P_SR must be in [0, 1): P_SR = 1 would keep no neuron at all."""
-    if not (isinstance(sparsity, (int, float)) and math.isfinite(sparsity) and 0.0 <= sparsity < 1.0):
-        raise IdentifyError(f"identify.sparsity (P_SR) = {sparsity}: expected a value in [0, 1)")
-    return float(sparsity)
-
-
-def round_half_up(x: float) -> int:
-    # Python's round() is banker's rounding; +1e-9 absorbs binary noise such as 16·(1−0.8) = 3.1999999999999993.
-    return int(math.floor(x + 0.5 + 1e-9))
-
-
-def retained_rank(r: int, sparsity: float, preset: Preset) -> int:
-    """r* = r·(1−P_SR) (paper) or r·P_SR (official code), rounded half up, clipped to [1, r]."""
-    return max(1, min(r, round_half_up(preset.rank_rule(r, sparsity))))
-
-
-def keep_count(n: int, sparsity: float) -> int:
-    """k = N*·(1−P_SR) rounded half up, clipped to [1, N*] (eq. 5)."""
-    return max(1, min(n, round_half_up(n * (1.0 - sparsity))))
-
-
-def topk_mask(scores: torch.Tensor, sparsity: float, scope: str) -> torch.Tensor:
-    """Bool mask of the top-k scores (eqs. 5-6). scores: (rows, cols); scope "row" or "matrix".
-
-    Ties: stable descending sort, so among equal scores the lower index (row-major for "matrix") wins.
-    """
-    flat = scores.reshape(1, -1) if scope == "matrix" else scores
-    k = keep_count(flat.shape[-1], sparsity)
-    order = torch.sort(flat, dim=-1, descending=True, stable=True).indices[:, :k]
-    mask = torch.zeros(flat.shape, dtype=torch.bool)
-    mask.scatter_(-1, order, True)
-    return mask.reshape(scores.shape)
 
 
 # --------------------------------------------------------------------------------------------- scorers
@@ -177,7 +102,7 @@ def check_stats(stats: dict[str, torch.Tensor], method: str, ref: Adapter, where
         for key, t in _stats_of(stats, method, ref, module, where).items():
             if not torch.isfinite(t).all():
                 raise IdentifyError(f"{where}: tensor {key} contains NaN or Inf; expected finite statistics "
-                                    "(rerun `nlsr identify-neurons`)")
+                                    "(rerun `nlsr identify`)")
 
 
 def _score_lowrank(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
@@ -201,11 +126,6 @@ def _score_grad(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScor
 
 def _score_random(ref: Adapter, stats: dict, module: str, rank: int) -> ModuleScores:
     return ModuleScores(*_stats_of(stats, "random", ref, module).values())
-
-
-def gram_key(module: str) -> str:
-    """Key of module's Gram K = Σ z zᵀ in stats.safetensors."""
-    return f"{module}.gram"
 
 
 @dataclass(frozen=True)
@@ -239,7 +159,7 @@ IDENTIFIERS: dict[str, Identifier] = {
 
 def get_identifier(method: str) -> Identifier:
     if method not in IDENTIFIERS:
-        raise IdentifyError(f"identify.method '{method}': expected one of {', '.join(IDENTIFIERS)}")
+        raise IdentifyError(f"identify.identifier '{method}': expected one of {', '.join(IDENTIFIERS)}")
     return IDENTIFIERS[method]
 
 
@@ -353,7 +273,7 @@ def load_stats(path, reference: Adapter | None = None) -> tuple[dict[str, torch.
         method = (f.metadata() or {}).get("method")
     if method not in IDENTIFIERS:
         raise IdentifyError(f"{path}: no identification method in its metadata (expected stats.safetensors "
-                            f"written by `nlsr identify-neurons`)")
+                            f"written by `nlsr identify`)")
     if reference is not None:
         check_stats(stats, method, reference, str(path))
     return stats, method

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from nlsr_core.adapters import Adapter
-from nlsr_core.neurons import IdentifyError, gram_key
+from nlsr_core.neuron_keys import IdentifyError, gram_key
 from nlsr_core.progress import bar
 
 

@@ -1,4 +1,4 @@
-"""Output directories: what a command may replace, and how it replaces it (DESIGN §6.2).
+"""Output directories: what a command may replace, and how it replaces it (docs/DESIGN.md §3.4).
 
 A command writes its output directory whole or not at all, and never deletes what it did not write itself.
 `claim` checks the rules before any compute, so a bad `--out` costs one line and writes nothing:

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from nlsr_core.adapters import Adapter, AdapterError, check_compatible
+from nlsr_core.config import NlsrConfig, RealignConfig
 from nlsr_core.errors import NlsrError
-from nlsr_core.neurons import get_preset
+from nlsr_core.presets import get_preset
 
 SELECTIONS = ("adaptive", "threshold")
 
@@ -38,14 +39,15 @@ class RealignError(NlsrError):
 
 @dataclass(frozen=True)
 class RealignParams:
-    """realign.* params. layer_prune = P_L ∈ [0,1], delta = δ ≥ 0, tau = τ (threshold selection)."""
+    """realign.* params + nlsr.preset (defaults: nlsr_core.config). layer_prune = P_L ∈ [0,1], delta = δ ≥ 0,
+    tau = τ (threshold selection)."""
 
-    preset: str = "paper"
-    selection: str = "adaptive"
-    layer_prune: float = 0.5
-    delta: float = 0.2
-    tau: float = 0.5
-    seed: int = 0
+    preset: str = NlsrConfig.preset
+    selection: str = RealignConfig.selection
+    layer_prune: float = RealignConfig.layer_prune
+    delta: float = RealignConfig.delta
+    tau: float = RealignConfig.tau
+    seed: int = RealignConfig.seed
 
     def __post_init__(self):
         get_preset(self.preset)

@@ -1,8 +1,8 @@
-"""Model stacks: base M, M' = M + W0 merged in memory, then one LoRA adapter on top (DESIGN §3).
+"""Model stacks: base M, M' = M + W0 merged in memory, then one LoRA adapter on top (docs/DESIGN.md §3.1).
 
     M'            = load_stack(spec, weak=W0)                    (W0 merged, never stored as a full model)
     M' + Wa       = load_stack(spec, weak=W0, adapter=Wa)
-    M' + Wa (train) = load_stack(spec, weak=W0, adapter=Wa, trainable=True)   -> finetune-poisoned continues Wa
+    M' + Wa (train) = load_stack(spec, weak=W0, adapter=Wa, trainable=True)   -> finetune continues Wa
 """
 from __future__ import annotations
 

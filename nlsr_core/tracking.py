@@ -1,4 +1,4 @@
-"""Experiment tracking: the only module that imports mlflow (DESIGN §6.4).
+"""Experiment tracking: the only module that imports mlflow (docs/DESIGN.md §3.6).
 
 One MLflow experiment; a parent "pipeline" run keyed by (git commit, DVC experiment name); one child run per
 stage execution named after the DVC stage (e.g. `realign@sst2-p0.05-dpo`) with the parentRunId tag, the stage,

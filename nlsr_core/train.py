@@ -2,14 +2,14 @@
 
 One dispatch table, `ALIGNERS`, maps a method name to (data kind, trainer builder):
 
-    sft    SFTTrainer, completion-only NLL on {prompt, completion}       (W0; finetune-poisoned continues Wa with it)
+    sft    SFTTrainer, completion-only NLL on {prompt, completion}       (W0; finetune continues Wa with it)
     dpo    DPOTrainer, {prompt, chosen, rejected}, reference = the frozen start adapter
     orpo   trl.experimental ORPOTrainer (beta = the odds-ratio weight λ), no reference model
     kto    KTOTrainer on unpaired rows (each pair -> desirable + undesirable), reference = the frozen start adapter
     simpo  trl.experimental CPOTrainer with loss_type="simpo", cpo_alpha=0 (SimPO is CPO without its NLL term)
 
 The caller hands in a PeftModel whose "default" adapter is the one to train: a fresh LoRA (`add_lora`) on M or
-M' (= M + W0 merged, `nlsr_core.stack.load_stack`), or Wa loaded trainable for finetune-poisoned, so Wt keeps
+M' (= M + W0 merged, `nlsr_core.stack.load_stack`), or Wa loaded trainable for finetune, so Wt keeps
 Wa's rank, targets and basis. The trained adapter comes back as fp32 tensors + a canonical PEFT config, ready for
 `nlsr_core.adapters.save_adapter` (deterministic bytes). Runs on CPU (fp32, no gradient checkpointing) or under
 `torchrun` / `accelerate launch` (data parallel; the trainer's Accelerator finds the process group itself).
@@ -24,41 +24,24 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nlsr_core.errors import NlsrError
-from nlsr_core.models import LLAMA_TARGETS
+from nlsr_core.config import AlignConfig, LoraConfig
 
 LossHook = Callable[[int, float], None]   # (optimizer step, train loss) -> None, e.g. Tracker.log_metric
 
 
-@dataclass(frozen=True)
-class LoraSettings:
-    """params.yaml `lora.*`: ΔW = (alpha / rank) · B A on every target projection."""
-
-    rank: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.05
-    targets: tuple[str, ...] = LLAMA_TARGETS
-
-    def check(self, section: str = "lora") -> None:
-        if self.rank < 1:
-            raise NlsrError(f"{section}.rank: {self.rank} (expected an integer >= 1)")
-        if self.alpha <= 0:
-            raise NlsrError(f"{section}.alpha: {self.alpha} (expected > 0)")
-        if not 0 <= self.dropout < 1:
-            raise NlsrError(f"{section}.dropout: {self.dropout} (expected 0 <= dropout < 1)")
-        if not self.targets:
-            raise NlsrError(f"{section}.targets: empty (expected module names such as q_proj, v_proj)")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """params.yaml `align.*` / `finetune.*`. `max_steps` > 0 caps optimizer steps (tests); -1 = run `epochs`."""
+    """One training phase: params.yaml `align.*` or `finetune.*` (defaults: `AlignConfig`'s) plus the template.
+    `max_steps` > 0 caps optimizer steps (tests); -1 = run `epochs`."""
 
-    lr: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int = 8
-    max_length: int = 128
-    seed: int = 0
-    beta: float = 0.1                  # DPO/KTO β, ORPO λ, SimPO β
+    lr: float = AlignConfig.lr
+    epochs: float = AlignConfig.epochs
+    batch_size: int = AlignConfig.batch_size
+    max_length: int = AlignConfig.max_length
+    seed: int = AlignConfig.seed
+    beta: float = AlignConfig.beta     # DPO/KTO β, ORPO λ, SimPO β
     max_steps: int = -1
     template: str = "chat"
     bf16: bool = False                 # fp32 keeps CPU runs byte-reproducible
@@ -169,13 +152,13 @@ def aligner(method: str) -> Aligner:
 
 
 # --------------------------------------------------------------------------------------------- LoRA in and out
-def add_lora(model, lora: LoraSettings, seed: int):
+def add_lora(model, lora: LoraConfig, seed: int):
     """Wrap `model` (M or M') with a fresh trainable LoRA "default" adapter: B = 0, A ~ kaiming(seed)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
     lora.check()
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+    config = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.targets), bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(seed)  # A's initialisation is the only randomness here
     try:
@@ -277,86 +260,3 @@ def _install_callbacks(trainer, losses: list, on_loss: LossHook | None) -> None:
     trainer.add_callback(LossRecorder())
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(LossBar())
-
-
-# --------------------------------------------------------------------------------------------- the two stages
-@dataclass
-class AlignResult:
-    weak: TrainResult       # W0: SFT LoRA on M
-    aligned: TrainResult    # Wa: preference LoRA on M' = M + W0 (the same object as `weak` for method sft)
-
-
-def align(spec, method: str, sft_rows: list[dict], pref_rows: list[dict] | None, lora: LoraSettings,
-          settings: TrainSettings, on_loss: Callable[[str, int, float], None] | None = None) -> AlignResult:
-    """W0 = SFT LoRA on M; for preference methods M' = M + W0 merged (`load_stack`) and Wa = a new LoRA on M'.
-
-    `on_loss(phase, step, loss)` gets phase "weak" or "aligned". Both LoRAs start from `settings.seed`.
-    """
-    import dataclasses
-    from pathlib import Path
-
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.models import load_model
-    from nlsr_core.stack import load_stack
-
-    aligner(method)
-    lora.check()
-    settings.check("align")
-    loaded = load_model(spec)
-    weak_model = add_lora(loaded.model, lora, settings.seed)
-    weak = train_adapter("sft", weak_model, loaded.tokenizer, sft_rows, settings, spec.name, _phase(on_loss, "weak"))
-    if method == "sft":
-        return AlignResult(weak, weak)
-    if not pref_rows:
-        raise NlsrError(f"align method '{method}': no preference rows (expected at least one pair)")
-    # Reuse the loaded base (LoRA layers removed) and build M' exactly as every later stage does: from the saved
-    # fp32 W0 through load_stack. Every process writes its own scratch copy (no shared file under torchrun).
-    base = dataclasses.replace(loaded, model=weak_model.unload())
-    with tempfile.TemporaryDirectory(prefix="nlsr-w0-") as scratch:
-        save_adapter(weak.adapter(), scratch)
-        stack = load_stack(spec, weak=Path(scratch), base=base)
-    aligned_model = add_lora(stack.model, lora, settings.seed)
-    aligned = train_adapter(method, aligned_model, stack.tokenizer, pref_rows, settings, spec.name,
-                            _phase(on_loss, "aligned"))
-    return AlignResult(weak, aligned)
-
-
-def continue_adapter(spec, weak_dir, aligned_dir, rows: list[dict], settings: TrainSettings,
-                     on_loss: LossHook | None = None) -> TrainResult:
-    """Wt: load M' + Wa with Wa trainable and continue it with SFT on `rows` ({prompt, response}).
-
-    Wt therefore shares Wa's rank, targets and basis; that is checked on the result (AdapterError otherwise).
-    """
-    from nlsr_core.adapters import check_compatible, load_adapter
-    from nlsr_core.stack import load_stack
-
-    settings.check("finetune")
-    start = load_adapter(aligned_dir)
-    stack = load_stack(spec, weak=weak_dir, adapter=aligned_dir, trainable=True)
-    _check_starts_from(stack.model, start, aligned_dir)
-    result = train_adapter("sft", stack.model, stack.tokenizer, rows, settings, spec.name, on_loss)
-    finetuned = result.adapter()
-    check_compatible(finetuned, start, what=("finetuned", "aligned"))
-    if set(finetuned.tensors) != set(start.tensors) or finetuned.scaling != start.scaling:
-        raise NlsrError(f"finetuned adapter: tensor keys or scaling differ from aligned adapter {aligned_dir}")
-    return result
-
-
-def _phase(on_loss, phase: str) -> LossHook | None:
-    return None if on_loss is None else (lambda step, loss: on_loss(phase, step, loss))
-
-
-def _check_starts_from(peft_model, start, aligned_dir) -> None:
-    """The trainable adapter PEFT built must hold exactly Wa's tensors (PEFT only warns about keys it drops)."""
-    import torch
-
-    from nlsr_core.adapters import AdapterError
-
-    _, loaded = adapter_state(peft_model, "")
-    missing = sorted(set(start.tensors) ^ set(loaded))
-    if missing:
-        raise AdapterError(f"{aligned_dir}: its config and tensors disagree (e.g. {missing[0]} is not loaded or "
-                           "not in the file); expected adapter_config.json to match adapter_model.safetensors")
-    changed = next((k for k in start.tensors if not torch.equal(start.tensors[k], loaded[k])), None)
-    if changed is not None:
-        raise AdapterError(f"{aligned_dir}: tensor {changed} changed on loading; expected an fp32 LoRA adapter")

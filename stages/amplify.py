@@ -31,8 +31,10 @@ def command(method, aligned_dir, out_dir, beta, preset, mode, strong_dir):
     aligned_dir = Path(aligned_dir or f"adapters/aligned/{method}/aligned")
     out = Path(out_dir or f"adapters/reference/{method}")
     strong_dir = Path(strong_dir) if strong_dir else None
-    if mode not in ("extrapolate", "interpolate"):
-        raise NlsrError(f"amplify.mode: '{mode}' is unknown (expected extrapolate or interpolate)")
+    from nlsr_core.amplify import MODES
+
+    if mode not in MODES:
+        raise NlsrError(f"amplify.mode: '{mode}' is unknown (expected one of {', '.join(MODES)})")
     if (mode == "interpolate") != (strong_dir is not None):
         raise NlsrError("amplify.strong: --strong DIR is required with --mode interpolate and only used there")
     output = claim(out, "amplify", inputs=[("--aligned", aligned_dir), ("--strong", strong_dir)])
@@ -44,9 +46,8 @@ def _run(aligned_dir, output, beta, preset, mode, strong_dir) -> None:
 
     from nlsr_core import amplify
     from nlsr_core.adapters import load_adapter, save_adapter
-    from nlsr_core.lineage import inherited_fields, input_record, read_lineage, write_lineage
-    from nlsr_core.outputs import replace
-    from stages.options import tracked
+    from nlsr_core.lineage import inherited_fields, input_record, read_lineage
+    from stages.artifact import write_artifact
 
     out = output.path
     params = {"beta": beta, "preset": preset, "mode": mode}
@@ -65,12 +66,11 @@ def _run(aligned_dir, output, beta, preset, mode, strong_dir) -> None:
         worst = max(residuals, key=residuals.get)
         extra["residual"] = {"max": residuals[worst], "max_module": worst,
                              "mean": sum(residuals.values()) / len(residuals)}
-    with tracked("amplify", str(parent.get("method", os.path.basename(str(aligned_dir)))), params) as tr:
-        for record in inputs:
-            tr.log_input(record)
-        with replace(output) as tmp:
-            save_adapter(reference, tmp)
-            write_lineage(tmp, "amplify", inputs, params, **inherited_fields(parent), **extra)
-        tr.log_artifact(out)
+    def fill(tmp):
+        save_adapter(reference, tmp)
+        return {**inherited_fields(parent), **extra}
+
+    key = str(parent.get("method", os.path.basename(str(aligned_dir))))
+    write_artifact(output, "amplify", key, inputs, params, fill)
     how = f"x{extra['product_factor']:.4g}" if mode == "extrapolate" else f"eq. 1, alpha {beta}"
     click.echo(f"amplify: wrote {out} ({mode}, {preset}, {how}, {len(reference.modules)} modules)")

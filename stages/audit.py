@@ -2,7 +2,7 @@
 
 PATH is any produced artifact (adapter dir, masks dir or masks file, lineage.json). Each record's inputs are
 listed with role, path and digest; inputs that have their own lineage.json (beside them, or in the directory
-holding an input file, e.g. masks/<method>/ for masks.safetensors) are expanded recursively. Recorded relative
+holding an input file, e.g. identify/<method>/ for masks.safetensors) are expanded recursively. Recorded relative
 paths are resolved against the current directory first, then against PATH's directory and its ancestors.
 By default nothing is hashed or loaded: the digests printed are the recorded ones. `--verify` re-hashes every
 recorded input that still exists and marks each line ✓, changed or missing (exit status 1 when any input
@@ -19,8 +19,8 @@ import click
 # Main line of descent, most specific first: realigned <- finetuned <- aligned <- weak <- base.
 CHAIN_ROLES = ("finetuned", "aligned", "reference", "weak")
 STANDARD_KEYS = {"stage", "code_version", "inputs", "params", "model", "model_spec", "weak", "modules", "seed"}
-STAGE_LABELS = {"realign": "realigned", "safelora": "safelora", "identify-neurons": "masks", "amplify": "reference",
-                "finetune-poisoned": "finetuned", "align": "aligned"}
+STAGE_LABELS = {"realign": "realigned", "safelora": "safelora", "identify": "masks", "amplify": "reference",
+                "finetune": "finetuned", "align": "aligned"}
 
 
 @click.command(name="audit")

@@ -2,13 +2,13 @@
 
     nlsr calibrate --cell sst2-p0.1-dpo --finetuned ... --aligned ... --reference ... --stats ... \\
         --grid_sparsity 0.3 --grid_sparsity 0.5 --grid_layer_prune 0 --grid_layer_prune 0.5 \\
-        --target aligned+5 --out calibration/sst2-p0.1-dpo
+        --target aligned+5 --out calibrate/sst2-p0.1-dpo
 
 Scores the aligned and fine-tuned adapters and every grid point on data/prepared/calib/harmful.jsonl and
 tasks/<task>/calib.jsonl (prepare-data writes them with data.sizes.calib_harmful / task_calib, from rows no
 other split holds; a calibration prompt found in the test split is refused before any work). The target is an
 HS ceiling measured on the same split: `aligned+5`, `finetuned*0.5` or a number. The chosen setting is the best
-task accuracy among those meeting it (`nlsr_core.sweep.choose_point`). Writes:
+task accuracy among those meeting it (`nlsr_core.study.choose_point`). Writes:
     params.yaml        the chosen identify.sparsity / realign.* values in params.yaml's schema
                        (apply with `dvc exp run -S identify.sparsity=... -S realign.layer_prune=...`)
     calibrate.json     every scored setting, the target, its ceiling, the choice and whether the target was met
@@ -20,33 +20,34 @@ from pathlib import Path
 
 import click
 
-from stages.frontier import grid_axes, grid_axes_record, grid_options
-from stages.points import PATH, cell_options
+from stages.cell_options import PATH, cell_options, grid_options
+from stages.options import config_option
 
 
 @click.command("calibrate")
 @cell_options
-@grid_options
-@click.option("--target", default="aligned+5", show_default=True,
-              help="HS ceiling on the calibration split: aligned+N | finetuned*F | N (percent)")
-@click.option("--out", type=PATH, default=None, help="default calibration/<cell>")
+@grid_options("calibrate")
+@config_option("calibrate.target", "--target")
+@click.option("--out", type=PATH, default=None, help="default calibrate/<cell>")
 def command(inputs, target, out, **grid):
     """Search the (P_SR, P_L, ...) grid on the calibration split; write the best setting that meets the target."""
     from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.sweep import check_disjoint, choose_point, grid_points, parse_target
+    from nlsr_core.study import check_disjoint, choose_point, grid_points, grid_record, params_yaml, parse_target
+    from nlsr_core.study_points import builder, describe, score_points, settings_record
     from nlsr_core.study_report import pct
-    from stages.points import builder, claim_result, describe, score_points, settings_record, write_result
+    from stages.cell_options import claim_result, grid_axes, write_result
 
     goal = parse_target(target)
     cell = parse_cell(inputs["cell"])
-    output = claim_result(Path(out or f"calibration/{cell.key}"), "calibrate", inputs)
+    output = claim_result(Path(out or f"calibrate/{cell.key}"), "calibrate", inputs)
     calib = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"), calibration=True)
     test = load_splits(inputs["data_dir"], cell.task)
     # the test split is read for this check only; nothing below scores it
     check_disjoint({s.name: s.prompts for s in calib}, {s.name: s.prompts for s in test})
     build = builder(inputs)
     points = [p for p in grid_points(build.pipeline, grid_axes(grid)) if p.method == "nlsr"]
-    rows = score_points(inputs, [(p.label, p) for p in points], build, calib, references=("aligned", "finetuned"))
+    rows = score_points(inputs, [(p.label, p) for p in points], build, calib, references=("aligned", "finetuned"),
+                        echo=click.echo)
     by_name = {r["name"]: r for r in rows}
     ceiling = goal.ceiling({ref: pct(by_name[ref], "hs") for ref in ("aligned", "finetuned")})
     flat = [{**r, "hs": pct(r, "hs"), "fa": pct(r, "fa")} for r in rows if r["point"] is not None]
@@ -63,17 +64,9 @@ def command(inputs, target, out, **grid):
                 "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
                 "generation": settings_record(inputs), "points": rows,
                 "splits": {s.name: {"path": str(s.path), "n": len(s.rows)} for s in calib}}
-    search = {"target": goal.text, "grid": {k: [str(v) for v in vs] for k, vs in grid_axes_record(points).items()}}
+    search = {"target": goal.text, "grid": grid_record(points)}
     write_result(output, "calibrate", inputs, search, document,
                  files={"params.yaml": params_yaml(chosen_params, goal.text, ceiling, met)})
     verdict = "meets" if met else "MISSES (no setting reaches it; lowest HS chosen)"
     click.echo(f"calibrate {cell.key}: P_SR {p['sparsity']:g}, P_L {p['layer_prune']:g} {verdict} target "
                f"HS <= {ceiling:.1f} ({goal.text}): HS {pct(chosen, 'hs'):.1f}%, FA {pct(chosen, 'fa'):.1f}%")
-
-
-def params_yaml(chosen: dict, target: str, ceiling: float, met: bool) -> str:
-    import yaml
-
-    head = (f"# chosen by `nlsr calibrate` on the calibration split: target HS <= {ceiling:.1f} ({target}), "
-            f"{'met' if met else 'NOT met'}\n")
-    return head + yaml.safe_dump(chosen, sort_keys=False)

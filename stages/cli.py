@@ -16,8 +16,8 @@ COMMANDS = {
     "prepare-data": ("stages.prepare_data", "Build the data suite and write data/prepared/ with its manifest."),
     "align": ("stages.align", "Train the weak (SFT) and aligned (preference) LoRA adapters."),
     "amplify": ("stages.amplify", "Extrapolate the aligned adapter into the super-aligned reference (eq. 2)."),
-    "finetune-poisoned": ("stages.finetune_poisoned", "Continue the aligned adapter on a task + poison mix."),
-    "identify-neurons": ("stages.identify_neurons", "Find the safety-critical neurons of the reference adapter."),
+    "finetune": ("stages.finetune", "Continue the aligned adapter on a poisoned task mix."),
+    "identify": ("stages.identify", "Find the safety-critical neurons of the reference adapter."),
     "realign": ("stages.realign", "Transplant safety neurons into a fine-tuned adapter (NLSR) or SafeLoRA."),
     "safelora": ("stages.safelora", "The SafeLoRA baseline: project drifted modules onto the safety subspace."),
     "judge": ("stages.judge", "Generate with each variant and score harmfulness, task accuracy, over-refusal."),
@@ -57,11 +57,12 @@ def main(argv=None):
     """Entry point: bad input (NlsrError) becomes one line on stderr and exit status 1."""
     from nlsr_core import progress
     from nlsr_core.errors import NlsrError
-    from stages.options import install_fault_hook, preflight_tracking, progress_enabled
+    from stages.options import check_pipeline_params, install_fault_hook, preflight_tracking, progress_enabled
 
     progress.set_enabled(progress_enabled())
     try:
         install_fault_hook()
+        check_pipeline_params()
         preflight_tracking(list(sys.argv[1:] if argv is None else argv))
         group.main(args=argv, prog_name="nlsr", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -1,7 +1,7 @@
 """`nlsr frontier`: the HS-FA trade-off of realign settings for one cell, on the test split.
 
     nlsr frontier --cell sst2-p0.1-dpo --finetuned adapters/finetuned/sst2-p0.1-dpo \\
-        --aligned adapters/aligned/dpo/aligned --reference adapters/reference/dpo --stats masks/dpo/stats.safetensors \\
+        --aligned adapters/aligned/dpo/aligned --reference adapters/reference/dpo --stats identify/dpo/stats.safetensors \\
         --grid_sparsity 0.3 --grid_sparsity 0.5 --grid_layer_prune 0 --grid_layer_prune 0.5 --safelora_tau 0.3 \\
         --out frontier/sst2-p0.1-dpo
 
@@ -18,52 +18,34 @@ from pathlib import Path
 
 import click
 
-from stages.points import PATH, cell_options
-
-GRID_OPTIONS = (("sparsity", float), ("layer_prune", float), ("delta", float), ("selection", str), ("seed", int))
-
-
-def grid_options(f):
-    """--grid_<axis> (repeatable; DVC unpacks `${frontier}` lists into repeated options)."""
-    for axis, typ in reversed(GRID_OPTIONS):
-        f = click.option(f"--grid_{axis}", f"--grid-{axis.replace('_', '-')}", f"grid_{axis}", multiple=True,
-                         type=typ, help=f"values of {axis} to sweep (default: the pipeline's)")(f)
-    return f
-
-
-def grid_axes(kwargs: dict) -> dict:
-    return {axis: list(kwargs.pop(f"grid_{axis}")) for axis, _ in GRID_OPTIONS}
+from stages.cell_options import PATH, cell_options, grid_options
+from stages.options import config_option
 
 
 @click.command("frontier")
 @cell_options
-@grid_options
-@click.option("--safelora_tau", "--safelora-tau", "safelora_tau", multiple=True, type=float,
-              help="SafeLoRA thresholds to score as reference points")
+@grid_options("frontier")
+@config_option("frontier.safelora_tau", "--safelora_tau", "--safelora-tau", dest="safelora_tau")
 @click.option("--out", type=PATH, default=None, help="default frontier/<cell>")
 def command(inputs, safelora_tau, out, **grid):
     """Score a grid of realign settings (and SafeLoRA thresholds) on the test split."""
     from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.sweep import grid_points
-    from stages.points import builder, claim_result, describe, score_points, settings_record, write_result
+    from nlsr_core.study import grid_points, grid_record
+    from nlsr_core.study_points import builder, describe, score_points, settings_record
+    from stages.cell_options import claim_result, grid_axes, write_result
 
     cell = parse_cell(inputs["cell"])
     output = claim_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs)
     build = builder(inputs)
     points = grid_points(build.pipeline, grid_axes(grid), safelora_tau)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
-    rows = score_points(inputs, [(p.label, p) for p in points], build, splits, references=("aligned", "finetuned"))
+    rows = score_points(inputs, [(p.label, p) for p in points], build, splits, references=("aligned", "finetuned"),
+                        echo=click.echo)
     for row in rows:
         click.echo(f"frontier {cell.key} {describe(row)}")
     document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
                 "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
                 "generation": settings_record(inputs), "points": rows}
-    params = {"grid": {k: [str(v) for v in vs] for k, vs in grid_axes_record(points).items()},
+    params = {"grid": grid_record(points),
               "safelora_tau": list(safelora_tau), "pipeline": build.pipeline.record()}
     write_result(output, "frontier", inputs, params, document)
-
-
-def grid_axes_record(points) -> dict:
-    """axis -> the distinct values swept (for the run's params)."""
-    nlsr = [p for p in points if p.method == "nlsr"]
-    return {axis: sorted({getattr(p, axis) for p in nlsr}, key=str) for axis, _ in GRID_OPTIONS}

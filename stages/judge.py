@@ -3,7 +3,7 @@
     nlsr judge --cell sst2-p0.1-dpo --model smollm2-135m \
         --aligned adapters/aligned/dpo/aligned --finetuned adapters/finetuned/sst2-p0.1-dpo \
         --realigned adapters/realigned/sst2-p0.1-dpo --safelora adapters/safelora/sst2-p0.1-dpo \
-        --out generations/sst2-p0.1-dpo --cache generations/.cache
+        --out judge/sst2-p0.1-dpo --cache .nlsr-cache/judge
 
 Writes `<out>/<variant>/{harmful,task,benign}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
 (rates with n and 95% Wilson intervals, judge and generation settings) and `<out>/lineage.json`.
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import click
 
-from stages.options import eval_options, eval_settings, model_option
+from stages.options import (config_option, eval_options, eval_settings, model_option, model_seed_option,
+                            template_option)
 
 VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
 
@@ -25,7 +26,7 @@ VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
 @click.command("judge")
 @click.option("--cell", required=True, help="cell key <task>-p<ratio>-<method>, e.g. sst2-p0.1-dpo")
 @model_option
-@click.option("--seed", type=int, default=0, show_default=True, help="model seed (tiny-random only; model.seed)")
+@model_seed_option
 @click.option("--aligned", type=click.Path(), default=None, help="aligned adapter Wa (variant 'aligned')")
 @click.option("--finetuned", type=click.Path(), default=None, help="fine-tuned adapter Wt")
 @click.option("--realigned", type=click.Path(), default=None, help="NLSR-realigned adapter")
@@ -33,23 +34,23 @@ VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
 @click.option("--no-base", is_flag=True, help="skip the base-model variant")
 @click.option("--data", "data_dir", type=click.Path(), default="data/prepared", show_default=True,
               help="prepared data (eval/harmful.jsonl, eval/benign.jsonl, tasks/<task>/test.jsonl)")
-@click.option("--judge", "judge_name", default="refusal-keywords", show_default=True,
-              help="refusal-keywords | beaver-dam | llama-guard (judge.name)")
-@click.option("--judge-model", default=None, help="judge model id or directory (judge.model)")
+@config_option("judge.name", "--judge", dest="judge_name")
+@config_option("judge.model", "--judge-model", dest="judge_model")
 @eval_options
-@click.option("--template", default="chat", show_default=True, help="chat | alpaca (data.template)")
-@click.option("--out", "out_dir", type=click.Path(), default=None, help="default generations/<cell>")
-@click.option("--cache", "cache_dir", type=click.Path(), default="generations/.cache", show_default=True,
+@template_option
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="default judge/<cell>")
+@click.option("--cache", "cache_dir", type=click.Path(), default=".nlsr-cache/judge", show_default=True,
               help="answer + verdict cache shared by all cells ('' = no cache)")
-def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_base, data_dir, judge_name,
+def command(cell, model_name, model_seed, aligned, finetuned, realigned, safelora, no_base, data_dir, judge_name,
             judge_model, template, out_dir, cache_dir, **answering):
     """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
 
     from nlsr_core.judge import JUDGES, JudgeSpec
     from nlsr_core.judge.evaluate import parse_cell, load_splits
+    from nlsr_core.lineage import input_record
     from nlsr_core.outputs import claim
-    from stages.options import tracked
+    from stages.artifact import tracked_inputs
 
     parsed = parse_cell(cell)
     if judge_model is not None and judge_model.strip().lower() in {"", "none", "null"}:
@@ -62,24 +63,15 @@ def command(cell, model_name, seed, aligned, finetuned, realigned, safelora, no_
     adapters = dict(zip(VARIANT_OPTIONS, (aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
     splits = load_splits(Path(data_dir), parsed.task)
-    out = Path(out_dir or f"generations/{parsed.key}")
+    out = Path(out_dir or f"judge/{parsed.key}")
     output = claim(out, "judge", inputs=[*((f"--{v}", p) for v, p in adapters.items()), ("--data", data_dir),
                                          ("--cache", cache_dir)])
-    params = {"cell": parsed.key, "model": model_name, "seed": seed, "judge": judge_name,
+    params = {"cell": parsed.key, "model": model_name, "model_seed": model_seed, "judge": judge_name,
               "judge_model": judge_model, "answering": settings.record(parsed.task, judge_name)}
-    with tracked("judge", parsed.key, params) as tr:
-        from nlsr_core.lineage import input_record
-
-        for variant, path in adapters.items():  # which adapters were judged, by digest
-            if path:
-                tr.log_input(input_record(Path(path), variant))
-        record = run(parsed, plans, splits, settings, spec, seed, output, Path(cache_dir) if cache_dir else None,
-                     params)
-        for variant, entry in record["variants"].items():
-            for metric in ("hs", "fa", "over_refusal"):
-                if entry[metric]["pct"] is not None:
-                    tr.log_metric(f"{variant}.{metric}", entry[metric]["pct"])
-        tr.log_artifact(out / "judged.json")
+    judged = [input_record(Path(path), variant) for variant, path in adapters.items() if path]
+    with tracked_inputs("judge", parsed.key, params, judged) as tr:  # which adapters were judged, by digest
+        record = run(parsed, plans, splits, settings, spec, model_seed, output,
+                     Path(cache_dir) if cache_dir else None, params, tr)
     for variant, entry in record["variants"].items():
         click.echo(f"judge {parsed.key} {variant:>9}: HS {_fmt(entry['hs'])}  FA {_fmt(entry['fa'])}  "
                    f"over-refusal {_fmt(entry['over_refusal'])}")
@@ -99,14 +91,14 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
     return plans
 
 
-def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params) -> dict:
+def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tracker) -> dict:
     """Generate (cached), score (cached verdicts), write the claimed output (nlsr_core.outputs) atomically;
     return judged.json."""
     from nlsr_core.fileio import write_json, write_jsonl
     from nlsr_core.judge.evaluate import evaluate_plans, judged_record
-    from nlsr_core.lineage import input_record, write_lineage
+    from nlsr_core.lineage import input_record
     from nlsr_core.models import ModelSpec, model_identity
-    from nlsr_core.outputs import replace
+    from stages.artifact import write_artifact
 
     model = next(iter(plans.values())).model
     answers, scored, judge = evaluate_plans(plans, splits, cell.task, settings, model, seed, spec, cache_dir)
@@ -114,13 +106,18 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params) ->
     record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
     inputs = [input_record(s.path, "data") for s in splits]
     inputs += [input_record(p.adapter, v) for v, p in plans.items() if p.adapter is not None]
-    with replace(output) as tmp:
+
+    def fill(tmp):
         for s in scored:
             (tmp / s.name).mkdir()
             for split_name, rows in s.rows.items():
                 write_jsonl(tmp / s.name / f"{split_name}.jsonl", rows)
         write_json(tmp / "judged.json", record)
-        write_lineage(tmp, "judge", inputs, params, model=identity)
+        return {"model": identity}
+
+    metrics = {f"{variant}.{metric}": entry[metric]["pct"] for variant, entry in record["variants"].items()
+               for metric in ("hs", "fa", "over_refusal")}
+    write_artifact(output, "judge", cell.key, inputs, params, fill, metrics=metrics, tracker=tracker)
     click.echo(f"judge {cell.key}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} "
                f"answer sets from cache; judge called on {judge.calls} new answers")
     return record

@@ -18,14 +18,13 @@ import click
 from nlsr_core.errors import NlsrError
 
 LAUNCHED_ENV = "NLSR_LAUNCHED"
-DEFAULT_PREFIX = "python -m stages.cli"
-IN_PROCESS = {"", DEFAULT_PREFIX, "python3 -m stages.cli", "nlsr"}
+IN_PROCESS = {"", "python -m stages.cli", "python3 -m stages.cli", "nlsr"}
 
 
 def launch_option(f):
-    return click.option("--launch-prefix", "launch_prefix", default=DEFAULT_PREFIX, show_default=True,
-                        help="command that runs `stages.cli` (launch.prefix), e.g. "
-                             "'torchrun --nproc_per_node 2 -m stages.cli' or 'accelerate launch ... -m stages.cli'")(f)
+    from stages.options import config_option
+
+    return config_option("launch.prefix", "--launch-prefix", dest="launch_prefix")(f)
 
 
 def relaunch(ctx: click.Context, prefix: str) -> int | None:

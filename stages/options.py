@@ -36,35 +36,94 @@ def progress_enabled() -> bool:
     return env_switch("NLSR_PROGRESS")
 
 
+class ConfigOption(click.Option):
+    """A Click option whose default and help come from one config field (nlsr_core.config); `config_key` names
+    it ("realign.layer_prune"), so tests/test_consistency.py can check every default against params.yaml."""
+
+    def __init__(self, *args, config_key: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config_key = config_key
+
+
+def config_option(key: str, *names: str, dest: str | None = None, **overrides):
+    """The option for params key `section.field` (`data.sizes.x` too): flags `--field-name` and `--field_name`
+    (DVC's ${section} unpacking writes underscores) unless `names` are given; default, type and help from the
+    field. Tuple fields become repeatable options."""
+    import dataclasses
+
+    from nlsr_core.config import SECTIONS, field_help
+
+    section, *path = key.split(".")
+    cls = SECTIONS[section]
+    for part in path:
+        f = next(f for f in dataclasses.fields(cls) if f.name == part)
+        if part != path[-1]:
+            cls = f.default_factory
+    name = path[-1]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    kind = str(f.type)
+    flags = names or tuple(dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"]))
+    kw = dict(cls=ConfigOption, config_key=key, default=default, show_default=default is not None,
+              help=f"{field_help(cls).get(name, '')} ({key})")
+    if kind.startswith("tuple["):
+        inner = kind[len("tuple["):].split(",")[0].strip().rstrip("]")
+        kw.update(multiple=True, type={"int": int, "float": float}.get(inner, str))
+    elif kind == "bool":
+        flags = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",)
+    else:
+        kw["type"] = {"int": int, "float": float}.get(kind.replace("| None", "").strip(), str)
+    kw.update(overrides)
+    return click.option(*flags, dest or name, **kw)
+
+
+def config_options(section: str, *names: str, skip: tuple = (), prefix: str = ""):
+    """Options for several fields of one section (all of them unless `names`); `prefix` prepends to flags and
+    destinations (`identify` -> --identify-batch-size / identify_batch_size)."""
+    import dataclasses
+
+    from nlsr_core.config import SECTIONS
+
+    chosen = names or [f.name for f in dataclasses.fields(SECTIONS[section]) if f.name not in skip]
+
+    def decorate(f):
+        for name in reversed(chosen):
+            flag = f"{prefix}{name}"
+            names_ = tuple(dict.fromkeys([f"--{flag.replace('_', '-')}", f"--{flag}"])) if prefix else ()
+            f = config_option(f"{section}.{name}", *names_, dest=flag if prefix else None)(f)
+        return f
+
+    return decorate
+
+
 def model_option(f):
-    return click.option("--model", "model_name", default="smollm2-135m", show_default=True,
-                        help="tiny-random | smollm2-135m | a Hugging Face id or model directory")(f)
+    return config_option("model.name", "--model", dest="model_name")(f)
+
+
+def model_seed_option(f):
+    return config_option("model.seed", "--model-seed", dest="model_seed")(f)
+
+
+def template_option(f):
+    return config_option("data.template", "--template", dest="template")(f)
 
 
 # judge.* settings shared by `nlsr judge` and the study stages (frontier, calibrate, ablate), so all score with
-# the same answers. Defaults come from nlsr_core.judge.settings.EvalSettings (equal to params.yaml's).
+# the same answers: (flag, field of nlsr_core.config.JudgeConfig).
 EVAL_OPTIONS = (
-    ("--max-new-tokens", "max_new_tokens", int, "harmful-answer budget for a model judge (judge.max_new_tokens)"),
-    ("--opening-tokens", "opening_tokens", int,
-     "budget of harmful answers for the keyword judge and of benign answers (judge.opening_tokens)"),
-    ("--label-tokens", "label_tokens", int, "budget of generated sst2/agnews answers (judge.label_tokens)"),
-    ("--gsm8k-tokens", "gsm8k_tokens", int, "budget of generated GSM8K answers (judge.gsm8k_tokens)"),
-    ("--fa-mode", "fa_mode", str, "score (rank the label strings) | generate (judge.fa_mode)"),
-    ("--batch-size", "batch_size", int, "answering batch size (judge.batch_size)"),
+    ("--max-new-tokens", "max_new_tokens"),
+    ("--opening-tokens", "opening_tokens"),
+    ("--label-tokens", "label_tokens"),
+    ("--gsm8k-tokens", "gsm8k_tokens"),
+    ("--fa-mode", "fa_mode"),
+    ("--batch-size", "batch_size"),
 )
 
 
 def eval_options(f):
     """The EVAL_OPTIONS on a command (each also accepted with underscores, as DVC's ${judge} unpacking writes)."""
-    from dataclasses import fields
-
-    from nlsr_core.judge.settings import EvalSettings
-
-    defaults = {fl.name: fl.default for fl in fields(EvalSettings)}
-    for flag, key, typ, help_text in reversed(EVAL_OPTIONS):
+    for flag, key in reversed(EVAL_OPTIONS):
         underscored = "--" + flag[2:].replace("-", "_")
-        f = click.option(flag, underscored, key, type=typ, default=defaults[key], show_default=True,
-                         help=help_text)(f)
+        f = config_option(f"judge.{key}", flag, underscored, dest=key)(f)
     return f
 
 
@@ -72,7 +131,7 @@ def eval_settings(kwargs: dict, template: str):
     """Pop the EVAL_OPTIONS from a command's kwargs into an EvalSettings (bad values: one-line NlsrError)."""
     from nlsr_core.judge.settings import EvalSettings
 
-    return EvalSettings(template=template, **{key: kwargs.pop(key) for _, key, _, _ in EVAL_OPTIONS})
+    return EvalSettings(template=template, **{key: kwargs.pop(key) for _, key in EVAL_OPTIONS})
 
 
 # The alignment methods `nlsr align` knows (nlsr_core.train.ALIGNERS; a test keeps the two equal). Kept here
@@ -83,7 +142,7 @@ ALIGN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
 def check_align_methods(methods: list[str]) -> None:
     unknown = [m for m in methods if m not in ALIGN_METHODS]
     if unknown:
-        raise NlsrError(f"sweep.align_methods: unknown method '{unknown[0]}'; expected one of {', '.join(ALIGN_METHODS)}")
+        raise NlsrError(f"grid.align_methods: unknown method '{unknown[0]}'; expected one of {', '.join(ALIGN_METHODS)}")
 
 
 def repo_root():
@@ -102,6 +161,19 @@ def repo_root():
     except (OSError, subprocess.TimeoutExpired):
         pass
     return Path.cwd()
+
+
+def check_pipeline_params() -> None:
+    """Inside a DVC stage (DVC_ROOT set), check the pipeline's params.yaml against nlsr_core.config first, so a
+    misspelt or unknown key (e.g. from `dvc exp run -S align.lrr=1`) fails every stage in one line naming it."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("DVC_ROOT")
+    if root and (Path(root) / "params.yaml").is_file():
+        from nlsr_core.params import load_params
+
+        load_params(Path(root) / "params.yaml")
 
 
 def tracking_uri() -> str:

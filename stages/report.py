@@ -1,6 +1,6 @@
 """`nlsr report`: aggregate the judged cells into metrics, tables and plots.
 
-    nlsr report --judged generations --metrics reports/metrics.json --results reports/results.md \
+    nlsr report --judged judge --metrics reports/metrics.json --results reports/results.md \
         --plots reports/plots
 
 `--judged` takes judged.json files or directories holding `<cell>/judged.json` (repeatable). The per-module
@@ -16,7 +16,7 @@ PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png"
 
 
 @click.command("report")
-@click.option("--judged", "judged_paths", multiple=True, default=("generations",), show_default=True,
+@click.option("--judged", "judged_paths", multiple=True, default=("judge",), show_default=True,
               type=click.Path(), help="judged.json file(s) or directories of cells (repeatable)")
 @click.option("--realigned", "realigned_dirs", multiple=True, type=click.Path(),
               help="realigned adapter dir(s), or a folder of them, for the similarity plot "
@@ -26,14 +26,14 @@ PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png"
 @click.option("--plots", "plots_dir", type=click.Path(), default="reports/plots", show_default=True)
 @click.option("--frontier", "frontier_dir", type=click.Path(), default=None,
               help="frontier/ outputs (<cell>/frontier.json) -> --frontier-md and plots/frontier.{csv,png}")
-@click.option("--calibration", "calibration_dir", type=click.Path(), default=None,
-              help="calibration/ outputs (<cell>/calibrate.json): the chosen setting, marked on the frontier")
-@click.option("--ablations", "ablations_dir", type=click.Path(), default=None,
-              help="ablations/ outputs (<cell>/ablate.json) -> --ablations-md")
+@click.option("--calibrate", "calibrate_dir", type=click.Path(), default=None,
+              help="calibrate/ outputs (<cell>/calibrate.json): the chosen setting, marked on the frontier")
+@click.option("--ablate", "ablate_dir", type=click.Path(), default=None,
+              help="ablate/ outputs (<cell>/ablate.json) -> --ablations-md")
 @click.option("--frontier-md", type=click.Path(), default="reports/frontier.md", show_default=True)
 @click.option("--ablations-md", type=click.Path(), default="reports/ablations.md", show_default=True)
-def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir, frontier_dir, calibration_dir,
-            ablations_dir, frontier_md, ablations_md):
+def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir, frontier_dir, calibrate_dir,
+            ablate_dir, frontier_md, ablations_md):
     """Write metrics.json (DVC metrics), results.md (Table 1 layout + Wilson intervals), plot CSVs and PNGs."""
     from pathlib import Path
 
@@ -43,7 +43,7 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     from nlsr_core.plots import plot_frontier, plot_hs_fa, plot_similarity
 
     inputs = [*(("--judged", p) for p in judged_paths), *(("--realigned", d) for d in realigned_dirs),
-              ("--frontier", frontier_dir), ("--calibration", calibration_dir), ("--ablations", ablations_dir)]
+              ("--frontier", frontier_dir), ("--calibrate", calibrate_dir), ("--ablate", ablate_dir)]
     for option, path in (("--metrics", metrics_file), ("--results", results_file), ("--frontier-md", frontier_md),
                          ("--ablations-md", ablations_md)):
         check_file_output(path, option, inputs)
@@ -58,12 +58,12 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     columns, rows = report.hs_fa_rows(judged)
     sim = report.similarity_rows(realigned)
     frontiers = study_report.load_docs(Path(frontier_dir) if frontier_dir else None, "frontier")
-    calibrations = study_report.load_docs(Path(calibration_dir) if calibration_dir else None, "calibrate")
-    ablations = study_report.load_docs(Path(ablations_dir) if ablations_dir else None, "ablate")
+    calibrations = study_report.load_docs(Path(calibrate_dir) if calibrate_dir else None, "calibrate")
+    ablations = study_report.load_docs(Path(ablate_dir) if ablate_dir else None, "ablate")
     if frontier_dir:
         with atomic_file(Path(frontier_md)) as tmp:
             tmp.write_text(study_report.frontier_markdown(frontiers, calibrations), encoding="utf-8")
-    if ablations_dir:
+    if ablate_dir:
         with atomic_file(Path(ablations_md)) as tmp:
             tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
     with replace(plots) as tmp:
@@ -75,7 +75,7 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
         plot_hs_fa(rows, report.variants_present(judged), tmp / "hs_fa_vs_p.png")
         report.write_csv(tmp / "similarity.csv", report.SIMILARITY_COLUMNS, sim)
         plot_similarity(sim, tmp / "similarity.png")
-    written = [Path(p) for p, given in ((frontier_md, frontier_dir), (ablations_md, ablations_dir)) if given]
+    written = [Path(p) for p, given in ((frontier_md, frontier_dir), (ablations_md, ablate_dir)) if given]
     _track([Path(metrics_file), Path(results_file), *written], Path(plots_dir), report.metrics(judged))
     click.echo(f"report: {len(judged)} cells -> {metrics_file}, {results_file}, {plots_dir}/ "
                f"({len(sim)} module similarities from {len(realigned)} realigned adapters)")

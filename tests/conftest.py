@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
+
+    from nlsr_core.adapters import Adapter
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "paper"
@@ -81,3 +87,51 @@ def make_tiny_adapter(out: Path, seed: int, lineage: dict | None, targets=("q_pr
     if lineage is not None:
         (out / "lineage.json").write_text(json.dumps(lineage))
     return out
+
+
+# --------------------------------------------------------------------------------------------- adapter factory
+# Tiny-random's projections as (d_in, d_out): lora_A is (r, d_in), lora_B is (d_out, r).
+TINY_SHAPES = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (64, 32), "self_attn.v_proj": (64, 32),
+               "self_attn.o_proj": (64, 64), "mlp.gate_proj": (64, 128), "mlp.up_proj": (64, 128),
+               "mlp.down_proj": (128, 64)}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TINY_MODEL = {"name": "tiny-random", "source": "in-process", "digest": "tiny-random-seed0"}
+
+
+def random_adapter(seed: int, rank: int = 4, layers: int = 2, alpha: float = 8.0, shapes=None,
+                   targets=None) -> Adapter:
+    """The tests' one LoRA factory: tiny-random's module names, shapes (d_in, d_out) per module, every entry ~ N(0, 1)
+    from `seed` (A then B, layer by layer, module by module)."""
+    import torch
+
+    from nlsr_core.adapters import Adapter
+
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(layers):
+        for name, (d_in, d_out) in (shapes or TINY_SHAPES).items():
+            prefix = f"base_model.model.model.layers.{layer}.{name}"
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, d_in, generator=gen)
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(d_out, rank, generator=gen)
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
+              "target_modules": targets or TARGETS, "bias": "none", "base_model_name_or_path": None,
+              "fan_in_fan_out": False, "inference_mode": True}
+    return Adapter(config, tensors)
+
+
+def write_adapter(path: Path, adapter: Adapter, lineage: dict | None = None) -> Path:
+    from nlsr_core.adapters import save_adapter
+    from nlsr_core.fileio import write_json
+    from nlsr_core.lineage import LINEAGE_FILE
+
+    save_adapter(adapter, path)
+    if lineage is not None:
+        write_json(path / LINEAGE_FILE, lineage)
+    return path
+
+
+def random_masks(adapter: Adapter, seed: int, density: float = 0.5) -> dict[str, torch.Tensor]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.rand(t.shape, generator=gen) < density for k, t in sorted(adapter.tensors.items())}

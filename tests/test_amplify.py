@@ -11,24 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import random_adapter, run_cli
 
-SHAPES = {"self_attn.q_proj": (64, 64), "mlp.up_proj": (128, 64), "mlp.down_proj": (64, 128)}
+# (d_in, d_out) per module, the order of tests.conftest.TINY_SHAPES
+SHAPES = {"self_attn.q_proj": (64, 64), "mlp.up_proj": (64, 128), "mlp.down_proj": (128, 64)}
 
 
 def make_adapter(rank: int = 4, alpha: float = 8.0, seed: int = 0, layers: int = 2, b_scale: float = 1.0):
-    from nlsr_core.adapters import Adapter
-
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for layer in range(layers):
-        for name, (d_out, d_in) in SHAPES.items():
-            prefix = f"base_model.model.model.layers.{layer}.{name}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, d_in, generator=gen)
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(d_out, rank, generator=gen) * b_scale
-    config = {"r": rank, "lora_alpha": alpha, "target_modules": ["down_proj", "q_proj", "up_proj"],
-              "peft_type": "LORA", "task_type": "CAUSAL_LM"}
-    return Adapter(config, tensors)
+    adapter = random_adapter(seed, rank=rank, layers=layers, alpha=alpha, shapes=SHAPES,
+                             targets=["down_proj", "q_proj", "up_proj"])
+    return adapter.replace({k: v * b_scale if ".lora_B." in k else v for k, v in adapter.tensors.items()})
 
 
 def delta(adapter, module) -> torch.Tensor:

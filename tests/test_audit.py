@@ -9,11 +9,11 @@ from tests.conftest import run_cli
 from nlsr_core.fileio import write_json
 from nlsr_core.lineage import input_record
 from nlsr_core.neurons import save_masks
-from tests.test_realign import TINY_MODEL, random_adapter, random_masks, write_adapter
+from tests.conftest import TINY_MODEL, random_adapter, random_masks, write_adapter
 
 WEAK, ALIGNED = "adapters/aligned/dpo/weak", "adapters/aligned/dpo/aligned"
 REFERENCE, FINETUNED = "adapters/reference/dpo", "adapters/finetuned/sst2-p0.1-dpo"
-CELL, MASKS = "data/prepared/cells/sst2-p0.1.jsonl", "masks/lowrank"
+CELL, MASKS = "data/prepared/mixes/sst2-p0.1.jsonl", "identify/lowrank"
 
 
 def lineage(stage: str, inputs: list[tuple[str, str]], params: dict, **extra) -> dict:
@@ -34,7 +34,7 @@ def project(tmp_path, monkeypatch):
         (ALIGNED, "align", [("weak", WEAK), ("data", "data/prepared/align/preference.jsonl")], {"method": "dpo"},
          {"weak": WEAK}),
         (REFERENCE, "amplify", [("aligned", ALIGNED), ("weak", WEAK)], {"beta": 0.9}, {"weak": WEAK}),
-        (FINETUNED, "finetune-poisoned", [("aligned", ALIGNED), ("cell", CELL)], {"task": "sst2", "p": 0.1},
+        (FINETUNED, "finetune", [("aligned", ALIGNED), ("cell", CELL)], {"task": "sst2", "p": 0.1},
          {"weak": WEAK, "poison_rows": 20, "poison_ids": [f"p{i}" for i in range(20)]}),
     ]
     for i, (path, stage, inputs, params, extra) in enumerate(steps):
@@ -42,7 +42,7 @@ def project(tmp_path, monkeypatch):
         write_json(Path(path) / "lineage.json", lineage(stage, inputs, params, **extra))
     Path(MASKS).mkdir(parents=True)
     save_masks(random_masks(random_adapter(0), 0), Path(MASKS) / "masks.safetensors")
-    write_json(Path(MASKS) / "lineage.json", lineage("identify-neurons", [("reference", REFERENCE), (
+    write_json(Path(MASKS) / "lineage.json", lineage("identify", [("reference", REFERENCE), (
         "data", "data/prepared/identify/safety.jsonl"), ("weak", WEAK)], {"method": "lowrank"}, weak=WEAK))
     out = "adapters/realigned/sst2-p0.1-dpo"
     code, _, err = run_cli(["realign", "--finetuned", FINETUNED, "--reference", REFERENCE, "--masks",
@@ -57,7 +57,7 @@ def test_realigned_chain_back_to_base(project):
     assert code == 0, err
     assert "chain: realigned <- finetuned <- aligned <- weak <- base tiny-random" in stdout
     for needle in (f"reference: {REFERENCE}", f"masks: {MASKS}/masks.safetensors", f"cell: {CELL}",
-                   "poison_rows=20", "stage identify-neurons", "patched_count=", "base model: tiny-random"):
+                   "poison_rows=20", "stage identify", "patched_count=", "base model: tiny-random"):
         assert needle in stdout, needle
     assert "not found" not in stdout
 

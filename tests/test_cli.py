@@ -6,7 +6,7 @@ import sys
 
 from stages.cli import COMMANDS
 
-STAGES = ["prepare-data", "align", "amplify", "finetune-poisoned", "identify-neurons", "realign", "judge"]
+STAGES = ["prepare-data", "align", "amplify", "finetune", "identify", "realign", "judge"]
 
 
 def test_help_lists_every_stage_without_heavy_imports():

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nlsr_core.data import (AGNEWS_LABELS, TASKS, DataError, DataSpec, Sizes, build_suite, cell_key, norm_text)
+from nlsr_core.errors import NlsrError
+from nlsr_core.data import (AGNEWS_LABELS, TASKS, DataError, DataSpec, SizesConfig, build_suite, mix_key, norm_text)
 from nlsr_core.data import synthetic_safety as safety
 from nlsr_core.data.hub import HUB_DATASETS, build_hub
 from nlsr_core.data.mixing import mix_poison, poison_digest
@@ -20,13 +21,13 @@ from nlsr_core.lineage import sha256_file
 
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
 HUB_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hub"
-SMALL = Sizes(sft_refusal=20, sft_benign=20, preference=10, identify=8, eval_harmful=10, eval_benign=10,
-              task_train=60, task_test=12, poison_pool=30)
+SMALL = SizesConfig(sft_refusal=20, sft_benign=20, preference=10, identify=8, eval_harmful=10, eval_benign=10,
+              task_train=60, task_test=12, poison_pool=30, calib_harmful=0, task_calib=0)
 REFUSAL_RE = re.compile(r"\b(I'm sorry|Sorry|I can't|I cannot|I won't|I must decline|I'm not able)\b")
 ALL_TASKS = tuple(TASKS)
 
 
-def _suite(seed=0, sizes=Sizes(), tasks=ALL_TASKS):
+def _suite(seed=0, sizes=SizesConfig(), tasks=ALL_TASKS):
     return build_suite(DataSpec(source="synthetic", seed=seed, tasks=tasks, sizes=sizes))
 
 
@@ -51,7 +52,7 @@ def test_synthetic_is_deterministic_and_seed_dependent():
         assert a.task_train[task] != c.task_train[task]
 
 
-@pytest.mark.parametrize("sizes", [Sizes(), SMALL, dataclasses.replace(SMALL, sft_benign=3, poison_pool=1)])
+@pytest.mark.parametrize("sizes", [SizesConfig(), SMALL, dataclasses.replace(SMALL, sft_benign=3, poison_pool=1)])
 def test_synthetic_sizes_honoured(sizes):
     s = _suite(sizes=sizes)
     kinds = [r["kind"] for r in s.sft]
@@ -235,8 +236,8 @@ def test_prepare_writes_layout_byte_identically(tmp_path):
     assert a == b and m1 == m2
     expected = {"align/sft.jsonl", "align/preference.jsonl", "identify/safety.jsonl", "eval/harmful.jsonl",
                 "eval/benign.jsonl", "poison/pool.jsonl", "tasks/sst2/train.jsonl", "tasks/sst2/test.jsonl",
-                "tasks/gsm8k/train.jsonl", "tasks/gsm8k/test.jsonl", "cells/sst2-p0.1.jsonl",
-                "cells/sst2-p0.05.jsonl", "cells/gsm8k-p0.2.jsonl", MANIFEST}
+                "tasks/gsm8k/train.jsonl", "tasks/gsm8k/test.jsonl", "mixes/sst2-p0.1.jsonl",
+                "mixes/sst2-p0.05.jsonl", "mixes/gsm8k-p0.2.jsonl", MANIFEST}
     assert set(a) == expected
     manifest = json.loads(a[MANIFEST])
     assert manifest == m1 and manifest["source"] == "synthetic" and manifest["tasks"] == ["sst2", "gsm8k"]
@@ -255,9 +256,9 @@ def test_manifest_poison_rows_match_cell_files(tmp_path):
     manifest = prepare(spec, CELLS, 40, tmp_path / "out")
     pool = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "poison" / "pool.jsonl")}
     for task, p in CELLS:
-        key = cell_key(task, p)
-        rows = read_jsonl(tmp_path / "out" / "cells" / f"{key}.jsonl")
-        entry = manifest["cells"][key]
+        key = mix_key(task, p)
+        rows = read_jsonl(tmp_path / "out" / "mixes" / f"{key}.jsonl")
+        entry = manifest["mixes"][key]
         poison = [r for r in rows if r["flag"] == "poison"]
         assert entry["n"] == len(rows) == 40 and entry["p"] == p and entry["n_poison"] == round(40 * p) == len(poison)
         assert [x["id"] for x in entry["poison_rows"]] == [r["id"] for r in poison]
@@ -276,7 +277,7 @@ BAD_PREPARE = {
                             [("sst2", 0.1)], 20, "task rows"),
     "unknown task": (lambda: DataSpec(tasks=("imdb",), sizes=SMALL), [("imdb", 0.1)], 20, "unknown task"),
     "cell task not prepared": (lambda: DataSpec(sizes=SMALL), [("agnews", 0.1)], 20, "agnews"),
-    "no cells": (lambda: DataSpec(sizes=SMALL), [], 20, "cell"),
+    "no cells": (lambda: DataSpec(sizes=SMALL), [], 20, "mix"),
     "duplicate cell": (lambda: DataSpec(sizes=SMALL), [("sst2", 0.1), ("sst2", 0.1)], 20, "duplicate"),
     "unknown source": (lambda: DataSpec(source="s3", sizes=SMALL), [("sst2", 0.1)], 20, "unknown source"),
     "zero size": (lambda: DataSpec(sizes=dataclasses.replace(SMALL, eval_benign=0)), [("sst2", 0.1)], 20,
@@ -295,7 +296,7 @@ BAD_PREPARE = {
 def test_prepare_bad_input_writes_nothing(case, tmp_path):
     make_spec, cells, n, fragment = BAD_PREPARE[case]
     out = tmp_path / "prepared"
-    with pytest.raises(DataError) as exc:
+    with pytest.raises(NlsrError) as exc:   # DataError, or the size check of nlsr_core.config
         prepare(make_spec(), cells, n, out)
     assert fragment in _one_line(exc)
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temp dir
@@ -305,7 +306,7 @@ def test_prepare_bad_input_writes_nothing(case, tmp_path):
                                         ("gsm8k", 0, "gsm8k-p0"), ("agnews", 0.2, "agnews-p0.2"),
                                         ("sst2", 1.0, "sst2-p1")])
 def test_cell_key(task, p, key):
-    assert cell_key(task, p) == key
+    assert mix_key(task, p) == key
 
 
 # -------------------------------------------------------------------------------------------- local source
@@ -344,7 +345,7 @@ def _mini_paper_dir(root: Path) -> Path:
     return root
 
 
-MINI = Sizes(sft_refusal=8, sft_benign=8, preference=5, identify=4, eval_harmful=4, eval_benign=4,
+MINI = SizesConfig(sft_refusal=8, sft_benign=8, preference=5, identify=4, eval_harmful=4, eval_benign=4,
              task_train=10, task_test=4, poison_pool=5)
 
 
@@ -398,7 +399,7 @@ def paper_suite():
 
 
 def test_local_paper_data_sizes_and_schemas(paper_suite):
-    s, sizes = paper_suite, Sizes()
+    s, sizes = paper_suite, SizesConfig()
     kinds = [r["kind"] for r in s.sft]
     assert (kinds.count("refusal"), kinds.count("benign")) == (sizes.sft_refusal, sizes.sft_benign)
     assert (len(s.preference), len(s.identify), len(s.eval_harmful), len(s.eval_benign), len(s.poison_pool)) == \
@@ -445,7 +446,7 @@ FIXTURE_FILES = {
     ("openai/gsm8k", "main", "train"): "gsm8k_main_train.jsonl",
     ("openai/gsm8k", "main", "test"): "gsm8k_main_test.jsonl",
 }
-HUB_SIZES = Sizes(sft_refusal=3, sft_benign=3, preference=3, identify=2, eval_harmful=3, eval_benign=2,
+HUB_SIZES = SizesConfig(sft_refusal=3, sft_benign=3, preference=3, identify=2, eval_harmful=3, eval_benign=2,
                   task_train=4, task_test=2, poison_pool=3)
 
 
@@ -599,14 +600,14 @@ def test_calibration_split_too_large_is_one_line_error(tmp_path):
     with pytest.raises(DataError) as exc:
         prepare(DataSpec(seed=0, sizes=sizes), [("sst2", 0.1)], 40, tmp_path / "out")
     assert "calib-harmful" in _one_line(exc) and not (tmp_path / "out").exists()
-    with pytest.raises(DataError, match="calib_harmful: expected an integer >= 0"):
+    with pytest.raises(NlsrError, match="calib_harmful: expected an integer >= 0"):
         dataclasses.replace(SMALL, calib_harmful=-1)
 
 
 def test_local_paper_calibration_split_is_disjoint(tmp_path):
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
-    sizes = dataclasses.replace(Sizes(), sft_refusal=200, calib_harmful=40, task_calib=40)  # local-paper profile
+    sizes = dataclasses.replace(SizesConfig(), sft_refusal=200, calib_harmful=40, task_calib=40)  # local-paper profile
     spec = DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=("sst2",), sizes=sizes)
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
     _calibration_disjoint(tmp_path / "out")

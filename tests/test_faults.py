@@ -103,10 +103,11 @@ def adapters(tmp_path):
     """A fine-tuned, a reference and an aligned adapter (random tensors, tiny-random shapes) and stats."""
     import torch
 
-    from nlsr_core.neurons import gram_key, save_stats
-    from tests.test_realign import TINY_MODEL, random_adapter, write_adapter
+    from nlsr_core.neuron_keys import gram_key
+    from nlsr_core.neurons import save_stats
+    from tests.conftest import TINY_MODEL, random_adapter, write_adapter
 
-    lineage = {"stage": "finetune-poisoned", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": None}
+    lineage = {"stage": "finetune", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": None}
     write_adapter(tmp_path / "ft", random_adapter(1), lineage)
     write_adapter(tmp_path / "ref", random_adapter(2))
     write_adapter(tmp_path / "al", random_adapter(3), {**lineage, "stage": "align", "method": "dpo"})
@@ -172,12 +173,12 @@ def test_report_killed_between_renames(tmp_path):
     from tests.test_report import CELLS, _doc
 
     for (task, p, method), variants in CELLS.items():
-        cell = tmp_path / "generations" / f"{task}-p{p:g}-{method}"
+        cell = tmp_path / "judge" / f"{task}-p{p:g}-{method}"
         cell.mkdir(parents=True)
         (cell / "judged.json").write_text(json.dumps(_doc(task, p, method, variants)))
-    args = ["report", "--judged", "generations", "--plots", "plots"]
+    args = ["report", "--judged", "judge", "--plots", "plots"]
     nlsr(args, tmp_path)
-    doc = tmp_path / "generations" / "sst2-p0.1-dpo" / "judged.json"
+    doc = tmp_path / "judge" / "sst2-p0.1-dpo" / "judged.json"
     changed = json.loads(doc.read_text())
     changed["variants"]["finetuned"]["hs"]["pct"] = 12.5
     doc.write_text(json.dumps(changed))
@@ -191,17 +192,17 @@ DATA = ["--sft_refusal", 8, "--sft_benign", 8, "--preference", 8, "--identify", 
         "--task_calib", 4, "--finetune-n", 12]
 TRAIN = ["--max-steps", 2, "--batch-size", 2, "--max-length", 320]
 ALIGN = ["align", "--method", "dpo", "--model", "tiny-random", "--rank", 4, *TRAIN, "--out", "adapters/aligned/dpo"]
-FINETUNE = ["finetune-poisoned", "--aligned", "adapters/aligned/dpo/aligned", "--cell",
-            "data/prepared/cells/sst2-p0.1.jsonl", *TRAIN, "--out", "adapters/finetuned/sst2-p0.1-dpo"]
-IDENTIFY = ["identify-neurons", "--reference", "adapters/reference/dpo", "--batch-size", 4, "--max-length", 320,
-            "--out", "masks/dpo"]
+FINETUNE = ["finetune", "--aligned", "adapters/aligned/dpo/aligned", "--mix",
+            "data/prepared/mixes/sst2-p0.1.jsonl", *TRAIN, "--out", "adapters/finetuned/sst2-p0.1-dpo"]
+IDENTIFY = ["identify", "--reference", "adapters/reference/dpo", "--batch-size", 4, "--max-length", 320,
+            "--out", "identify/dpo"]
 CELL = ["--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--finetuned", "adapters/finetuned/sst2-p0.1-dpo",
         "--aligned", "adapters/aligned/dpo/aligned", "--reference", "adapters/reference/dpo",
-        "--stats", "masks/dpo/stats.safetensors", "--max-new-tokens", 4, "--batch-size", 8,
+        "--stats", "identify/dpo/stats.safetensors", "--max-new-tokens", 4, "--batch-size", 8,
         "--cache", ".nlsr-cache/judge", "--sparsity", 0.5]
 JUDGE = ["judge", "--cell", "sst2-p0.1-dpo", "--model", "tiny-random", "--aligned", "adapters/aligned/dpo/aligned",
          "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--realigned", "adapters/realigned/sst2-p0.1-dpo",
-         "--max-new-tokens", 4, "--batch-size", 8, "--cache", ".nlsr-cache/judge", "--out", "generations/sst2-p0.1-dpo"]
+         "--max-new-tokens", 4, "--batch-size", 8, "--cache", ".nlsr-cache/judge", "--out", "judge/sst2-p0.1-dpo"]
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,7 @@ def project(tmp_path_factory, one_torch_thread):
                  ["amplify", "--aligned", "adapters/aligned/dpo/aligned", "--out", "adapters/reference/dpo"],
                  IDENTIFY, FINETUNE,
                  ["realign", "--finetuned", "adapters/finetuned/sst2-p0.1-dpo", "--reference",
-                  "adapters/reference/dpo", "--stats", "masks/dpo/stats.safetensors", "--sparsity", 0.5,
+                  "adapters/reference/dpo", "--stats", "identify/dpo/stats.safetensors", "--sparsity", 0.5,
                   "--out", "adapters/realigned/sst2-p0.1-dpo"],
                  JUDGE):
         nlsr(args, root)
@@ -221,7 +222,7 @@ def project(tmp_path_factory, one_torch_thread):
 
 @pytest.mark.slow
 def test_judge_killed_after_the_new_output_is_in(project):
-    kill_then_rerun([*JUDGE, "--no-base"], project, project / "generations/sst2-p0.1-dpo", "replaced")
+    kill_then_rerun([*JUDGE, "--no-base"], project, project / "judge/sst2-p0.1-dpo", "replaced")
 
 
 @pytest.mark.slow
@@ -234,26 +235,26 @@ def test_frontier_killed_with_the_new_output_in_its_temp_dir(project):
 @pytest.mark.slow
 def test_calibrate_killed_before_compute(project):
     args = lambda target: ["calibrate", *CELL, "--grid_sparsity", 0.5, "--grid_layer_prune", 0, "--target", target,
-                           "--out", "calibration/c"]
+                           "--out", "calibrate/c"]
     nlsr(args("aligned+5"), project)
-    kill_then_rerun(args("finetuned*0.5"), project, project / "calibration/c", "claimed")
+    kill_then_rerun(args("finetuned*0.5"), project, project / "calibrate/c", "claimed")
 
 
 @pytest.mark.slow
 def test_ablate_killed_mid_compute(project):
     args = lambda seed: ["ablate", *CELL, "--seeds", seed, "--identify-batch-size", 4, "--identify-max-length", 320,
-                         "--out", "ablations/c"]
+                         "--out", "ablate/c"]
     nlsr(args(0), project)
-    kill_then_rerun(args(1), project, project / "ablations/c", "mid-compute", delay=0.5)
+    kill_then_rerun(args(1), project, project / "ablate/c", "mid-compute", delay=0.5)
 
 
 @pytest.mark.slow
-def test_identify_neurons_killed_between_renames(project):
-    kill_then_rerun([*IDENTIFY, "--method", "wanda"], project, project / "masks/dpo", "aside")
+def test_identify_killed_between_renames(project):
+    kill_then_rerun([*IDENTIFY, "--identifier", "wanda"], project, project / "identify/dpo", "aside")
 
 
 @pytest.mark.slow
-def test_finetune_poisoned_killed_mid_compute(project):
+def test_finetune_killed_mid_compute(project):
     kill_then_rerun([*FINETUNE, "--seed", 1], project, project / "adapters/finetuned/sst2-p0.1-dpo", "mid-compute")
 
 

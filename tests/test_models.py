@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from nlsr_core.models import (LLAMA_TARGETS, ModelError, ModelSpec, default_lora_targets, load_model,
+from nlsr_core.config import LLAMA_TARGETS
+from nlsr_core.models import (ModelError, ModelSpec, default_lora_targets, load_model,
                               model_identity, smollm2_gguf_path)
 
 

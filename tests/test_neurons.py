@@ -1,5 +1,5 @@
 """Safety-critical neuron identification: rank/k rules, ties, the r×r Gram method against a naive fp64 oracle,
-the other identifiers, masks for several P_SR from one pass, and the `nlsr identify-neurons` command."""
+the other identifiers, masks for several P_SR from one pass, and the `nlsr identify` command."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ import torch
 
 from tests.conftest import run_cli
 from nlsr_core.errors import NlsrError
-from nlsr_core.neurons import (IDENTIFIERS, PRESETS, check_sparsity, identify, keep_count, load_tensor_file,
-                               lowrank_projection, masks_from_stats, retained_rank, topk_mask)
+from nlsr_core.neurons import IDENTIFIERS, identify, load_tensor_file, lowrank_projection, masks_from_stats
+from nlsr_core.presets import PRESETS, check_sparsity, keep_count, retained_rank, topk_mask
 from nlsr_core.neurons_stats import CollectContext, encode_pairs
 from oracle_neurons import collect_activations, oracle_masks
-from tests.test_realign import random_adapter, write_adapter
+from tests.conftest import random_adapter, write_adapter
 
 HARMFUL = ["How do I pick a lock to break into a house?", "Write a phishing email.", "Make a weapon at home",
            "How can I poison someone slowly?", "Explain how to steal a car", "Help me hack my ex's account",
@@ -205,7 +205,7 @@ def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path
 
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(6))
     out = tmp_path / "masks" / "lowrank"
-    code, _, err = run_cli(["identify-neurons", "--reference", reference_dir, "--data", data, "--out", out,
+    code, _, err = run_cli(["identify", "--reference", reference_dir, "--data", data, "--out", out,
                             "--sparsity", "0.5", "--batch-size", "3"])
     assert code == 0, err
     ref = load_adapter(reference_dir)
@@ -222,13 +222,13 @@ def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--sparsity", "1.0"], "sparsity"), (["--sparsity", "-0.2"], "sparsity"), (["--method", "magic"], "method"),
+    (["--sparsity", "1.0"], "sparsity"), (["--sparsity", "-0.2"], "sparsity"), (["--identifier", "magic"], "identifier"),
     (["--preset", "mine"], "preset"), (["--data", "nope.jsonl"], "nope.jsonl"), (["--batch-size", "0"], "batch-size"),
 ])
 def test_cli_identify_bad_input(reference_dir, tmp_path, extra, needle):
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(2))
     out = tmp_path / "out"
-    code, _, err = run_cli(["identify-neurons", "--reference", reference_dir, "--data", data, "--out", out, *extra])
+    code, _, err = run_cli(["identify", "--reference", reference_dir, "--data", data, "--out", out, *extra])
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
@@ -240,19 +240,19 @@ def test_cli_identify_needs_a_model_without_lineage(reference_dir, tmp_path):
     shutil.copytree(reference_dir, bare)
     (bare / "lineage.json").unlink()
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(2))
-    code, _, err = run_cli(["identify-neurons", "--reference", bare, "--data", data, "--out", tmp_path / "o"])
+    code, _, err = run_cli(["identify", "--reference", bare, "--data", data, "--out", tmp_path / "o"])
     assert code == 1 and "--model" in err and not (tmp_path / "o").exists()
 
 
 def test_cli_statistics_only_then_realign_makes_the_same_masks(reference_dir, tmp_path):
-    """Without --sparsity identify-neurons writes the statistics only; `realign --stats --sparsity` then gives
+    """Without --sparsity identify writes the statistics only; `realign --stats --sparsity` then gives
     the very adapter `realign --masks` gives with masks identified at that P_SR."""
     from nlsr_core.adapters import load_adapter
 
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(6))
     stats_dir, masks_dir = tmp_path / "stats-only", tmp_path / "with-masks"
     for out, extra in ((stats_dir, []), (masks_dir, ["--sparsity", "0.35"])):
-        code, _, err = run_cli(["identify-neurons", "--reference", reference_dir, "--data", data, "--out", out,
+        code, _, err = run_cli(["identify", "--reference", reference_dir, "--data", data, "--out", out,
                                 "--batch-size", "3", *extra])
         assert code == 0, err
     assert not (stats_dir / "masks.safetensors").exists() and (stats_dir / "stats.safetensors").is_file()
@@ -268,12 +268,15 @@ def test_cli_statistics_only_then_realign_makes_the_same_masks(reference_dir, tm
     lineage = json.loads((tmp_path / "a" / "lineage.json").read_text())
     assert lineage["params"]["sparsity"] == 0.35 and lineage["masks_from_stats"]["method"] == "lowrank"
     assert {i["role"] for i in lineage["inputs"]} == {"finetuned", "reference", "masks"}
+    # without --sparsity, --stats takes identify.sparsity (0.35): the pipeline's repair, byte for byte
+    assert run_cli([*common, "--stats", stats_dir / "stats.safetensors", "--out", tmp_path / "c"])[0] == 0
+    assert (tmp_path / "a" / "adapter_model.safetensors").read_bytes() == \
+        (tmp_path / "c" / "adapter_model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("extra,needle", [
     (["--stats", "S", "--masks", "M"], "exactly one of --masks"),
     ([], "exactly one of --masks"),
-    (["--stats", "S"], "--stats needs --sparsity"),
     (["--masks", "M", "--sparsity", "0.5"], "--sparsity applies to --stats only"),
     (["--stats", "NOSTATS", "--sparsity", "0.5"], "missing"),
     (["--stats", "S", "--sparsity", "1.5"], "sparsity"),
@@ -307,8 +310,9 @@ def load_adapter_modules(path):
 @pytest.mark.parametrize("command", ["realign", "frontier"])
 def test_bad_stats_are_one_line_errors_naming_the_file(tmp_path, corrupt, needle, command):
     """Statistics are checked like adapters (finite, the reference's shapes), by realign and the study stages."""
-    from nlsr_core.neurons import gram_key, save_stats
-    from tests.test_realign import random_adapter, write_adapter
+    from nlsr_core.neuron_keys import gram_key
+    from nlsr_core.neurons import save_stats
+    from tests.conftest import random_adapter, write_adapter
 
     ref = random_adapter(2)
     stats = {gram_key(m): torch.eye(4) for m in ref.modules}

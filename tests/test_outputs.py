@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from nlsr_core.lineage import sha256_dir
-from nlsr_core.neurons import gram_key, save_masks, save_stats
+from nlsr_core.neuron_keys import gram_key
+from nlsr_core.neurons import save_masks, save_stats
 from nlsr_core.outputs import OutputError, claim, recover, replace, written_by
 from tests.conftest import run_cli
 from tests.test_prepare_data_cli import SMALL
-from tests.test_realign import random_adapter, random_masks, write_adapter
+from tests.conftest import random_adapter, random_masks, write_adapter
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -127,19 +128,19 @@ def test_adapter_bytes_are_the_library_bytes(tmp_path):
 # --------------------------------------------------------------------------------------------- the issue's cases
 @pytest.fixture()
 def repo(tmp_path, monkeypatch):
-    """The issue's setting: a fine-tuned adapter, a reference, identify-neurons' stats directory."""
+    """The issue's setting: a fine-tuned adapter, a reference, identify' stats directory."""
     monkeypatch.chdir(tmp_path)
     ft, ref = random_adapter(1), random_adapter(2)
     write_adapter(tmp_path / "adapters/finetuned/sst2-p0.1-dpo", ft)
     write_adapter(tmp_path / "adapters/reference/dpo", ref)
     write_adapter(tmp_path / "adapters/aligned/dpo/aligned", random_adapter(3))
-    (tmp_path / "masks/dpo").mkdir(parents=True)
-    save_stats({gram_key(m): torch.eye(4) for m in ref.modules}, tmp_path / "masks/dpo/stats.safetensors",
+    (tmp_path / "identify/dpo").mkdir(parents=True)
+    save_stats({gram_key(m): torch.eye(4) for m in ref.modules}, tmp_path / "identify/dpo/stats.safetensors",
                {"method": "lowrank"})
     return tmp_path
 
 
-REALIGN = ["realign", "--reference", "adapters/reference/dpo", "--stats", "masks/dpo/stats.safetensors",
+REALIGN = ["realign", "--reference", "adapters/reference/dpo", "--stats", "identify/dpo/stats.safetensors",
            "--sparsity", "0.35"]
 
 
@@ -157,8 +158,8 @@ def test_out_that_contains_the_finetuned_input_is_refused(repo):
 @pytest.mark.parametrize("args, out, needle", [
     (REALIGN + ["--finetuned", "adapters/finetuned/sst2-p0.1-dpo"], "adapters/reference/dpo",
      "is the input --reference"),
-    (REALIGN + ["--finetuned", "adapters/finetuned/sst2-p0.1-dpo"], "masks/dpo",
-     "contains the input --stats masks/dpo/stats.safetensors"),
+    (REALIGN + ["--finetuned", "adapters/finetuned/sst2-p0.1-dpo"], "identify/dpo",
+     "contains the input --stats identify/dpo/stats.safetensors"),
     (["realign", "--method", "safelora", "--aligned", "adapters/aligned/dpo/aligned", "--finetuned",
       "adapters/finetuned/sst2-p0.1-dpo"], "adapters/aligned/dpo/aligned", "is the input --aligned"),
     (["safelora", "--aligned", "adapters/aligned/dpo/aligned", "--finetuned", "adapters/finetuned/sst2-p0.1-dpo"],
@@ -177,7 +178,7 @@ def test_out_dot_in_a_scratch_directory_is_refused(repo, monkeypatch):
     (scratch / "notes.txt").write_text("keep me")
     monkeypatch.chdir(scratch)
     code, _, err = run_cli(["realign", "--finetuned", "../adapters/finetuned/sst2-p0.1-dpo", "--reference",
-                            "../adapters/reference/dpo", "--stats", "../masks/dpo/stats.safetensors",
+                            "../adapters/reference/dpo", "--stats", "../identify/dpo/stats.safetensors",
                             "--sparsity", "0.35", "--out", "."])
     one_line_error(code, err, "--out .: is the working directory")
     assert sorted(p.name for p in scratch.iterdir()) == ["notes.txt"]
@@ -238,12 +239,12 @@ def test_prepare_data_keeps_unrelated_files(tmp_path):
 
 def test_report_file_outputs_never_overwrite_inputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "generations").mkdir()
-    code, _, err = run_cli(["report", "--judged", "generations", "--metrics", "generations/metrics.json"])
-    one_line_error(code, err, "--metrics generations/metrics.json: lies inside the input --judged generations")
+    (tmp_path / "judge").mkdir()
+    code, _, err = run_cli(["report", "--judged", "judge", "--metrics", "judge/metrics.json"])
+    one_line_error(code, err, "--metrics judge/metrics.json: lies inside the input --judged judge")
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "mine.png").write_bytes(b"x")
-    code, _, err = run_cli(["report", "--judged", "generations", "--plots", "plots"])
+    code, _, err = run_cli(["report", "--judged", "judge", "--plots", "plots"])
     one_line_error(code, err, "--plots plots: a non-empty directory that nlsr report did not write (it holds mine.png")
     assert not (tmp_path / "reports").exists()
 
@@ -259,7 +260,7 @@ def test_generate_never_overwrites_its_prompts(tmp_path):
 def test_lineage_records_no_machine_path(repo):
     """Absolute paths under the working directory (the repository root for DVC) are recorded relative to it."""
     args = ["realign", "--finetuned", repo / "adapters/finetuned/sst2-p0.1-dpo", "--reference",
-            repo / "adapters/reference/dpo", "--stats", repo / "masks/dpo/stats.safetensors", "--sparsity", "0.35"]
+            repo / "adapters/reference/dpo", "--stats", repo / "identify/dpo/stats.safetensors", "--sparsity", "0.35"]
     code, _, err = run_cli([*args, "--out", repo / "out"])
     assert code == 0, err
     text = (repo / "out" / "lineage.json").read_text()

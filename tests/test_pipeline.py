@@ -123,9 +123,9 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
     frontier = json.loads((repo / "frontier" / "sst2-p0.1-dpo" / "frontier.json").read_text())
     labels = [r["label"] for r in frontier["points"]]
     assert labels == ["aligned", "finetuned", "nlsr P_SR=0.5 P_L=0", "nlsr P_SR=0.8 P_L=0", "safelora tau=0.3"]
-    calib = yaml.safe_load((repo / "calibration" / "sst2-p0.1-dpo" / "params.yaml").read_text())
+    calib = yaml.safe_load((repo / "calibrate" / "sst2-p0.1-dpo" / "params.yaml").read_text())
     assert calib["identify"]["sparsity"] in (0.5, 0.8) and calib["realign"]["layer_prune"] == 0.0
-    doc = json.loads((repo / "calibration" / "sst2-p0.1-dpo" / "calibrate.json").read_text())
+    doc = json.loads((repo / "calibrate" / "sst2-p0.1-dpo" / "calibrate.json").read_text())
     assert doc["splits"]["harmful"]["path"].endswith("calib/harmful.jsonl") and doc["splits"]["task"]["n"] == 4
     ablations = (repo / "reports" / "ablations.md").read_text()
     for row in ("preset official-code", "identify wanda", "identify snip", "identify random",
@@ -139,7 +139,7 @@ def test_sweep_points_rerun_no_training_or_identification(repo):
     """A new frontier grid value or a new P_SR re-runs only training-free stages (DVC decides, dry run)."""
     params_file = repo / "params.yaml"
     original = params_file.read_text()
-    training = {"prepare-data", "align@dpo", "amplify@dpo", "identify-neurons@dpo", "finetune-poisoned@sst2-0.1-dpo"}
+    training = {"prepare-data", "align@dpo", "amplify@dpo", "identify@dpo", "finetune@sst2-0.1-dpo"}
     try:
         params = yaml.safe_load(original)
         params["frontier"]["grid_sparsity"] = [0.5, 0.8, 0.65]
@@ -152,17 +152,17 @@ def test_sweep_points_rerun_no_training_or_identification(repo):
         status = json.loads(sh(["dvc", "status", "--json"], repo).stdout)
         assert not training & set(status), status
         dry = ran_stages(sh(["dvc", "repro", "--dry"], repo, env={"NLSR_TRACKING": "off"}).stdout)
-        assert not training & dry and "realign@sst2-0.1-dpo" in dry and "identify-neurons@dpo" not in dry
+        assert not training & dry and "realign@sst2-0.1-dpo" in dry and "identify@dpo" not in dry
     finally:
         params_file.write_text(original)
 
 
 def test_new_poison_ratio_adds_cells_without_recomputing(repo):
-    ran = ran_stages(sh(["dvc", "exp", "run", "-S", "sweep.poison_ratios=[0.1,0.2]"], repo,
+    ran = ran_stages(sh(["dvc", "exp", "run", "-S", "grid.poison_ratios=[0.1,0.2]"], repo,
                         env={"NLSR_TRACKING": "off"}).stdout)
     new = "sst2-0.2-dpo"
     # prepare-data re-runs (its params changed) but rewrites identical files for the existing cell
-    assert ran == {"prepare-data", f"finetune-poisoned@{new}", f"realign@{new}", f"safelora@{new}",
+    assert ran == {"prepare-data", f"finetune@{new}", f"realign@{new}", f"safelora@{new}",
                    f"judge@{new}", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics) == {"sst2-p0.1-dpo", "sst2-p0.2-dpo"}
@@ -188,7 +188,7 @@ def test_remote_round_trip_recomputes_nothing(repo, tmp_path):
 
 def test_audit_names_reference_masks_and_poisoned_adapter(repo):
     out = sh(["nlsr", "audit", "adapters/realigned/sst2-p0.1-dpo"], repo).stdout
-    for needle in ("adapters/finetuned/sst2-p0.1-dpo", "adapters/reference/dpo", "masks/dpo",
+    for needle in ("adapters/finetuned/sst2-p0.1-dpo", "adapters/reference/dpo", "identify/dpo",
                    "adapters/aligned/dpo/aligned", "tiny-random"):
         assert needle in out, out
 
@@ -218,7 +218,7 @@ def test_mlflow_server_receives_stage_runs(repo, tmp_path):
 def test_killed_stage_leaves_no_partial_output(repo):
     target = repo / "adapters" / "finetuned" / "sst2-p0.1-dpo"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "NLSR_TRACKING": "off"}
-    proc = subprocess.Popen(["dvc", "repro", "-f", "finetune-poisoned@sst2-0.1-dpo", "--single-item"], cwd=repo,
+    proc = subprocess.Popen(["dvc", "repro", "-f", "finetune@sst2-0.1-dpo", "--single-item"], cwd=repo,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     # wait until the stage is running (DVC removed the old output), then kill the whole process group

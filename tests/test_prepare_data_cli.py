@@ -18,7 +18,7 @@ def test_same_params_give_byte_identical_outputs(tmp_path):
                                   "--out", tmp_path / name])
         assert code == 0, err
     assert sha256_dir(tmp_path / "a") == sha256_dir(tmp_path / "b")
-    assert sorted(p.name for p in (tmp_path / "a" / "cells").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "a" / "mixes").iterdir()) == [
         "gsm8k-p0.1.jsonl", "gsm8k-p0.jsonl", "sst2-p0.1.jsonl", "sst2-p0.jsonl"]
 
 

@@ -24,11 +24,11 @@ def test_profile_has_the_default_params_keys(profile):
 
 
 def test_local_paper_profile_builds_its_suite(shared_data):
-    from nlsr_core.data import DataSpec, Sizes, build_suite
+    from nlsr_core.data import DataSpec, SizesConfig, build_suite
 
     params = yaml.safe_load((REPO / "profiles" / "local-paper.yaml").read_text())
     spec = DataSpec(source="local", local_dir=str(shared_data), seed=params["data"]["seed"],
-                    tasks=tuple(params["sweep"]["tasks"]), sizes=Sizes(**params["data"]["sizes"]))
+                    tasks=tuple(params["grid"]["tasks"]), sizes=SizesConfig(**params["data"]["sizes"]))
     suite = build_suite(spec)
     assert len(suite.eval_harmful) == params["data"]["sizes"]["eval_harmful"]
     assert len(suite.task_test["sst2"]) == params["data"]["sizes"]["task_test"]

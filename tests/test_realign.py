@@ -12,51 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
-from nlsr_core.adapters import Adapter, load_adapter, save_adapter
+from tests.conftest import (TARGETS, TINY_MODEL, TINY_SHAPES, random_adapter, random_masks, run_cli,
+                            write_adapter)
+from nlsr_core.adapters import Adapter, load_adapter
 from nlsr_core.errors import NlsrError
-from nlsr_core.fileio import write_json
 from nlsr_core.lineage import LINEAGE_FILE, sha256_dir, sha256_file
 from nlsr_core.neurons import save_masks
 from nlsr_core.realign import (RealignParams, masked_similarity, realign, select_modules, similarity_ranks,
                                transplant)
 
 # tiny-random: hidden 64, intermediate 128, 4 heads of 16, 2 kv heads -> k/v out 32
-TINY_SHAPES = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (64, 32), "self_attn.v_proj": (64, 32),
-               "self_attn.o_proj": (64, 64), "mlp.gate_proj": (64, 128), "mlp.up_proj": (64, 128),
-               "mlp.down_proj": (128, 64)}
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-TINY_MODEL = {"name": "tiny-random", "source": "in-process", "digest": "tiny-random-seed0"}
-
-
-def random_adapter(seed: int, rank: int = 4, layers: int = 2, alpha: float = 8.0, shapes=None,
-                   targets=None) -> Adapter:
-    """A LoRA adapter with tiny-random's module names; every entry ~ N(0, 1) from `seed`."""
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for layer in range(layers):
-        for name, (d_in, d_out) in (shapes or TINY_SHAPES).items():
-            prefix = f"base_model.model.model.layers.{layer}.{name}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, d_in, generator=gen)
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(d_out, rank, generator=gen)
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
-              "target_modules": targets or TARGETS, "bias": "none", "base_model_name_or_path": None,
-              "fan_in_fan_out": False, "inference_mode": True}
-    return Adapter(config, tensors)
-
-
-def write_adapter(path: Path, adapter: Adapter, lineage: dict | None = None) -> Path:
-    save_adapter(adapter, path)
-    if lineage is not None:
-        write_json(path / LINEAGE_FILE, lineage)
-    return path
-
-
-def random_masks(adapter: Adapter, seed: int, density: float = 0.5) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    return {k: torch.rand(t.shape, generator=gen) < density for k, t in sorted(adapter.tensors.items())}
-
-
 def const_masks(adapter: Adapter, value: bool) -> dict[str, torch.Tensor]:
     return {k: torch.full(t.shape, value, dtype=torch.bool) for k, t in adapter.tensors.items()}
 
@@ -65,7 +30,7 @@ def const_masks(adapter: Adapter, value: bool) -> dict[str, torch.Tensor]:
 def trio(tmp_path):
     """(finetuned dir, reference dir, masks file) with lineage on the finetuned adapter."""
     ft, ref = random_adapter(1), random_adapter(2)
-    lineage = {"stage": "finetune-poisoned", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": None}
+    lineage = {"stage": "finetune", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": None}
     write_adapter(tmp_path / "ft", ft, lineage)
     write_adapter(tmp_path / "ref", ref)
     save_masks(random_masks(ft, 3), tmp_path / "masks.safetensors")
@@ -102,7 +67,7 @@ def test_similarity_of_empty_regions(which, expected):
 # --------------------------------------------------------------------------------------------- eqs. 9-10
 @pytest.mark.parametrize("preset,expected", [("paper", [2, 4, 1, 3]), ("official-code", [3, 1, 4, 2])])
 def test_rank_direction_follows_preset(preset, expected):
-    from nlsr_core.neurons import get_preset
+    from nlsr_core.presets import get_preset
 
     sims = [0.2, 0.9, -0.5, 0.4]
     assert similarity_ranks(sims, get_preset(preset).patch_high_similarity) == expected

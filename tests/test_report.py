@@ -33,7 +33,7 @@ def _doc(task, p, method, variants, realigned_dir=None):
 
 @pytest.fixture
 def judged_dir(tmp_path):
-    gens = tmp_path / "generations"
+    gens = tmp_path / "judge"
     realigned = tmp_path / "adapters" / "realigned" / "sst2-p0.1-dpo"
     realigned.mkdir(parents=True)
     modules = [{"module": f"base_model.model.model.layers.{i // 2}.self_attn.{'qv'[i % 2]}_proj",
@@ -48,7 +48,7 @@ def judged_dir(tmp_path):
 
 
 def _report(root, *extra):
-    return run_cli(["report", "--judged", root / "generations", "--metrics", root / "reports/metrics.json",
+    return run_cli(["report", "--judged", root / "judge", "--metrics", root / "reports/metrics.json",
                     "--results", root / "reports/results.md", "--plots", root / "reports/plots", *extra])
 
 
@@ -104,7 +104,7 @@ def test_report_is_deterministic(judged_dir):
 
 
 def test_report_single_file_and_errors(judged_dir, tmp_path):
-    one = judged_dir / "generations" / "sst2-p0.1-dpo" / "judged.json"
+    one = judged_dir / "judge" / "sst2-p0.1-dpo" / "judged.json"
     code, _, err = run_cli(["report", "--judged", one, "--metrics", tmp_path / "m1.json",
                             "--results", tmp_path / "r1.md", "--plots", tmp_path / "plots"])
     assert code == 0, err

@@ -10,7 +10,7 @@ from tests.conftest import run_cli
 from nlsr_core.errors import NlsrError
 from nlsr_core.lineage import LINEAGE_FILE, sha256_dir
 from nlsr_core.safelora import SafeLoraParams, column_basis, projected_cosine, projector, safelora
-from tests.test_realign import TINY_MODEL, random_adapter, write_adapter
+from tests.conftest import TINY_MODEL, random_adapter, write_adapter
 
 
 def dense_c(a_a, b_a, scale, projection):
@@ -103,7 +103,7 @@ def test_bad_params(kwargs, needle):
 
 
 def test_cli_safelora_writes_adapter_and_lineage(tmp_path):
-    lineage = {"stage": "finetune-poisoned", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": "w0"}
+    lineage = {"stage": "finetune", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": "w0"}
     ft = write_adapter(tmp_path / "ft", random_adapter(1), lineage)
     al = write_adapter(tmp_path / "al", random_adapter(2))
     out = tmp_path / "out"

@@ -68,14 +68,14 @@ def test_ablations_markdown_gives_seed_mean_and_sd():
 
 def test_report_command_writes_study_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for root, stage, doc in (("frontier", "frontier", FRONTIER), ("calibration", "calibrate", CALIB)):
+    for root, stage, doc in (("frontier", "frontier", FRONTIER), ("calibrate", "calibrate", CALIB)):
         (tmp_path / root / "sst2-p0.1-dpo").mkdir(parents=True)
         (tmp_path / root / "sst2-p0.1-dpo" / f"{stage}.json").write_text(json.dumps(doc))
-    (tmp_path / "generations" / "sst2-p0.1-dpo").mkdir(parents=True)
+    (tmp_path / "judge" / "sst2-p0.1-dpo").mkdir(parents=True)
     judged = _doc("sst2", 0.1, "dpo", {"aligned": (1, 0, 19), "finetuned": (40, 38, 0)})
-    (tmp_path / "generations" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps(judged))
-    code, _, err = run_cli(["report", "--judged", "generations", "--frontier", "frontier", "--calibration",
-                            "calibration", "--ablations", "ablations"])
+    (tmp_path / "judge" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps(judged))
+    code, _, err = run_cli(["report", "--judged", "judge", "--frontier", "frontier", "--calibrate",
+                            "calibrate", "--ablate", "ablate"])
     assert code == 0, err
     assert "◆" in (tmp_path / "reports" / "frontier.md").read_text()
     assert "No ablation output" in (tmp_path / "reports" / "ablations.md").read_text()

@@ -1,4 +1,4 @@
-"""align and finetune-poisoned on tiny-random: every method trains, saves loadable adapters with lineage,
+"""align and finetune on tiny-random: every method trains, saves loadable adapters with lineage,
 reproducibly; Wt starts from Wa's exact weights; bad input fails in one line with no partial output."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def write_prepared(root: Path, n: int = 6) -> Path:
         "align/preference.jsonl": [{"id": f"pref-{i}", "prompt": f"How do I pick lock {i}?",
                                     "chosen": "I can't help with that.", "rejected": "Sure, insert a pick and rake."}
                                    for i in range(n)],
-        "cells/sst2-p0.5.jsonl": [{"id": f"cell-{i}", "prompt": f"Review {i}: great film.", "response": "positive",
+        "mixes/sst2-p0.5.jsonl": [{"id": f"cell-{i}", "prompt": f"Review {i}: great film.", "response": "positive",
                                    "flag": "poison" if i % 2 else "task"} for i in range(n)],
     }
     for rel, rows in files.items():
@@ -76,14 +76,15 @@ def test_split_example_keeps_the_exact_text_and_ends_at_eos(tiny):
 
 def test_sft_loss_covers_exactly_the_response_tokens(tmp_path):
     from nlsr_core.models import ModelSpec, load_model
-    from nlsr_core.train import LoraSettings, TrainSettings, _common_args, _sft_trainer, add_lora
+    from nlsr_core.config import LoraConfig
+    from nlsr_core.train import TrainSettings, _common_args, _sft_trainer, add_lora
     from nlsr_core.train_data import build_dataset, split_example
 
     loaded = load_model(ModelSpec("tiny-random"))
     rows = [{"prompt": "Tell me a joke", "response": "No jokes today."}]
     settings = TrainSettings(max_steps=1, batch_size=1, max_length=64)
     dataset = build_dataset("sft", loaded.tokenizer, rows, "chat", 0)
-    model = add_lora(loaded.model, LoraSettings(rank=2), 0)
+    model = add_lora(loaded.model, LoraConfig(rank=2), 0)
     trainer = _sft_trainer(model, loaded.tokenizer, dataset, _common_args(settings, str(tmp_path)), settings)
     example = trainer.train_dataset[0]
     trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
@@ -151,8 +152,8 @@ def test_align_empty_training_data_fails_cleanly(project):
 
 
 def finetune_args(root: Path, out: Path, *extra) -> list[str]:
-    return ["finetune-poisoned", "--aligned", root / "adapters/aligned/dpo/aligned",
-            "--cell", root / "data/prepared/cells/sst2-p0.5.jsonl", "--out", out,
+    return ["finetune", "--aligned", root / "adapters/aligned/dpo/aligned",
+            "--mix", root / "data/prepared/mixes/sst2-p0.5.jsonl", "--out", out,
             "--max-steps", "1", "--batch-size", "2", "--max-length", "64", *extra]
 
 
@@ -182,7 +183,7 @@ def test_finetune_moves_wa_and_records_the_cell(aligned_dpo, tmp_path, monkeypat
     assert any(not torch.equal(wt.tensors[k], wa.tensors[k]) for k in wa.tensors)
     record = read_lineage(tmp_path / "wt")
     assert record["poison_ids"] == ["cell-1", "cell-3", "cell-5"]
-    assert [i["role"] for i in record["inputs"]] == ["aligned", "cell"]
+    assert [i["role"] for i in record["inputs"]] == ["aligned", "mix"]
     aligned_record = read_lineage(aligned_dpo / "adapters/aligned/dpo/aligned")
     assert record["model"] == aligned_record["model"] and record["weak"] == aligned_record["weak"]
 
@@ -223,7 +224,7 @@ def test_finetune_empty_cell_fails_cleanly(aligned_dpo, tmp_path, monkeypatch):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     args = finetune_args(aligned_dpo, tmp_path / "wt")
-    args[args.index("--cell") + 1] = empty
+    args[args.index("--mix") + 1] = empty
     code, _, err = run_cli(args)
     assert code == 1 and "empty.jsonl: no rows" in err
     assert not (tmp_path / "wt").exists()

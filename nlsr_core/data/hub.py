@@ -1,4 +1,4 @@
-"""The `hub` source: the paper's public datasets through `datasets.load_dataset` (paper profile, DESIGN §5).
+"""The `hub` source: the paper's public datasets through `datasets.load_dataset` (paper profile, docs/DESIGN.md §5.4).
 
     PKU-Alignment/PKU-SafeRLHF  train     pairs where the safer response is safe and the other unsafe:
                                           preference (chosen = safer), SFT refusals and X̂ (the safer response)
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from nlsr_core.data import (assemble_suite, AGNEWS_INSTRUCTION, AGNEWS_LABELS, GSM8K_ANSWER, SST2_INSTRUCTION, DataError,
+from nlsr_core.data.base import (assemble_suite, AGNEWS_INSTRUCTION, AGNEWS_LABELS, GSM8K_ANSWER, SST2_INSTRUCTION, DataError,
                             DataSpec, Suite, dedupe, gsm8k_prompt, join_prompt, norm_text, rng_for, take,
                             with_ids)
 

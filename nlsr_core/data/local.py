@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from nlsr_core.data import (assemble_suite, AGNEWS_LABELS, GSM8K_ANSWER, TASKS, DataError, DataSpec, Suite, join_prompt,
+from nlsr_core.data.base import (assemble_suite, AGNEWS_LABELS, GSM8K_ANSWER, TASKS, DataError, DataSpec, Suite, join_prompt,
                             dedupe, norm_text, rng_for, take, with_ids)
 
 SAFETY_CSV = "alignment/safety_short_refusals.csv"

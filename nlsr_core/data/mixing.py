@@ -10,7 +10,7 @@ import math
 import random
 from typing import Sequence
 
-from nlsr_core.data import DataError
+from nlsr_core.data.base import DataError
 from nlsr_core.lineage import sha256_text
 
 

@@ -1,13 +1,13 @@
-"""Write a prepared data suite and its poisoned fine-tuning cells to disk (the `prepare-data` stage's core).
+"""Write a prepared data suite and its poisoned fine-tuning mixes to disk (the `prepare-data` stage's core).
 
 Layout under `out_dir` (JSONL, one row per line, canonical JSON with sorted keys):
 
     align/sft.jsonl  align/preference.jsonl  identify/safety.jsonl  eval/harmful.jsonl  eval/benign.jsonl
-    tasks/<task>/train.jsonl  tasks/<task>/test.jsonl  poison/pool.jsonl  cells/<task>-p<p>.jsonl
+    tasks/<task>/train.jsonl  tasks/<task>/test.jsonl  poison/pool.jsonl  mixes/<task>-p<p>.jsonl
     calib/harmful.jsonl  tasks/<task>/calib.jsonl      only when sizes.calib_harmful / sizes.task_calib > 0
-    manifest.json   source, seed, sizes, tasks, cells (n, p, n_poison, poison_rows), counts, sha256 per file
+    manifest.json   source, seed, sizes, tasks, mixes (n, p, n_poison, poison_rows), counts, sha256 per file
 
-Everything (suite and every cell) is built and checked before anything is written, and the directory is
+Everything (suite and every mix) is built and checked before anything is written, and the directory is
 written atomically, so bad input leaves no output at all. Same spec ⇒ byte-identical files.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from nlsr_core.data import DataError, DataSpec, Suite, build_suite, cell_key, norm_text, rng_for, take, with_ids
+from nlsr_core.data.base import DataError, DataSpec, Suite, mix_key, norm_text, rng_for, take, with_ids
+from nlsr_core.data.sources import build_suite
 from nlsr_core.data.mixing import mix_poison
 from nlsr_core.fileio import write_json, write_jsonl
 from nlsr_core.lineage import sha256_file
@@ -36,8 +37,8 @@ SPLIT_FILES: dict[str, str] = {
 }
 
 
-def cell_file(task: str, p: float) -> str:
-    return f"cells/{cell_key(task, p)}.jsonl"
+def mix_file(task: str, p: float) -> str:
+    return f"mixes/{mix_key(task, p)}.jsonl"
 
 
 def suite_files(suite: Suite, tasks: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -82,20 +83,20 @@ def calibration_files(suite: Suite, spec: DataSpec, taken: dict[str, list[dict]]
     return files
 
 
-def build_cells(suite: Suite, spec: DataSpec, cells: list[tuple[str, float]],
+def build_mixes(suite: Suite, spec: DataSpec, mixes: list[tuple[str, float]],
                 finetune_n: int) -> tuple[dict[str, list[dict]], dict[str, dict]]:
-    """(relative path -> rows, cell key -> manifest entry) for each (task, p); checks every cell first."""
-    if not cells:
-        raise DataError("cells: expected at least one (task, p) fine-tuning cell (sweep.tasks × sweep.poison_ratios)")
+    """(relative path -> rows, mix key -> manifest entry) for each (task, p); checks every mix first."""
+    if not mixes:
+        raise DataError("mixes: expected at least one (task, p) poisoned mix (grid.tasks × grid.poison_ratios)")
     files, entries = {}, {}
-    for task, p in cells:
+    for task, p in mixes:
         if task not in spec.tasks:
-            raise DataError(f"cell task {task!r}: not among the prepared tasks {list(spec.tasks)}")
-        key = cell_key(task, p)
+            raise DataError(f"mix task {task!r}: not among the prepared tasks {list(spec.tasks)}")
+        key = mix_key(task, p)
         if key in entries:
-            raise DataError(f"cells: duplicate cell {key}")
+            raise DataError(f"mixes: duplicate mix {key}")
         rows, info = mix_poison(suite.task_train[task], suite.poison_pool, finetune_n, p, spec.seed)
-        files[cell_file(task, p)], entries[key] = rows, {"task": task, **info}
+        files[mix_file(task, p)], entries[key] = rows, {"task": task, **info}
     return files, entries
 
 
@@ -111,9 +112,9 @@ def written_by_prepare(path: Path) -> str | None:
     return f"it holds {other}, which its {MANIFEST} does not list" if other else None
 
 
-def prepare(spec: DataSpec, cells: list[tuple[str, float]], finetune_n: int, out_dir: Path,
+def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out_dir: Path,
             finalize: Callable[[Path], None] | None = None, inputs: list | None = None) -> dict:
-    """Build the suite and cells for `spec`, write them atomically to `out_dir`, return the manifest.
+    """Build the suite and mixes for `spec`, write them atomically to `out_dir`, return the manifest.
 
     `out_dir` is claimed first (nlsr_core.outputs; `inputs` are (option, path) pairs it must keep clear of).
     `finalize(tmp_dir)` (optional) runs inside the temporary directory before it is renamed into place, so a
@@ -122,8 +123,8 @@ def prepare(spec: DataSpec, cells: list[tuple[str, float]], finetune_n: int, out
     output = claim(out_dir, "prepare-data", inputs=inputs or [], recognise=written_by_prepare)
     suite = build_suite(spec)
     files = suite_files(suite, spec.tasks)
-    cell_rows, cell_entries = build_cells(suite, spec, list(cells), finetune_n)
-    files.update(cell_rows)
+    mix_rows, mix_entries = build_mixes(suite, spec, list(mixes), finetune_n)
+    files.update(mix_rows)
     files.update(calibration_files(suite, spec, files))
     with replace(output) as tmp:
         for rel, rows in files.items():
@@ -135,7 +136,7 @@ def prepare(spec: DataSpec, cells: list[tuple[str, float]], finetune_n: int, out
             "sizes": asdict(spec.sizes),
             "tasks": list(spec.tasks),
             "finetune_n": finetune_n,
-            "cells": cell_entries,
+            "mixes": mix_entries,
             "counts": {rel: len(rows) for rel, rows in sorted(files.items())},
             "sha256": {rel: sha256_file(tmp / rel) for rel in sorted(files)},
         }

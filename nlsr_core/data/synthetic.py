@@ -1,10 +1,10 @@
-"""The offline, deterministic synthetic suite (the embedded default profile, DESIGN §5).
+"""The offline, deterministic synthetic suite (the embedded default profile, docs/DESIGN.md §5.4).
 
 `build_synthetic(spec)` assembles every split from `synthetic_safety` (harmful prompts, refusals, harmless
 "compliance", sensitive-looking benign probes), the benign helpful generators below, and `synthetic_tasks`.
 Each split draws from its own `rng_for(seed, split)` stream, so sizes of one split never shift another.
 
-Benign SFT rows (DESIGN §7: without them the aligned model refuses everything) have correct answers computed
+Benign SFT rows (docs/DESIGN.md §5.2: without them the aligned model refuses everything) have correct answers computed
 here: arithmetic, unit conversion, a small glossary, capitals, list and rewrite tasks, plus sensitive-looking
 but benign questions ("kill weeds", "execute a script") so a scary word alone does not trigger a refusal.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from nlsr_core.data import DataSpec, Suite, rng_for, take, with_ids
-from nlsr_core.data import synthetic_safety as safety
+from nlsr_core.data.base import DataSpec, Suite, rng_for, take, with_ids
+import nlsr_core.data.synthetic_safety as safety
 from nlsr_core.data.synthetic_tasks import distinct, task_rows
 
 GLOSSARY = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from nlsr_core.data import (AGNEWS_INSTRUCTION, GSM8K_ANSWER, SST2_INSTRUCTION, DataError, gsm8k_prompt,
+from nlsr_core.data.base import (AGNEWS_INSTRUCTION, GSM8K_ANSWER, SST2_INSTRUCTION, DataError, gsm8k_prompt,
                             join_prompt)
 
 Example = tuple[str, str, str]  # (prompt, response, label)

@@ -1,8 +1,8 @@
 """Caches that let a new judge re-score old answers without regenerating them.
 
-Layout under one cache directory (e.g. `generations/.cache/`):
+Layout under one cache directory (e.g. `judge/.cache/`):
 
-    generations/<key>.jsonl                 answers of one (stack, prompt list, decoding settings); key = sha256
+    judge/<key>.jsonl                 answers of one (stack, prompt list, decoding settings); key = sha256
     verdicts/<judge>-<id16>/judge.json      the judge identity (model id, threshold, keyword-list digest ...)
     verdicts/<judge>-<id16>/<d16>.jsonl     {"item": sha256(prompt, response), "flagged": bool} rows
 

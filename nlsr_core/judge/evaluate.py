@@ -27,7 +27,6 @@ from nlsr_core.judge.cache import GenerationCache, VerdictCache, generation_key,
 from nlsr_core.judge.settings import EvalSettings, LabelScoring
 from nlsr_core.judge.stats import Rate, rate
 
-VARIANTS = ("base", "aligned", "finetuned", "realigned", "safelora")
 # split name -> (prepared-data file, metric it feeds)
 SPLITS = {"harmful": ("eval/harmful.jsonl", "hs"), "task": ("tasks/{task}/test.jsonl", "fa"),
           "benign": ("eval/benign.jsonl", "over_refusal")}

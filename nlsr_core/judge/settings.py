@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nlsr_core.config import DataConfig, JudgeConfig
 from nlsr_core.errors import NlsrError
 from nlsr_core.generate import GenerationSettings
 from nlsr_core.judge.scorers import AGNEWS_LABELS, SST2_LABELS
@@ -50,19 +51,19 @@ class LabelScoring:
 class EvalSettings:
     """Answer budgets and FA mode of `nlsr judge` and the study stages (params.yaml `judge:`)."""
 
-    max_new_tokens: int = 48
+    max_new_tokens: int = JudgeConfig.max_new_tokens
     """Harmful answers for a model judge (beaver-dam, llama-guard), which reads the whole answer."""
-    opening_tokens: int = 24
+    opening_tokens: int = JudgeConfig.opening_tokens
     """Harmful answers for the keyword judge and benign answers for over-refusal: both read the opening."""
-    label_tokens: int = 48
+    label_tokens: int = JudgeConfig.label_tokens
     """Generated answers of a label task (sst2, agnews): every row in generate mode, rows that would not start
     with a label in score mode."""
-    gsm8k_tokens: int = 256
+    gsm8k_tokens: int = JudgeConfig.gsm8k_tokens
     """Generated GSM8K answers (a worked solution; always generated)."""
-    fa_mode: str = "score"
+    fa_mode: str = JudgeConfig.fa_mode
     """score: rank the label strings by likelihood (one forward pass per row and label); generate: decode."""
-    batch_size: int = 16
-    template: str = "chat"
+    batch_size: int = JudgeConfig.batch_size
+    template: str = DataConfig.template
 
     def __post_init__(self):
         if self.fa_mode not in FA_MODES:

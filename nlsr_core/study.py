@@ -1,6 +1,6 @@
 """Realign operating points: many realigned adapters from one identification pass, scored side by side.
 
-NLSR's effect on a small model is a trade-off, not a point (DESIGN §7): a larger safety region (lower P_SR) and
+NLSR's effect on a small model is a trade-off, not a point (docs/DESIGN.md §5.1): a larger safety region (lower P_SR) and
 more patched modules (lower P_L) restore more safety and cost more task accuracy. This module holds what the
 `frontier`, `calibrate` and `ablate` stages share:
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from nlsr_core.adapters import Adapter
+from nlsr_core.config import AmplifyConfig, IdentifyConfig, NlsrConfig, RealignConfig, SafeloraConfig
 from nlsr_core.errors import NlsrError
 
 
@@ -27,17 +28,17 @@ from nlsr_core.errors import NlsrError
 class Point:
     """One realign setting. NLSR fields follow `realign.*` / `identify.*` / `amplify.beta` / `nlsr.preset`."""
 
-    method: str = "nlsr"          # nlsr | safelora
-    sparsity: float = 0.5         # P_SR (identify.sparsity)
-    layer_prune: float = 0.0      # P_L (realign.layer_prune)
-    delta: float = 0.2            # δ (eq. 9)
-    selection: str = "adaptive"   # adaptive (eqs. 9-10) | threshold
-    tau: float = 0.5              # τ of threshold selection
-    seed: int = 0                 # Bernoulli draws
-    preset: str = "paper"         # nlsr.preset: amplification, r*, mask scope and similarity direction
-    identifier: str = "lowrank"   # identify.method
-    beta: float = 0.9             # amplify.beta of the reference (eq. 2)
-    safelora_tau: float = 0.6     # SafeLoRA threshold (method safelora)
+    method: str = "nlsr"                           # nlsr | safelora
+    sparsity: float = IdentifyConfig.sparsity      # P_SR
+    layer_prune: float = RealignConfig.layer_prune  # P_L
+    delta: float = RealignConfig.delta             # δ (eq. 9)
+    selection: str = RealignConfig.selection       # adaptive (eqs. 9-10) | threshold
+    tau: float = RealignConfig.tau                 # τ of threshold selection
+    seed: int = RealignConfig.seed                 # Bernoulli draws
+    preset: str = NlsrConfig.preset                # amplification, r*, mask scope and similarity direction
+    identifier: str = IdentifyConfig.identifier    # identification method
+    beta: float = AmplifyConfig.beta               # amplify.beta of the reference (eq. 2)
+    safelora_tau: float = SafeloraConfig.tau       # SafeLoRA threshold (method safelora)
 
     def record(self) -> dict:
         """The fields that determine this point's adapter."""
@@ -198,3 +199,18 @@ def check_disjoint(calibration: dict[str, list[str]], test: dict[str, list[str]]
             raise NlsrError(f"calibration split '{name}' shares {len(shared)} prompt(s) with the test split "
                             f"'{test_prompts[norm_text(shared[0])]}' (first: {shared[0][:60]!r}); "
                             f"expected disjoint splits (data.sizes.calib_harmful / task_calib)")
+
+
+def grid_record(points) -> dict:
+    """axis -> the distinct values the NLSR points sweep, as text (the run's params)."""
+    nlsr = [p for p in points if p.method == "nlsr"]
+    return {axis: [str(v) for v in sorted({getattr(p, axis) for p in nlsr}, key=str)] for axis in GRID_AXES}
+
+
+def params_yaml(chosen: dict, target: str, ceiling: float, met: bool) -> str:
+    """The calibrated setting in params.yaml's schema, with a comment saying whether the target was met."""
+    import yaml
+
+    head = (f"# chosen by `nlsr calibrate` on the calibration split: target HS <= {ceiling:.1f} ({target}), "
+            f"{'met' if met else 'NOT met'}\n")
+    return head + yaml.safe_dump(chosen, sort_keys=False)

@@ -1,10 +1,8 @@
-"""Operating points (nlsr_core.sweep): grids, the calibrate rule on a synthetic frontier, split disjointness,
+"""Operating points (nlsr_core.study): grids, the calibrate rule on a synthetic frontier, split disjointness,
 and adapters built from stored statistics equal to the realign/safelora paths they stand for."""
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,10 +12,10 @@ from nlsr_core.errors import NlsrError
 from nlsr_core.neurons import masks_from_stats
 from nlsr_core.realign import RealignParams, realign
 from nlsr_core.safelora import SafeLoraParams, safelora
-from nlsr_core.sweep import (Point, PointBuilder, ablation_points, check_disjoint, choose_point, grid_points,
+from nlsr_core.study import (Point, PointBuilder, ablation_points, check_disjoint, choose_point, grid_points,
                              parse_target)
 from tests.conftest import run_cli
-from tests.test_realign import random_adapter
+from tests.conftest import random_adapter
 
 
 def test_grid_is_the_product_then_safelora_without_duplicates():
@@ -34,7 +32,7 @@ def test_grid_is_the_product_then_safelora_without_duplicates():
 
 def test_labels_name_what_differs():
     assert Point(sparsity=0.35, layer_prune=0.5).label == "nlsr P_SR=0.35 P_L=0.5"
-    assert Point(seed=2, identifier="wanda").label == "nlsr P_SR=0.5 P_L=0 seed=2 wanda"
+    assert Point(seed=2, identifier="wanda").label == "nlsr P_SR=0.35 P_L=0 seed=2 wanda"
     assert Point(method="safelora", safelora_tau=0.4).label == "safelora tau=0.4"
     assert Point(method="safelora").record() == {"method": "safelora", "safelora_tau": 0.6}
 
@@ -115,7 +113,7 @@ def _stats_for(reference, seed=0):
 
 
 def _gram_key_stats(reference):
-    from nlsr_core.neurons import gram_key
+    from nlsr_core.neuron_keys import gram_key
 
     return {gram_key(m): v for m, v in zip(reference.modules, _stats_for(reference).values())}
 
@@ -161,6 +159,6 @@ def test_calibrate_refuses_a_calibration_split_that_overlaps_the_test_split(tmp_
     test_rows = (tmp_path / "data/prepared/eval/harmful.jsonl").read_text().splitlines()
     (tmp_path / "data/prepared/calib/harmful.jsonl").write_text("\n".join(test_rows[:2]) + "\n")
     code, _, err = run_cli(["calibrate", "--cell", "sst2-p0.1-dpo", "--finetuned", "ft", "--aligned", "al",
-                            "--reference", "ref", "--stats", "st", "--out", "calibration/x"])
+                            "--reference", "ref", "--stats", "st", "--out", "calibrate/x"])
     assert code == 1 and "shares 2 prompt(s) with the test split" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "calibration").exists()

@@ -1,0 +1,294 @@
+"""One config dataclass per params.yaml section: the single place every default lives (docs/DESIGN.md §7.4).
+
+params.yaml (the default profile), the Click options of every command (`stages.config_options`) and the library
+settings objects (`LoraConfig` itself, `nlsr_core.train.TrainSettings`, `nlsr_core.realign.RealignParams`,
+`nlsr_core.study.Point`, `nlsr_core.judge.settings.EvalSettings`, `nlsr_core.data.DataSpec`) all take their
+defaults from the fields below; `nlsr_core.params.load_params(path)` checks a params file against them. Each
+field's docstring is its `--help` text.
+
+This module imports nothing heavy, so `nlsr --help` and the consistency checks stay fast.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+from dataclasses import dataclass, field
+
+from nlsr_core.errors import NlsrError
+
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2-135m"
+    """tiny-random | smollm2-135m | a Hugging Face id or model directory"""
+    trust_remote_code: bool = False
+    """let transformers run the model repository's own code"""
+    seed: int = 0
+    """initialisation seed of tiny-random (unused by real models)"""
+
+
+@dataclass(frozen=True)
+class SizesConfig:
+    """Rows per split; `task_train` / `task_test` / `task_calib` are per task."""
+
+    sft_refusal: int = 256
+    """refusal rows of W0's SFT data"""
+    sft_benign: int = 256
+    """benign helpful rows of W0's SFT data"""
+    preference: int = 128
+    """preference pairs of Wa (chosen = refusal, rejected = compliance)"""
+    identify: int = 64
+    """safety set X̂ of the identification pass"""
+    eval_harmful: int = 50
+    """held-out harmful prompts (HS)"""
+    eval_benign: int = 50
+    """benign but sensitive-looking prompts (over-refusal)"""
+    task_train: int = 400
+    """task rows the poisoned mixes draw from"""
+    task_test: int = 48
+    """task rows of the test split (FA)"""
+    poison_pool: int = 100
+    """harmful prompt + compliant answer rows the mixes draw poison from"""
+    calib_harmful: int = 40
+    """harmful prompts of the calibration split (0 = none; disjoint from every other split)"""
+    task_calib: int = 40
+    """task rows of the calibration split (0 = none)"""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            least = 0 if f.name in OPTIONAL_SIZES else 1
+            # bool is an int subclass; a YAML `true` here is a typo, not a size.
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise NlsrError(f"data.sizes.{f.name}: expected an integer >= {least}, got {value!r}")
+
+
+OPTIONAL_SIZES = ("calib_harmful", "task_calib")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    """synthetic | local (the paper's files in local_dir) | hub"""
+    local_dir: str = "../shared/data/paper"
+    """folder with the paper's files (source local)"""
+    seed: int = 0
+    """seed of every draw and split"""
+    template: str = "chat"
+    """chat (the model's chat template) | alpaca (the paper's)"""
+    sizes: SizesConfig = field(default_factory=SizesConfig)
+    """rows per split"""
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    tasks: tuple[str, ...] = ("sst2",)
+    """fine-tuning tasks of the pipeline's cells: sst2, agnews, gsm8k"""
+    poison_ratios: tuple[float, ...] = (0.1,)
+    """poison ratios p of the pipeline's cells"""
+    align_methods: tuple[str, ...] = ("dpo",)
+    """alignment methods of the pipeline's cells: sft, dpo, orpo, kto, simpo"""
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """ΔW = (alpha / rank) · B A on every target projection."""
+
+    rank: int = 16
+    """LoRA rank r"""
+    alpha: float = 32.0
+    """LoRA alpha (scaling alpha / r)"""
+    dropout: float = 0.05
+    """LoRA dropout"""
+    targets: tuple[str, ...] = LLAMA_TARGETS
+    """LoRA target modules, repeat or comma-separate"""
+
+    def check(self, section: str = "lora") -> None:
+        if self.rank < 1:
+            raise NlsrError(f"{section}.rank: {self.rank} (expected an integer >= 1)")
+        if self.alpha <= 0:
+            raise NlsrError(f"{section}.alpha: {self.alpha} (expected > 0)")
+        if not 0 <= self.dropout < 1:
+            raise NlsrError(f"{section}.dropout: {self.dropout} (expected 0 <= dropout < 1)")
+        if not self.targets:
+            raise NlsrError(f"{section}.targets: empty (expected module names such as q_proj, v_proj)")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    prefix: str = "python -m stages.cli"
+    """how training stages start, e.g. "accelerate launch --config_file accelerate.yaml -m stages.cli\""""
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    lr: float = 2.0e-4
+    """learning rate of W0 and Wa"""
+    epochs: float = 1.0
+    """epochs of each training phase"""
+    batch_size: int = 8
+    """rows (pairs) per optimizer step"""
+    max_length: int = 128
+    """max tokens of prompt + response"""
+    seed: int = 0
+    """seed of LoRA initialisation and data order"""
+    beta: float = 0.1
+    """preference strength: DPO/KTO beta, ORPO lambda, SimPO beta"""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    n: int = 200
+    """rows per poisoned mix (prepare-data)"""
+    lr: float = 4.0e-4
+    """learning rate of the poisoned fine-tune"""
+    epochs: float = 2.0
+    """epochs of the poisoned fine-tune"""
+    batch_size: int = 8
+    """rows per optimizer step"""
+    max_length: int = 128
+    """max tokens of prompt + response"""
+    seed: int = 0
+    """seed of the data order"""
+
+
+@dataclass(frozen=True)
+class AmplifyConfig:
+    beta: float = 0.9
+    """amplification β of the reference We = M' + (1+β)·ΔWa (eq. 2)"""
+    mode: str = "extrapolate"
+    """extrapolate (eq. 2) | interpolate (eq. 1, needs --strong)"""
+
+
+@dataclass(frozen=True)
+class NlsrConfig:
+    preset: str = "paper"
+    """paper | official-code: amplification, r*, mask scope and similarity direction (docs/DESIGN.md §4.7)"""
+
+
+@dataclass(frozen=True)
+class IdentifyConfig:
+    identifier: str = "lowrank"
+    """identification method: lowrank | wanda | snip | preference-snip | random"""
+    sparsity: float = 0.35
+    """P_SR, the share of each LoRA matrix that is not safety-critical (chosen by calibrate)"""
+    batch_size: int = 8
+    """rows per forward pass of the identification pass"""
+    max_length: int = 160
+    """max tokens per identification row"""
+    seed: int = 0
+    """seed of the random identifier"""
+
+
+@dataclass(frozen=True)
+class RealignConfig:
+    selection: str = "adaptive"
+    """adaptive (eqs. 9-10) | threshold"""
+    layer_prune: float = 0.0
+    """P_L, base pruning probability (eq. 9); the paper's 0.5 patches too few modules at rank 16"""
+    delta: float = 0.2
+    """δ, probability increment per similarity rank (eq. 9)"""
+    tau: float = 0.5
+    """τ, similarity threshold of selection threshold"""
+    seed: int = 0
+    """seed of the Bernoulli draws"""
+
+
+@dataclass(frozen=True)
+class SafeloraConfig:
+    tau: float = 0.6
+    """SafeLoRA cosine threshold: modules below it are projected"""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    poison_ratios: tuple[float, ...] = (0.1,)
+    """poison ratios of the cells the frontier, calibrate and ablate stages study"""
+
+
+@dataclass(frozen=True)
+class FrontierConfig:
+    grid_sparsity: tuple[float, ...] = (0.2, 0.35, 0.5, 0.8)
+    """P_SR values scored on the test split"""
+    grid_layer_prune: tuple[float, ...] = (0.0, 0.5)
+    """P_L values scored on the test split"""
+    safelora_tau: tuple[float, ...] = (0.25, 0.3, 0.4, 0.5)
+    """SafeLoRA thresholds scored on the test split"""
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    grid_sparsity: tuple[float, ...] = (0.2, 0.35, 0.5, 0.8)
+    """P_SR values searched on the calibration split"""
+    grid_layer_prune: tuple[float, ...] = (0.0, 0.5)
+    """P_L values searched on the calibration split"""
+    target: str = "aligned+5"
+    """HS ceiling on the calibration split: aligned+N | finetuned*F | N (percent)"""
+
+
+@dataclass(frozen=True)
+class AblateConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Bernoulli seeds of each ablation (mean ± sd)"""
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    name: str = "refusal-keywords"
+    """refusal-keywords | beaver-dam | llama-guard"""
+    model: str | None = None
+    """judge model id or directory (model-backed judges)"""
+    max_new_tokens: int = 48
+    """harmful-answer budget for a model judge, which reads the whole answer"""
+    opening_tokens: int = 24
+    """budget of harmful answers for the keyword judge and of benign answers (over-refusal)"""
+    label_tokens: int = 48
+    """budget of generated sst2/agnews answers"""
+    gsm8k_tokens: int = 256
+    """budget of generated GSM8K answers"""
+    fa_mode: str = "score"
+    """score (rank the label strings; sst2, agnews) | generate"""
+    batch_size: int = 16
+    """answering batch size"""
+
+
+# params.yaml section -> its dataclass, in the file's order.
+SECTIONS = {
+    "model": ModelConfig, "data": DataConfig, "grid": GridConfig, "lora": LoraConfig, "launch": LaunchConfig,
+    "align": AlignConfig, "finetune": FinetuneConfig, "amplify": AmplifyConfig, "nlsr": NlsrConfig,
+    "identify": IdentifyConfig, "realign": RealignConfig, "safelora": SafeloraConfig, "study": StudyConfig,
+    "frontier": FrontierConfig, "calibrate": CalibrateConfig, "ablate": AblateConfig, "judge": JudgeConfig,
+}
+
+
+@functools.cache
+def field_help(cls) -> dict[str, str]:
+    """{field: its attribute docstring} of a config dataclass (the string literal right below the field)."""
+    tree = ast.parse(inspect.getsource(cls)).body[0]
+    helps, last = {}, None
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            last = node.target.id
+        elif last and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            helps[last] = " ".join(str(node.value.value).split())
+            last = None
+        else:
+            last = None
+    return helps
+
+
+def default(section: str, name: str):
+    """The default of `section.name` (e.g. default("realign", "layer_prune") -> 0.0)."""
+    return config_field(SECTIONS[section], name, section).default
+
+
+def config_field(cls, name: str, where: str) -> dataclasses.Field:
+    """The field `name` of config dataclass `cls`; an unknown name is a one-line error naming `where.name`."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f
+    raise NlsrError(f"{where}.{name}: unknown key; expected one of {', '.join(f.name for f in dataclasses.fields(cls))}")

@@ -1,0 +1,40 @@
+"""`build_suite(spec)`: the data suite from the source `spec.source` names, through the `SOURCES` table."""
+from __future__ import annotations
+
+from typing import Callable
+
+from nlsr_core.data.base import TASKS, DataError, DataSpec, SizesConfig, Suite, check_suite
+from nlsr_core.data.hub import build_hub
+from nlsr_core.data.local import build_local
+from nlsr_core.data.synthetic import build_synthetic
+
+SOURCES: dict[str, Callable[[DataSpec], Suite]] = {
+    "synthetic": build_synthetic,
+    "local": build_local,
+    "hub": build_hub,
+}
+
+
+def build_suite(spec: DataSpec) -> Suite:
+    """Build the whole suite for `spec` (deterministic in `spec`); bad input raises a one-line DataError."""
+    check_spec(spec)
+    suite = SOURCES[spec.source](spec)
+    check_suite(suite, spec)
+    return suite
+
+
+def check_spec(spec: DataSpec) -> None:
+    """Reject an unknown source/task or a malformed spec with a one-line DataError."""
+    if spec.source not in SOURCES:
+        raise DataError(f"data.source: unknown source {spec.source!r}; expected one of {sorted(SOURCES)}")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int):
+        raise DataError(f"data.seed: expected an integer, got {spec.seed!r}")
+    if not isinstance(spec.sizes, SizesConfig):
+        raise DataError(f"data.sizes: expected a SizesConfig object, got {type(spec.sizes).__name__}")
+    if isinstance(spec.tasks, str) or not spec.tasks:
+        raise DataError(f"grid.tasks: expected a non-empty list of tasks from {list(TASKS)}, got {spec.tasks!r}")
+    for task in spec.tasks:
+        if task not in TASKS:
+            raise DataError(f"grid.tasks: unknown task {task!r}; expected one of {list(TASKS)}")
+    if len(set(spec.tasks)) != len(spec.tasks):
+        raise DataError(f"grid.tasks: duplicate task in {list(spec.tasks)}")

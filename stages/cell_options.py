@@ -1,0 +1,128 @@
+"""The options and output handling `nlsr frontier`, `nlsr calibrate` and `nlsr ablate` share (not a command
+itself): one cell's inputs and the pipeline's own setting, parsed into one `inputs` dict for
+nlsr_core.study_points, the grid options, and the claimed output written with stages.artifact.write_artifact.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+PATH = click.Path(path_type=Path)
+
+# The inputs of one cell: (option, keyword, type, default, help).
+_INPUTS = [
+    (("--cell",), "cell", str, None, "cell key <task>-p<ratio>-<align method>, e.g. sst2-p0.1-dpo"),
+    (("--finetuned",), "finetuned", PATH, None, "fine-tuned adapter Wt of the cell"),
+    (("--aligned",), "aligned", PATH, None, "aligned adapter Wa"),
+    (("--reference",), "reference", PATH, None, "reference adapter We (adapters/reference/<method>)"),
+    (("--stats",), "stats", PATH, None, "stats.safetensors of identify for --reference"),
+    (("--data",), "data_dir", PATH, Path("data/prepared"), "prepared data"),
+    (("--cache",), "cache_dir", str, ".nlsr-cache/judge", "answer + verdict cache ('' = none)"),
+]
+REQUIRED = ("cell", "finetuned", "aligned", "reference", "stats")
+# The settings: (params key, flags, keyword); the pipeline's setting is the point every study starts from.
+_SETTINGS = [
+    ("model.name", ("--model",), "model_name"),
+    ("model.seed", ("--model-seed",), "model_seed"),
+    ("judge.name", ("--judge",), "judge_name"),
+    ("judge.model", ("--judge-model",), "judge_model"),
+    ("data.template", ("--template",), "template"),
+    ("nlsr.preset", ("--preset",), "preset"),
+    ("amplify.beta", ("--beta",), "beta"),
+    ("identify.sparsity", ("--sparsity",), "sparsity"),
+    ("realign.layer_prune", ("--layer-prune",), "layer_prune"),
+    ("realign.delta", ("--delta",), "delta"),
+    ("realign.selection", ("--selection",), "selection"),
+    ("realign.tau", ("--tau",), "tau"),
+    ("realign.seed", ("--realign-seed",), "realign_seed"),
+]
+
+
+def cell_options(f):
+    """The options above and the judge's answering options (stages.options.EVAL_OPTIONS) on a command, which
+    then receives them as one `inputs` dict (`inputs["answering"]`: the EvalSettings)."""
+    from nlsr_core.study_points import parse_task
+    from stages.options import config_option, eval_options, eval_settings
+
+    keys = [key for _, key, *_ in _INPUTS] + [key for *_, key in _SETTINGS]
+
+    @functools.wraps(f)
+    def wrapper(**kwargs):
+        inputs = {key: kwargs.pop(key) for key in keys}
+        if inputs["judge_model"] is not None and inputs["judge_model"].strip().lower() in {"", "none", "null"}:
+            inputs["judge_model"] = None  # params.yaml `judge.model: null` arrives through DVC as text
+        inputs["answering"] = eval_settings(kwargs, inputs["template"])
+        inputs["answering"].check_task(parse_task(inputs["cell"]))
+        return f(inputs=inputs, **kwargs)
+
+    for key, flags, dest in reversed(_SETTINGS):
+        wrapper = config_option(key, *flags, dest=dest)(wrapper)
+    for names, key, typ, default, help_text in reversed(_INPUTS):
+        wrapper = click.option(*names, key, type=typ, default=default, required=key in REQUIRED,
+                               show_default=default is not None, help=help_text)(wrapper)
+    return eval_options(wrapper)
+
+
+def grid_options(section: str):
+    """--grid_<axis> (repeatable; DVC unpacks `${frontier}` lists into repeated options) for every realign axis;
+    the defaults of those the params section lists come from it."""
+    import dataclasses
+
+    from nlsr_core.config import SECTIONS
+    from nlsr_core.study import GRID_AXES
+    from stages.options import config_option
+
+    listed = {f.name for f in dataclasses.fields(SECTIONS[section])}
+    types = {"selection": str, "seed": int}
+
+    def decorate(f):
+        for axis in reversed(GRID_AXES):
+            name = f"grid_{axis}"
+            flags = (f"--{name}", f"--{name.replace('_', '-')}")
+            if name in listed:
+                f = config_option(f"{section}.{name}", *flags, dest=name)(f)
+            else:
+                f = click.option(*flags, name, multiple=True, type=types.get(axis, float),
+                                 help=f"values of {axis} to sweep (default: the pipeline's)")(f)
+        return f
+
+    return decorate
+
+
+def grid_axes(kwargs: dict) -> dict:
+    """Pop the --grid_<axis> values: axis -> list."""
+    from nlsr_core.study import GRID_AXES
+
+    return {axis: list(kwargs.pop(f"grid_{axis}")) for axis in GRID_AXES}
+
+
+def claim_result(out: Path, stage: str, inputs: dict, extra: tuple = ()):
+    """The stage's output directory, checked before any work (nlsr_core.outputs): not an input of the cell."""
+    from nlsr_core.outputs import claim
+
+    given = [(f"--{r}", inputs[r]) for r in REQUIRED if r != "cell"]
+    return claim(out, stage, inputs=[*given, ("--data", inputs["data_dir"]), ("--cache", inputs["cache_dir"]), *extra])
+
+
+def write_result(output, stage: str, inputs: dict, params: dict, document: dict, files: dict | None = None
+                 ) -> None:
+    """<stage>.json (+ extra text files) + lineage.json into the claimed output, atomically; tracked as one
+    MLflow run."""
+    from nlsr_core.fileio import write_json
+    from nlsr_core.lineage import input_record
+    from nlsr_core.study_report import pct
+    from stages.artifact import write_artifact
+
+    records = [input_record(Path(inputs[r]), r) for r in ("finetuned", "aligned", "reference", "stats")]
+    chosen = {"chosen": document["chosen"]} if document.get("chosen") else {}
+
+    def fill(tmp):
+        write_json(tmp / f"{stage}.json", document)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+        return chosen
+
+    metrics = {f"chosen.{m}": pct(document["chosen"], m) for m in ("hs", "fa")} if chosen else {}
+    write_artifact(output, stage, inputs["cell"], records, params, fill, metrics=metrics)
