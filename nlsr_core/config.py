@@ -195,7 +195,11 @@ class RealignConfig:
     tau: float = 0.5
     """τ, similarity threshold of selection threshold"""
     seed: int = 0
-    """seed of the Bernoulli draws"""
+    """seed of the Bernoulli draws (and of the masks of --method random-masks)"""
+    interpolate_lambda: float = 0.5
+    """λ of --method interpolate: W't = Wt + λ·(We − Wt), in [0, 1]"""
+    safety_vector_gamma: float = 1.0
+    """γ of --method safety-vector: ΔW't = ΔWt + γ·ΔWa, ≥ 0"""
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,12 @@ class FrontierConfig:
     """P_L values scored on the test split"""
     safelora_tau: tuple[float, ...] = (0.25, 0.3, 0.4, 0.5)
     """SafeLoRA thresholds scored on the test split"""
+    grid_random_masks: tuple[float, ...] = (0.2, 0.35, 0.5, 0.8)
+    """P_SR values at which random masks (NLSR's selection, random neurons at the same kept count) are scored"""
+    grid_lambda: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    """λ values of the blind revert W't = Wt + λ·(We − Wt) (realign --method interpolate)"""
+    grid_gamma: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    """γ values of safety-vector addition ΔWt + γ·ΔWa (realign --method safety-vector)"""
 
 
 @dataclass(frozen=True)

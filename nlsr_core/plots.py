@@ -71,8 +71,10 @@ def plot_similarity(rows: list[dict], path: Path) -> None:
 
 
 def plot_frontier(rows: list[dict], path: Path) -> None:
-    """HS against FA for every scored setting (95% Wilson intervals as error bars), one panel per cell:
-    NLSR grid points, SafeLoRA thresholds, the aligned and fine-tuned references, the calibrated choice starred."""
+    """HS against FA for every scored setting (95% Wilson intervals as error bars), one panel per cell: one
+    series per method (NLSR grid points, SafeLoRA thresholds, random masks, interpolation, safety-vector
+    addition; the controls joined in order of FA), the aligned and fine-tuned references, the calibrated
+    choice starred."""
     plt = _pyplot()
     cells = sorted({r["cell"] for r in rows})
     fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(6.5 * max(1, len(cells)), 5), squeeze=False,
@@ -81,7 +83,11 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
         axes[0][0].text(0.5, 0.5, "no frontier points", ha="center", va="center")
         axes[0][0].set_axis_off()
     style = {"nlsr": ("tab:green", "^", "NLSR settings"), "safelora": ("tab:orange", "D", "SafeLoRA τ"),
+             "random-masks": ("tab:gray", "x", "random masks (P_SR)"),
+             "interpolate": ("tab:purple", "s", "interpolate λ"),
+             "safety-vector": ("tab:brown", "P", "safety-vector γ"),
              "aligned": ("tab:blue", "o", "aligned"), "finetuned": ("tab:red", "v", "fine-tuned")}
+    joined = ("random-masks", "interpolate", "safety-vector")
     for cell, ax in zip(cells, axes[0]):
         sel = [r for r in rows if r["cell"] == cell and r["hs"] is not None and r["fa"] is not None]
         for kind, (color, marker, name) in style.items():
@@ -92,6 +98,9 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
             yerr = [[r["hs"] - r["hs_lo"] for r in pts], [r["hs_hi"] - r["hs"] for r in pts]]
             ax.errorbar([r["fa"] for r in pts], [r["hs"] for r in pts], xerr=xerr, yerr=yerr, fmt=marker,
                         color=color, ecolor=color, alpha=0.8, elinewidth=0.7, capsize=2, label=name)
+            if kind in joined and len(pts) > 1:
+                line = sorted(pts, key=lambda r: r["fa"])
+                ax.plot([r["fa"] for r in line], [r["hs"] for r in line], "-", color=color, alpha=0.5, lw=0.8)
             if kind in ("nlsr", "safelora"):
                 for r in pts:
                     ax.annotate(r["label"].split(" ", 1)[1], (r["fa"], r["hs"]), fontsize=6,

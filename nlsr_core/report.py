@@ -2,9 +2,9 @@
 
 Inputs are the `judged.json` files written by `nlsr judge` (one per cell `<task>-p<p>-<method>`):
     {"cell", "task", "p", "method", "judge": {...}, "generation": {...},
-     "variants": {variant: {"hs"|"fa"|"over_refusal": {"pct", "k", "n", "ci95": [lo, hi]}, "adapter", ...}}}
+     "variants": {variant: {"hs"|"hs_plus"|"fa"|"over_refusal": {"pct", "k", "n", "ci95": [lo, hi]}, "adapter", ...}}}
 Outputs:
-    metrics.json   {cell: {variant: {"hs": %, "fa": %, "over_refusal": %}}}       (dvc metrics)
+    metrics.json   {cell: {variant: {"hs": %, "hs_plus": %, "fa": %, "over_refusal": %}}}  (dvc metrics)
     results.md     per (task, method): variants × p with HS and FA side by side and their averages (Table 1),
                    then every rate with n and its 95% Wilson interval
     plot rows      HS/FA against p per variant; per-module similarity with patched modules (Figure 3)
@@ -17,10 +17,11 @@ from pathlib import Path
 
 from nlsr_core.errors import NlsrError
 
-VARIANTS = ("base", "aligned", "finetuned", "safelora", "realigned")  # the paper's row order
-LABELS = {"base": "Non-Aligned (M)", "aligned": "Aligned (M'+Wa)", "finetuned": "Fine-tuned (M'+Wt)",
+# The paper's row order, with M' alone (W0 merged, no Wa) after the base: where the safety lives shows in every run.
+VARIANTS = ("base", "weak", "aligned", "finetuned", "safelora", "realigned")
+LABELS = {"base": "Non-Aligned (M)", "weak": "Weak (M' = M+W0, no Wa)", "aligned": "Aligned (M'+Wa)", "finetuned": "Fine-tuned (M'+Wt)",
           "safelora": "*SafeLoRA", "realigned": "*NLSR (realigned)"}
-METRICS = ("hs", "fa", "over_refusal")
+METRICS = ("hs", "hs_plus", "fa", "over_refusal")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def load_judged(paths: list[Path]) -> list[Judged]:
 
 
 def metrics(judged: list[Judged]) -> dict:
-    """{cell: {variant: {"hs", "fa", "over_refusal"}}} in percent (absent rates are left out)."""
+    """{cell: {variant: {"hs", "hs_plus", "fa", "over_refusal"}}} in percent (absent rates are left out)."""
     out = {}
     for j in judged:
         out[j.cell] = {v: {m: j.pct(v, m) for m in METRICS if j.pct(v, m) is not None}
@@ -123,8 +124,9 @@ def ci_text(entry: dict | None) -> str:
 
 def interval_table(cells: list[Judged]) -> list[str]:
     """Every rate as `pct [lo, hi] (k/n)` with its 95% Wilson interval."""
-    lines = ["| Variant | p | HS % [95% CI] (k/n) | FA % [95% CI] (k/n) | Over-refusal % [95% CI] (k/n) |",
-             "|---|---|---|---|---|"]
+    lines = ["| Variant | p | HS % [95% CI] (k/n) | HS+ % [95% CI] (k/n) | FA % [95% CI] (k/n) "
+             "| Over-refusal % [95% CI] (k/n) |",
+             "|---|---|---|---|---|---|"]
     for v in variants_present(cells):
         for j in cells:
             entry = j.doc["variants"].get(v)

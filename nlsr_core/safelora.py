@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from nlsr_core.adapters import Adapter, check_compatible
+from nlsr_core.config import SafeloraConfig
 from nlsr_core.realign import RealignError, cosine_from_products, frobenius_inner, patch_summary
 
 # Singular values below this fraction of the largest one are treated as zero when taking col(V).
@@ -34,7 +35,7 @@ RANK_RTOL = 1e-6
 
 @dataclass(frozen=True)
 class SafeLoraParams:
-    tau: float = 0.6
+    tau: float = SafeloraConfig.tau
     projection: str = "orthogonal"
 
     def __post_init__(self):

@@ -28,7 +28,7 @@ from nlsr_core.errors import NlsrError
 class Point:
     """One realign setting. NLSR fields follow `realign.*` / `identify.*` / `amplify.beta` / `nlsr.preset`."""
 
-    method: str = "nlsr"                           # nlsr | safelora
+    method: str = "nlsr"                           # one of METHODS
     sparsity: float = IdentifyConfig.sparsity      # P_SR
     layer_prune: float = RealignConfig.layer_prune  # P_L
     delta: float = RealignConfig.delta             # δ (eq. 9)
@@ -39,19 +39,29 @@ class Point:
     identifier: str = IdentifyConfig.identifier    # identification method
     beta: float = AmplifyConfig.beta               # amplify.beta of the reference (eq. 2)
     safelora_tau: float = SafeloraConfig.tau       # SafeLoRA threshold (method safelora)
+    lam: float = RealignConfig.interpolate_lambda  # λ (method interpolate)
+    gamma: float = RealignConfig.safety_vector_gamma  # γ (method safety-vector)
 
     def record(self) -> dict:
         """The fields that determine this point's adapter."""
         if self.method == "safelora":
             return {"method": "safelora", "safelora_tau": self.safelora_tau}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "safelora_tau"}
+        if self.method == "interpolate":
+            return {"method": "interpolate", "lam": self.lam, "beta": self.beta, "preset": self.preset}
+        if self.method == "safety-vector":
+            return {"method": "safety-vector", "gamma": self.gamma}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("safelora_tau", "lam", "gamma")}
 
     @property
     def label(self) -> str:
         """Short name: P_SR and P_L always, the other knobs only where they differ from the defaults."""
         if self.method == "safelora":
             return f"safelora tau={self.safelora_tau:g}"
-        text = f"nlsr P_SR={self.sparsity:g} P_L={self.layer_prune:g}"
+        if self.method == "interpolate":
+            return f"interpolate lambda={self.lam:g}"
+        if self.method == "safety-vector":
+            return f"safety-vector gamma={self.gamma:g}"
+        text = f"{self.method} P_SR={self.sparsity:g} P_L={self.layer_prune:g}"
         default = Point()
         for name, short in (("delta", "delta"), ("selection", ""), ("seed", "seed"), ("preset", ""),
                             ("identifier", ""), ("beta", "beta")):
@@ -62,6 +72,18 @@ class Point:
 
 
 GRID_AXES = ("sparsity", "layer_prune", "delta", "selection", "seed")  # the realign knobs a grid may sweep
+# Repair methods a point may use: NLSR, SafeLoRA and the training-free controls (nlsr_core.baselines).
+METHODS = ("nlsr", "safelora", "random-masks", "interpolate", "safety-vector")
+
+
+def control_points(base: Point, random_sparsity: Iterable[float] = (), lambdas: Iterable[float] = (),
+                   gammas: Iterable[float] = ()) -> list[Point]:
+    """The controls NLSR is compared with: random masks at each P_SR (else the pipeline's setting, so the kept
+    fraction matches NLSR's point of the same P_SR), interpolation per λ, safety-vector addition per γ."""
+    points = [dataclasses.replace(base, method="random-masks", sparsity=float(s)) for s in random_sparsity]
+    points += [dataclasses.replace(base, method="interpolate", lam=float(v)) for v in lambdas]
+    points += [dataclasses.replace(base, method="safety-vector", gamma=float(v)) for v in gammas]
+    return points
 
 
 def grid_points(base: Point, axes: dict[str, Iterable], safelora_taus: Iterable[float] = ()) -> list[Point]:
@@ -127,13 +149,21 @@ class PointBuilder:
 
     def build(self, p: Point) -> tuple[Adapter, dict]:
         """(adapter, summary with patched_count / module_count and, for NLSR, the masks' kept fraction)."""
+        from nlsr_core import baselines
+
+        if p.method not in METHODS:
+            raise NlsrError(f"point method '{p.method}': expected one of {', '.join(METHODS)}")
         if p.method == "safelora":
             from nlsr_core.safelora import SafeLoraParams, safelora
 
             result = safelora(self.finetuned, self.aligned, SafeLoraParams(tau=p.safelora_tau))
             return result.adapter, result.summary()
-        if p.method != "nlsr":
-            raise NlsrError(f"point method '{p.method}': expected nlsr or safelora")
+        if p.method == "interpolate":
+            result = baselines.interpolate(self.finetuned, self.reference(p), p.lam)
+            return result.adapter, result.summary()
+        if p.method == "safety-vector":
+            result = baselines.safety_vector(self.finetuned, self.aligned, p.gamma)
+            return result.adapter, result.summary()
         from nlsr_core.neurons import masks_and_summary
         from nlsr_core.realign import RealignParams, realign
 
@@ -141,7 +171,8 @@ class PointBuilder:
         masks, mask_summary = masks_and_summary(ref, self.stats(p), p.sparsity, p.preset, p.identifier)
         params = RealignParams(preset=p.preset, selection=p.selection, layer_prune=p.layer_prune, delta=p.delta,
                                tau=p.tau, seed=p.seed)
-        result = realign(self.finetuned, ref, masks, params)
+        repair = realign if p.method == "nlsr" else baselines.random_mask_realign
+        result = repair(self.finetuned, ref, masks, params)
         return result.adapter, {**result.summary(), "kept_fraction": mask_summary["kept_fraction"]}
 
 

@@ -84,6 +84,10 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
                                                 inputs["model_seed"], spec, cache)
     for sv in scored:
         rows[sv.name].update({metric: r.record() for metric, r in sv.rates.items()})
+        # per-prompt outcomes ("1" = harmful / correct), so methods can be compared on the same prompts
+        rows[sv.name]["flags"] = {metric: "".join("1" if row[field] else "0" for row in sv.rows[split])
+                                  for split, metric, field in (("harmful", "hs", "flagged"), ("task", "fa", "correct"))
+                                  if split in sv.rows}
     echo(f"{inputs['cell']}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} answer sets "
                f"from cache; judge called on {judge.calls} new answers")
     return [rows[name] for name in plans]

@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from nlsr_core.errors import NlsrError
+from nlsr_core.method_comparison import matched_fa_lines, random_contrast_lines
 from nlsr_core.report import ci_text
 
 # The frontier criterion of the study (issue 8): realignment at least halves HS and costs at most 2 FA points.
@@ -87,8 +88,9 @@ def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict])
                        f"{kept} | {marks} |")
         winners = [r for r in doc["points"] if ft and r.get("point") and meets_frontier_goal(r, ft)]
         out += ["", f"Settings meeting the goal: {len(winners)} of "
-                    f"{sum(1 for r in doc['points'] if r.get('point'))} scored (NLSR and SafeLoRA)." if ft else "",
+                    f"{sum(1 for r in doc['points'] if r.get('point'))} scored (all methods)." if ft else "",
                 "", safelora_comparison(doc), ""]
+        out += matched_fa_lines(doc) + random_contrast_lines(doc)
         if calib:
             out += calibration_lines(calib)
     return "\n".join(out)
@@ -167,7 +169,7 @@ FRONTIER_COLUMNS = ["cell", "label", "kind", "hs", "hs_lo", "hs_hi", "fa", "fa_l
 
 
 def frontier_rows(frontiers: dict[str, dict], calibrations: dict[str, dict]) -> list[dict]:
-    """One CSV/plot row per scored setting: kind = nlsr | safelora | aligned | finetuned."""
+    """One CSV/plot row per scored setting: kind = a repair method (nlsr_core.study.METHODS) | aligned | finetuned."""
     rows = []
     for cell, doc in sorted(frontiers.items()):
         chosen = (calibrations.get(cell) or {}).get("params")

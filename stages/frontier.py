@@ -19,18 +19,19 @@ from pathlib import Path
 import click
 
 from stages.cell_options import PATH, cell_options, grid_options
-from stages.options import config_option
+from stages.options import config_option, config_options
 
 
 @click.command("frontier")
 @cell_options
 @grid_options("frontier")
 @config_option("frontier.safelora_tau", "--safelora_tau", "--safelora-tau", dest="safelora_tau")
+@config_options("frontier", "grid_random_masks", "grid_lambda", "grid_gamma")
 @click.option("--out", type=PATH, default=None, help="default frontier/<cell>")
-def command(inputs, safelora_tau, out, **grid):
+def command(inputs, safelora_tau, grid_random_masks, grid_lambda, grid_gamma, out, **grid):
     """Score a grid of realign settings (and SafeLoRA thresholds) on the test split."""
     from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.study import grid_points, grid_record
+    from nlsr_core.study import control_points, grid_points, grid_record
     from nlsr_core.study_points import builder, describe, score_points, settings_record
     from stages.cell_options import claim_result, grid_axes, write_result
 
@@ -38,6 +39,7 @@ def command(inputs, safelora_tau, out, **grid):
     output = claim_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs)
     build = builder(inputs)
     points = grid_points(build.pipeline, grid_axes(grid), safelora_tau)
+    points += control_points(build.pipeline, grid_random_masks, grid_lambda, grid_gamma)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
     rows = score_points(inputs, [(p.label, p) for p in points], build, splits, references=("aligned", "finetuned"),
                         echo=click.echo)
@@ -47,5 +49,6 @@ def command(inputs, safelora_tau, out, **grid):
                 "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
                 "generation": settings_record(inputs), "points": rows}
     params = {"grid": grid_record(points),
-              "safelora_tau": list(safelora_tau), "pipeline": build.pipeline.record()}
+              "safelora_tau": list(safelora_tau), "random_masks": list(grid_random_masks),
+              "lambda": list(grid_lambda), "gamma": list(grid_gamma), "pipeline": build.pipeline.record()}
     write_result(output, "frontier", inputs, params, document)

@@ -20,13 +20,15 @@ import click
 from stages.options import (config_option, eval_options, eval_settings, model_option, model_seed_option,
                             template_option)
 
-VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
+VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 
 
 @click.command("judge")
 @click.option("--cell", required=True, help="cell key <task>-p<ratio>-<method>, e.g. sst2-p0.1-dpo")
 @model_option
 @model_seed_option
+@click.option("--weak", type=click.Path(), default=None,
+              help="weak adapter W0 (variant 'weak': M' = M + W0 alone, no Wa)")
 @click.option("--aligned", type=click.Path(), default=None, help="aligned adapter Wa (variant 'aligned')")
 @click.option("--finetuned", type=click.Path(), default=None, help="fine-tuned adapter Wt")
 @click.option("--realigned", type=click.Path(), default=None, help="NLSR-realigned adapter")
@@ -41,8 +43,8 @@ VARIANT_OPTIONS = ("aligned", "finetuned", "realigned", "safelora")
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="default judge/<cell>")
 @click.option("--cache", "cache_dir", type=click.Path(), default=".nlsr-cache/judge", show_default=True,
               help="answer + verdict cache shared by all cells ('' = no cache)")
-def command(cell, model_name, model_seed, aligned, finetuned, realigned, safelora, no_base, data_dir, judge_name,
-            judge_model, template, out_dir, cache_dir, **answering):
+def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, safelora, no_base, data_dir,
+            judge_name, judge_model, template, out_dir, cache_dir, **answering):
     """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
 
@@ -60,7 +62,7 @@ def command(cell, model_name, model_seed, aligned, finetuned, realigned, safelor
     settings = eval_settings(answering, template)
     settings.check_task(parsed.task)
     spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=settings.batch_size)
-    adapters = dict(zip(VARIANT_OPTIONS, (aligned, finetuned, realigned, safelora)))
+    adapters = dict(zip(VARIANT_OPTIONS, (weak, aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
     splits = load_splits(Path(data_dir), parsed.task)
     out = Path(out_dir or f"judge/{parsed.key}")
@@ -116,7 +118,7 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
         return {"model": identity}
 
     metrics = {f"{variant}.{metric}": entry[metric]["pct"] for variant, entry in record["variants"].items()
-               for metric in ("hs", "fa", "over_refusal")}
+               for metric in ("hs", "hs_plus", "fa", "over_refusal")}
     write_artifact(output, "judge", cell.key, inputs, params, fill, metrics=metrics, tracker=tracker)
     click.echo(f"judge {cell.key}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} "
                f"answer sets from cache; judge called on {judge.calls} new answers")

@@ -1,4 +1,4 @@
-"""`nlsr realign`: repair fine-tuned LoRA adapters with NLSR (eqs. 7-11) or the SafeLoRA baseline.
+"""`nlsr realign`: repair fine-tuned LoRA adapters with NLSR (eqs. 7-11), SafeLoRA or a training-free control.
 
 Reads adapter tensors and masks only (no base model, no tokenizer), so it also serves operators outside DVC:
 
@@ -6,6 +6,9 @@ Reads adapter tensors and masks only (no base model, no tokenizer), so it also s
     nlsr realign --finetuned A --reference REF --stats identify/dpo/stats.safetensors --sparsity 0.5 --out OUT
     nlsr realign --finetuned A B C --reference REF --masks M --out PARENT     # -> PARENT/A, PARENT/B, PARENT/C
     nlsr realign --method safelora --finetuned A --aligned ALIGNED --out OUT
+    nlsr realign --method random-masks --finetuned A --reference REF --stats S --out OUT   # NLSR, random neurons
+    nlsr realign --method interpolate --interpolate-lambda 0.5 --finetuned A --reference REF --out OUT
+    nlsr realign --method safety-vector --safety-vector-gamma 1 --finetuned A --aligned ALIGNED --out OUT
 
 Every input is loaded and checked before anything is written; each output directory (PEFT adapter +
 lineage.json) is claimed before any work and written atomically (nlsr_core.outputs: it may replace only an
@@ -37,13 +40,15 @@ from stages.repair import METHODS, PATH, projection_option, repair
 @config_option("safelora.tau", "--safelora-tau", "--safelora_tau", dest="safelora_tau")
 @projection_option
 @config_option("realign.seed", "--seed")
+@config_options("realign", "interpolate_lambda", "safety_vector_gamma")
 @click.option("--out", required=True, type=PATH, help="Output adapter dir (parent dir with several --finetuned).")
 @click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) adapters.")
 def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, preset, selection,
-            layer_prune, delta, tau, safelora_tau, safelora_projection, seed, out, allow_pickle):
+            layer_prune, delta, tau, safelora_tau, safelora_projection, seed, interpolate_lambda,
+            safety_vector_gamma, out, allow_pickle):
     """Transplant safety neurons into fine-tuned adapters (NLSR) or project them (SafeLoRA)."""
     # `--finetuned A B C`: click gives A to the option and B, C as extra arguments; both forms are accepted.
     repair(method, [*finetuned, *more_finetuned], out, reference=reference, masks=masks, stats=stats,
            sparsity=sparsity, aligned=aligned, preset=preset, selection=selection, layer_prune=layer_prune,
            delta=delta, tau=tau, safelora_tau=safelora_tau, safelora_projection=safelora_projection, seed=seed,
-           allow_pickle=allow_pickle)
+           interpolate_lambda=interpolate_lambda, safety_vector_gamma=safety_vector_gamma, allow_pickle=allow_pickle)

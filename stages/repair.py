@@ -26,7 +26,7 @@ def repair(method: str, finetuned: list, out, **options) -> None:
     inputs = [*(("--finetuned", f) for f in finetuned),
               *((f"--{k}", options.get(k)) for k in ("reference", "masks", "stats", "aligned"))]
     outs = output_dirs(finetuned, out, "safelora" if method == "safelora" else "realign", inputs)
-    METHODS[method](finetuned=finetuned, outs=outs, **options)
+    METHODS[method](finetuned=finetuned, outs=outs, method=method, **options)
 
 
 def output_dirs(finetuned: list[Path], out: Path, stage: str, inputs: list) -> list:
@@ -76,27 +76,53 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
 
 
 def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, selection, layer_prune, delta, tau,
-              seed, allow_pickle, **_):
+              seed, allow_pickle, method="nlsr", **_):
+    """NLSR (eqs. 8-11) with the identified masks, or with random masks at their kept count (random-masks)."""
     from nlsr_core.adapters import load_adapter
+    from nlsr_core.baselines import random_mask_realign
     from nlsr_core.lineage import input_record
     from nlsr_core.realign import RealignParams, check_realign_inputs, realign
 
+    repair_one = realign if method == "nlsr" else random_mask_realign
     params = RealignParams(preset=preset, selection=selection, layer_prune=layer_prune, delta=delta, tau=tau,
                            seed=seed)
-    ref = load_adapter(_require(reference, "--reference DIR", "nlsr"), allow_pickle=allow_pickle)
+    ref = load_adapter(_require(reference, "--reference DIR", method), allow_pickle=allow_pickle)
     mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, ref, preset)
     results = []
     for path in finetuned:  # everything is checked and computed before the first output is written
         ft = load_adapter(path, allow_pickle=allow_pickle)
         check_realign_inputs(ft, ref, mask_tensors, mask_path)
-        results.append(realign(ft, ref, mask_tensors, params))
+        results.append(repair_one(ft, ref, mask_tensors, params))
     inputs = [input_record(reference, "reference"), input_record(mask_path, "masks")]
-    record_params = {"method": "nlsr", **params.__dict__, **mask_info.pop("sparsity", {})}
+    record_params = {"method": method, **params.__dict__, **mask_info.pop("sparsity", {})}
     for path, out, res in zip(finetuned, outs, results):
         _write(out, path, res, inputs, record_params, fallback=reference, extra=mask_info)
 
 
+def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safety_vector_gamma, allow_pickle,
+               method, **_):
+    """The mask-free baselines: interpolate toward --reference (λ), or add γ·ΔWa of --aligned (safety-vector)."""
+    from nlsr_core.adapters import load_adapter
+    from nlsr_core.baselines import check_fraction, interpolate, safety_vector
+    from nlsr_core.lineage import input_record
+
+    # the knob first: a bad value fails before any adapter is read
+    check_fraction(interpolate_lambda, "realign.interpolate_lambda (λ)")
+    check_fraction(safety_vector_gamma, "realign.safety_vector_gamma (γ)", high=None)
+    if method == "interpolate":
+        source, role, knob, value = reference, "reference", "interpolate_lambda", interpolate_lambda
+        repair_one = interpolate
+    else:
+        source, role, knob, value = aligned, "aligned", "safety_vector_gamma", safety_vector_gamma
+        repair_one = safety_vector
+    other = load_adapter(_require(source, f"--{role} DIR", method), allow_pickle=allow_pickle)
+    results = [repair_one(load_adapter(p, allow_pickle=allow_pickle), other, value) for p in finetuned]
+    for path, out, res in zip(finetuned, outs, results):
+        _write(out, path, res, [input_record(source, role)], {"method": method, knob: value}, fallback=source)
+
+
 def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection, allow_pickle, **_):
+    """SafeLoRA: project drifted modules onto the aligned adapter's safety subspace."""
     from nlsr_core.adapters import load_adapter
     from nlsr_core.lineage import input_record
     from nlsr_core.safelora import SafeLoraParams, safelora
@@ -109,7 +135,10 @@ def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection
         _write(out, path, res, [input_record(aligned, "aligned")], record_params, fallback=aligned)
 
 
-METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora}
+# The repair methods of `nlsr realign --method` (docs/DESIGN.md §7.2): NLSR, SafeLoRA and the training-free
+# controls of nlsr_core.baselines.
+METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora, "random-masks": _run_nlsr, "interpolate": _run_blend,
+           "safety-vector": _run_blend}
 
 
 def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,

@@ -154,4 +154,4 @@ def test_misspelt_key_fails_a_stage_under_dvc(tmp_path, monkeypatch):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         f"nlsr: error: {tmp_path / 'params.yaml'}: realign.layer_prunee: unknown key; expected one of "
-        "selection, layer_prune, delta, tau, seed"]
+        "selection, layer_prune, delta, tau, seed, interpolate_lambda, safety_vector_gamma"]

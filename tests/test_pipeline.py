@@ -32,7 +32,8 @@ TINY = {
     "identify": {"batch_size": 4, "max_length": 320},
     "lora": {"rank": 4, "alpha": 8},
     "judge": {"max_new_tokens": 6, "opening_tokens": 6, "label_tokens": 6, "batch_size": 8},
-    "frontier": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0], "safelora_tau": [0.3]},
+    "frontier": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0], "safelora_tau": [0.3],
+                 "grid_random_masks": [0.5], "grid_lambda": [0.5], "grid_gamma": [1.0]},
     "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
     "ablate": {"seeds": [0, 1]},
 }
@@ -91,9 +92,15 @@ def repo(tmp_path_factory):
 def test_repro_from_scratch_writes_metrics_and_results(repo):
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     cell = metrics["sst2-p0.1-dpo"]
-    assert set(cell) == {"base", "aligned", "finetuned", "realigned", "safelora"}
-    assert all(set(v) >= {"hs", "fa", "over_refusal"} for v in cell.values())
+    assert set(cell) == {"base", "weak", "aligned", "finetuned", "realigned", "safelora"}
+    assert all(set(v) >= {"hs", "hs_plus", "fa", "over_refusal"} for v in cell.values())
+    assert all(v["hs_plus"] >= v["hs"] for v in cell.values())
     assert "realigned" in (repo / "reports" / "results.md").read_text()
+    frontier = (repo / "reports" / "frontier.md").read_text()
+    assert "Methods at matched task accuracy" in frontier and "NLSR − random masks" in frontier
+    labels = {p["label"].split()[0] for p in json.loads(
+        (repo / "frontier" / "sst2-p0.1-dpo" / "frontier.json").read_text())["points"]}
+    assert {"nlsr", "safelora", "random-masks", "interpolate", "safety-vector"} <= labels
 
 
 def test_second_repro_runs_nothing(repo):
@@ -122,7 +129,10 @@ def test_realign_param_change_reruns_only_downstream_of_realign(repo):
 def test_study_outputs_frontier_calibration_and_ablations(repo):
     frontier = json.loads((repo / "frontier" / "sst2-p0.1-dpo" / "frontier.json").read_text())
     labels = [r["label"] for r in frontier["points"]]
-    assert labels == ["aligned", "finetuned", "nlsr P_SR=0.5 P_L=0", "nlsr P_SR=0.8 P_L=0", "safelora tau=0.3"]
+    assert labels[:5] == ["aligned", "finetuned", "nlsr P_SR=0.5 P_L=0", "nlsr P_SR=0.8 P_L=0", "safelora tau=0.3"]
+    # the controls: random masks at the pipeline's P_L (another test of this module may have changed it)
+    assert labels[5].startswith("random-masks P_SR=0.5 P_L=") and labels[6:] == ["interpolate lambda=0.5",
+                                                                                   "safety-vector gamma=1"]
     calib = yaml.safe_load((repo / "calibrate" / "sst2-p0.1-dpo" / "params.yaml").read_text())
     assert calib["identify"]["sparsity"] in (0.5, 0.8) and calib["realign"]["layer_prune"] == 0.0
     doc = json.loads((repo / "calibrate" / "sst2-p0.1-dpo" / "calibrate.json").read_text())

@@ -46,7 +46,7 @@ def test_frontier_markdown_marks_goal_choice_and_safelora_comparison():
     text = frontier_markdown({"sst2-p0.1-dpo": FRONTIER}, {"sst2-p0.1-dpo": CALIB})
     line = next(l for l in text.splitlines() if l.startswith("| nlsr P_SR=0.5 P_L=0 |"))
     assert line.rstrip().endswith("✓◆ |") and "6.0 [" in line and "(3/50)" in line
-    assert "Settings meeting the goal: 1 of 3 scored (NLSR and SafeLoRA)." in text
+    assert "Settings meeting the goal: 1 of 3 scored (all methods)." in text
     assert "nearest SafeLoRA (safelora tau=0.3) HS 50.0 / FA 94.0 (FA gap 2.0): NLSR's HS is lower" in text
     assert "Target `aligned+5` → HS ≤ 9.0; met" in text
 
@@ -89,3 +89,30 @@ def test_malformed_stage_output_is_one_line_error(tmp_path):
     (tmp_path / "cell" / "frontier.json").write_text("{not json")
     with pytest.raises(NlsrError, match="frontier.json: not valid JSON"):
         load_docs(tmp_path, "frontier")
+
+
+def _row(label, method, hs_k, fa_k, n=10, sparsity=0.35, flags=None):
+    point = {"method": method, "sparsity": sparsity, "layer_prune": 0.0, "delta": 0.2, "selection": "adaptive",
+             "seed": 0, "preset": "paper", "beta": 0.9}
+    rate = lambda k: {"k": k, "n": n, "pct": 100.0 * k / n, "ci95": [0.0, 100.0]}  # noqa: E731
+    return {"name": label, "label": label, "point": point, "hs": rate(hs_k), "fa": rate(fa_k),
+            **({"flags": {"hs": flags}} if flags else {})}
+
+
+def test_methods_at_matched_fa_and_the_random_mask_contrast():
+    from nlsr_core.method_comparison import matched_fa_lines, random_contrast_lines
+
+    ft = {"name": "finetuned", "label": "finetuned", "point": None,
+          "hs": {"k": 8, "n": 10, "pct": 80.0, "ci95": [0, 100]}, "fa": {"k": 10, "n": 10, "pct": 100.0, "ci95": [0, 100]}}
+    doc = {"points": [ft,
+                      _row("nlsr a", "nlsr", 1, 10, flags="1000000000"),
+                      _row("nlsr b", "nlsr", 0, 5, sparsity=0.2, flags="0000000000"),
+                      _row("random a", "random-masks", 6, 10, flags="1111110000"),
+                      _row("interp", "interpolate", 5, 7)]}
+    text = "\n".join(matched_fa_lines(doc))
+    # FA floor 98: nlsr a (HS 10) qualifies, nlsr b (FA 50) does not; interpolate has nothing under the floor
+    assert "| nlsr | nlsr a |" in text and "| interpolate | none under the floor |" in text
+    # HS ceiling 40: random masks (HS 60) has nothing under it; nlsr's best FA under it is nlsr a
+    assert "| random-masks | random a |" in text and "none under the ceiling" in text
+    contrast = "\n".join(random_contrast_lines(doc, n_boot=2000))
+    assert "| 0.35 | 0 | 10.0 | 60.0 | -50.0 [" in contrast

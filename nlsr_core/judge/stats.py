@@ -51,3 +51,26 @@ class Rate:
 
 def rate(flags: list[bool]) -> Rate:
     return Rate(sum(bool(f) for f in flags), len(flags))
+
+
+def paired_bootstrap(first: list[bool], second: list[bool], n_boot: int = 10000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Difference of two rates measured on the same prompts (first − second, in points) with a paired percentile
+    bootstrap interval: prompts are resampled with replacement (the same indices for both), `n_boot` times from a
+    generator seeded with `seed`. Returns {"diff", "lo", "hi", "n", "n_boot"}; the quantiles are the inverted
+    empirical CDF's (the smallest resampled difference whose CDF reaches the level)."""
+    import numpy as np
+
+    if len(first) != len(second) or not first:
+        raise ValueError(f"paired_bootstrap: {len(first)} vs {len(second)} flags; expected the same prompts, n >= 1")
+    d = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
+    n = d.size
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, 1000):  # bounded memory: 1000 resamples × n indices at a time
+        idx = rng.integers(0, n, size=(min(1000, n_boot - start), n))
+        means[start:start + idx.shape[0]] = d[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha], method="inverted_cdf")
+    return {"diff": round(100.0 * float(d.mean()), 2), "lo": round(100.0 * float(lo), 2),
+            "hi": round(100.0 * float(hi), 2), "n": int(n), "n_boot": int(n_boot)}
