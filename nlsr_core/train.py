@@ -46,6 +46,7 @@ class TrainSettings:
     template: str = "chat"
     bf16: bool = False                 # fp32 keeps CPU runs byte-reproducible
     gradient_checkpointing: bool = False
+    precompute_ref: bool = False       # DPO: reference log-probs computed once before training (TRL option)
 
     def check(self, section: str = "align") -> None:
         from nlsr_core.data.templates import TEMPLATES
@@ -101,7 +102,7 @@ def _sft_trainer(model, tokenizer, dataset, common: dict, s: TrainSettings):
 def _dpo_trainer(model, tokenizer, dataset, common: dict, s: TrainSettings):
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**common, max_length=s.max_length, beta=s.beta)
+    args = DPOConfig(**common, max_length=s.max_length, beta=s.beta, precompute_ref_log_probs=s.precompute_ref)
     return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 

@@ -66,7 +66,7 @@ def _run(spec, weak, aligned_dir, mix_file, output, rows, settings, parent) -> N
     datasets.disable_progress_bars()
     out = output.path
     params = {"finetune": {k: v for k, v in dataclasses.asdict(settings).items()
-                           if k not in ("beta", "bf16", "gradient_checkpointing")}}
+                           if k not in ("beta", "bf16", "gradient_checkpointing", "precompute_ref")}}
     inputs = [input_record(aligned_dir, "aligned"), input_record(mix_file, "mix")]
     poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
     with tracked_inputs("finetune", out.name, params, inputs, enabled=is_main_process()) as tr:

@@ -1,0 +1,69 @@
+"""Alignment recipes: contrast-pair construction (counts, kinds, disjointness) and bad input."""
+from __future__ import annotations
+
+import pytest
+
+from nlsr_core.data import DataSpec
+from nlsr_core.data import synthetic_safety as safety
+from nlsr_core.data.synthetic import build_synthetic
+from nlsr_core.errors import NlsrError
+from nlsr_core.judge import is_refusal
+from nlsr_core.recipes import (RECIPES, Recipe, check_disjoint, contrast_pairs, recipe_rows,
+                               sensitive_contrast_pool, with_overrides)
+
+
+def test_contrast_pairs_counts_and_kinds():
+    pairs = contrast_pairs(10, 7, seed=0)
+    kinds = [p["kind"] for p in pairs]
+    assert kinds.count("contrast-sensitive") == 10 and kinds.count("contrast-helpful") == 7
+    assert len({p["prompt"] for p in pairs}) == 17
+    for p in pairs:
+        assert is_refusal(p["rejected"]) and not is_refusal(p["chosen"])
+
+
+def test_contrast_pairs_deterministic_and_exclude():
+    a = contrast_pairs(5, 5, seed=3)
+    assert a == contrast_pairs(5, 5, seed=3)
+    b = contrast_pairs(5, 5, seed=3, exclude=[p["prompt"] for p in a])
+    assert not {p["prompt"] for p in a} & {p["prompt"] for p in b}
+
+
+def test_contrast_topics_are_not_probe_topics():
+    probes = set(safety.eval_benign_prompts())
+    assert not {p for p, _, _ in sensitive_contrast_pool()} & probes
+    held_out_topics = {t.lower() for t in safety.EVAL_BENIGN_TOPICS}
+    assert not {t.lower() for _, _, t in sensitive_contrast_pool()} & held_out_topics
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_rows_counts_and_disjoint_from_eval(name):
+    recipe = RECIPES[name]
+    sft, pref = recipe_rows(recipe)
+    assert sum(r["kind"] == "refusal" for r in sft) == recipe.sft_refusal
+    assert sum(r["kind"] == "benign" for r in sft) == recipe.sft_benign
+    counts = {k: sum(r["kind"] == k for r in pref) for k in ("safety", "contrast-sensitive", "contrast-helpful")}
+    assert counts == {"safety": recipe.pairs_safety, "contrast-sensitive": recipe.pairs_sensitive,
+                      "contrast-helpful": recipe.pairs_helpful}
+    suite = build_synthetic(DataSpec())  # the default profile's held-out splits
+    held_out = {"eval_harmful": {r["prompt"] for r in suite.eval_harmful},
+                "eval_benign": {r["prompt"] for r in suite.eval_benign},
+                "task_test": {r["prompt"] for t in suite.task_test.values() for r in t},
+                "calib_harmful": {r["prompt"] for r in suite.calib_pool_harmful},
+                "calib_task": {r["prompt"] for t in suite.calib_pool_task.values() for r in t}}
+    assert check_disjoint(sft + pref, held_out, name) == len(sft) + len(pref)
+
+
+def test_check_disjoint_names_the_split():
+    with pytest.raises(NlsrError, match="eval/benign.jsonl"):
+        check_disjoint([{"prompt": "x"}], {"eval/benign.jsonl": {"x"}}, "pairs")
+
+
+def test_bad_recipes():
+    with pytest.raises(NlsrError, match="pairs_sensitive"):
+        contrast_pairs(10_000, 0, seed=0)
+    with pytest.raises(NlsrError, match="sft_refusal"):
+        Recipe("bad", sft_refusal=-1).check()
+    with pytest.raises(NlsrError, match="no preference pairs"):
+        Recipe("bad", pairs_safety=0).check()
+    with pytest.raises(NlsrError, match="unknown"):
+        with_overrides(RECIPES["current"], nope=1)
