@@ -3,6 +3,7 @@
     python benchmarks/recipe_probe.py --recipe r1 --data data/prepared --out /tmp/probe-r1 [--finetune]
     python benchmarks/recipe_probe.py --recipe r1 --set pref_epochs=2 --set beta=0.2 --name r1-e2 ...
     python benchmarks/recipe_probe.py --judge-only --weak W0_DIR --aligned WA_DIR [--finetuned WT_DIR] ...
+    python benchmarks/recipe_probe.py --finetune-only --weak W0_DIR --aligned WA_DIR --out DIR ...
     python benchmarks/recipe_probe.py --recipe r1 --bench-dpo 4 ...      (DPO s/step with and without
                                                                           precomputed reference log-probs)
 
@@ -60,11 +61,12 @@ def train_aligned(spec, base, lora, settings, pref_rows, weak_dir: Path, out: Pa
     from nlsr_core.stack import load_stack
     from nlsr_core.train import add_lora, train_adapter
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     stack = load_stack(spec, weak=weak_dir, base=base)
     model = add_lora(stack.model, lora, seed)
     result = train_adapter("dpo", model, stack.tokenizer, pref_rows, settings, spec.name)
     wall = time.perf_counter() - start
+    result.cpu_s = time.process_time() - cpu  # CPU seconds of all threads: robust to other jobs on the cores
     if out is not None:
         save_adapter(result.adapter(), out)
     unmerged = dataclasses.replace(base, model=model.unload())  # M' (W0 stays merged)
@@ -118,6 +120,7 @@ def bench_dpo(args, recipe, sft_rows, pref_rows, lora, spec, loaded, out: Path) 
         report["precompute" if pre else "plain"] = {
             "steps": steps, "wall_s": round(wall, 1), "train_s": round(result.seconds, 1),
             "s_per_step_train": round(result.seconds / steps, 2), "s_per_step_all": round(wall / steps, 2),
+            "cpu_s": round(result.cpu_s, 1), "cpu_s_per_step_all": round(result.cpu_s / steps, 2),
             "losses": [round(v, 4) for _, v in result.losses]}
         print(json.dumps({"bench": report}), flush=True)
     return report
@@ -134,6 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune", action="store_true", help="also fine-tune on the poisoned cell and judge it")
     ap.add_argument("--no-base", action="store_true", help="do not judge M")
     ap.add_argument("--judge-only", action="store_true", help="judge --weak/--aligned[/--finetuned], no training")
+    ap.add_argument("--finetune-only", action="store_true",
+                    help="fine-tune --aligned (on --weak) on the poisoned cell and judge M' + Wt only")
     ap.add_argument("--weak")
     ap.add_argument("--aligned")
     ap.add_argument("--finetuned")
@@ -155,6 +160,15 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     spec, lora = ModelSpec(MODEL), LoraConfig()
 
+    if args.finetune_only:
+        weak, aligned = Path(args.weak), Path(args.aligned)
+        summary, wall = finetune(spec, weak, aligned, data / "mixes" / f"{TASK}-p0.1.jsonl", out / "finetuned")
+        result["finetune_train"] = {**summary, "wall_s": round(wall, 1)}
+        result["judged"] = judge({"finetuned": StackPlan(MODEL, weak, out / "finetuned")}, data, cache)
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps({"finetuned": result["judged"]["finetuned"]["hs"], **result["finetune_train"]}), flush=True)
+        return 0
     if args.judge_only:
         weak, aligned = Path(args.weak), Path(args.aligned)
         result["recipe"] = {"name": args.name or "judge-only", "weak": str(weak), "aligned": str(aligned)}
@@ -176,14 +190,19 @@ def main(argv=None) -> int:
             (out / "result.json").write_text(json.dumps(result, indent=1))
             return 0
         weak, aligned = out / "weak", out / "aligned"
-        w_res, w_wall, base = train_weak(spec, loaded, lora, recipe, sft_rows, weak)
-        result["weak_train"] = {**w_res.loss_summary(), "wall_s": round(w_wall, 1)}
+        if args.weak:  # reuse a W0 trained by an earlier probe of the same SFT rows and settings
+            weak, base = Path(args.weak), loaded
+            result["weak_train"] = {"reused": str(weak)}
+        else:
+            w_res, w_wall, base = train_weak(spec, loaded, lora, recipe, sft_rows, weak)
+            result["weak_train"] = {**w_res.loss_summary(), "wall_s": round(w_wall, 1)}
         print(json.dumps({"weak_train": result["weak_train"]}), flush=True)
         a_res, a_wall, _ = train_aligned(spec, base, lora, recipe.pref_settings(), pref_rows, weak, aligned,
                                          recipe.seed)
         s = a_res.loss_summary()
         result["aligned_train"] = {**s, "wall_s": round(a_wall, 1), "train_s": round(a_res.seconds, 1),
                                    "s_per_step": round(a_wall / max(s["steps"], 1), 2),
+                                   "cpu_s_per_step": round(a_res.cpu_s / max(s["steps"], 1), 2),
                                    "curve": [round(v, 4) for _, v in a_res.losses]}
         print(json.dumps({"aligned_train": result["aligned_train"]}), flush=True)
         del loaded, base
@@ -191,19 +210,21 @@ def main(argv=None) -> int:
     plans = {} if args.no_base else {"base": StackPlan(MODEL, None, None)}
     plans["weak"] = StackPlan(MODEL, weak, None)
     plans["aligned"] = StackPlan(MODEL, weak, aligned)
-    finetuned = Path(args.finetuned) if args.finetuned else None
-    if args.finetune and finetuned is None:
-        summary, wall = finetune(spec, weak, aligned, data / "mixes" / f"{TASK}-p0.1.jsonl", out / "finetuned")
-        result["finetune_train"] = {**summary, "wall_s": round(wall, 1)}
-        finetuned = out / "finetuned"
-    if finetuned is not None:
-        plans["finetuned"] = StackPlan(MODEL, weak, finetuned)
+    if args.finetuned:
+        plans["finetuned"] = StackPlan(MODEL, weak, Path(args.finetuned))
     t_judge = time.perf_counter()
     result["judged"] = judge(plans, data, cache)
     result["judge_s"] = round(time.perf_counter() - t_judge, 1)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(table_row(result), flush=True)
+    if args.finetune and not args.finetuned:  # after the aligned row is written: the slowest, optional part
+        summary, wall = finetune(spec, weak, aligned, data / "mixes" / f"{TASK}-p0.1.jsonl", out / "finetuned")
+        result["finetune_train"] = {**summary, "wall_s": round(wall, 1)}
+        result["judged"].update(judge({"finetuned": StackPlan(MODEL, weak, out / "finetuned")}, data, cache))
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        print(table_row(result), flush=True)
     return 0
 
 
@@ -213,7 +234,7 @@ def table_row(result: dict) -> str:
     def pct(variant, metric):
         return "-" if variant not in j else f"{j[variant][metric]['pct']:.0f}"
 
-    r, a = result["recipe"], result.get("aligned_train", {})
+    r, a = result.get("recipe", {"name": "?"}), result.get("aligned_train", {})
     loss = "-" if not a else f"{a['first']:.3f}/{a['last']:.3f}/{a['min']:.3f}"
     return (f"| {r['name']} | {pct('base', 'hs')} | {pct('weak', 'hs')} | {pct('aligned', 'hs')} | "
             f"{pct('aligned', 'over_refusal')} | {pct('aligned', 'fa')} | {pct('weak', 'over_refusal')} | "

@@ -161,12 +161,19 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-# The recipes studied on the default profile (RECIPE_FINDINGS.md); `current` is params.yaml's today.
+# The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md); `current` is params.yaml's today.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("current"),
-    # r1: weak W0 (16 refusals among 256 rows), Wa = safety pairs + contrast pairs (half of the preference set).
-    Recipe("r1", sft_refusal=16, sft_benign=240, pairs_safety=96, pairs_sensitive=48, pairs_helpful=48,
+    # r1: weak W0 (16 refusals among 128 rows, 16 steps), Wa = 64 safety pairs + 64 contrast pairs (16 steps).
+    Recipe("r1", sft_refusal=16, sft_benign=112, pairs_safety=64, pairs_sensitive=32, pairs_helpful=32),
+    # r2: r1 with 3 preference epochs (48 steps; reference log-probs precomputed once).
+    Recipe("r2", sft_refusal=16, sft_benign=112, pairs_safety=64, pairs_sensitive=32, pairs_helpful=32,
+           pref_epochs=3, precompute_ref=True),
+    # r3: r1's W0; preference set mostly safety pairs (112 safety + 16 contrast), 1 epoch (16 steps).
+    Recipe("r3", sft_refusal=16, sft_benign=112, pairs_safety=112, pairs_sensitive=8, pairs_helpful=8,
            precompute_ref=True),
+    # r4: r1's W0; safety pairs only (128, today's preference set), 1 epoch (16 steps).
+    Recipe("r4", sft_refusal=16, sft_benign=112, pairs_safety=128, precompute_ref=True),
 )}
 
 
