@@ -21,7 +21,7 @@ import torch
 
 from nlsr_core.adapters import Adapter, check_compatible
 from nlsr_core.realign import (RealignError, RealignParams, RealignResult, check_masks, check_same_scaling,
-                               patch_summary, realign)
+                               frobenius_inner, patch_summary, realign)
 
 
 @dataclass(frozen=True)
@@ -54,17 +54,18 @@ def check_fraction(value: float, name: str, low: float = 0.0, high: float | None
     return float(value)
 
 
-def _delta_norm(adapter: Adapter, module: str) -> float:
-    b, a = adapter.b(module).double(), adapter.a(module).double()
-    return adapter.scaling * math.sqrt(float(((b.T @ b) * (a @ a.T)).sum().clamp_min(0)))
+def _frobenius(b: torch.Tensor, a: torch.Tensor) -> float:
+    """‖B A‖_F from the factors (eq. 8's Gram form), never a d_out×d_in matrix."""
+    b, a = b.double(), a.double()
+    return math.sqrt(max(0.0, float(frobenius_inner(b, a, b, a))))
 
 
 def _relative(before: Adapter, after: Adapter, module: str) -> float:
-    """‖after − before‖_F / ‖before‖_F of the module's ΔW, from the factors (never a d_out×d_in matrix)."""
-    b = torch.cat([after.b(module).double() * after.scaling, -before.b(module).double() * before.scaling], 1)
-    a = torch.cat([after.a(module).double(), before.a(module).double()], 0)
-    diff = math.sqrt(float(((b.T @ b) * (a @ a.T)).sum().clamp_min(0)))
-    base = _delta_norm(before, module)
+    """‖ΔW_after − ΔW_before‖_F / ‖ΔW_before‖_F of one module: the difference is the LoRA product
+    [s'B' | −sB]·[A' ; A]."""
+    diff = _frobenius(torch.cat([after.b(module) * after.scaling, -before.b(module) * before.scaling], 1),
+                      torch.cat([after.a(module), before.a(module)], 0))
+    base = before.scaling * _frobenius(before.b(module), before.a(module))
     return diff / base if base > 0 else 0.0
 
 

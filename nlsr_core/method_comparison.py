@@ -10,30 +10,21 @@ A method with no point under the floor (ceiling) is reported as such: a missed t
 from __future__ import annotations
 
 from nlsr_core.judge.stats import paired_bootstrap
-from nlsr_core.report import ci_text
+from nlsr_core.report import ci_text, pct, reference
 from nlsr_core.study import METHODS
 
 FA_SLACK, HS_FACTOR = 2.0, 0.5
-
-
-def _pct(row: dict, metric: str) -> float | None:
-    entry = row.get(metric)
-    return entry.get("pct") if isinstance(entry, dict) else None
 
 
 def _method(row: dict) -> str | None:
     return (row.get("point") or {}).get("method")
 
 
-def _finetuned(doc: dict) -> dict | None:
-    return next((r for r in doc["points"] if r["name"] == "finetuned" and r.get("point") is None), None)
-
-
 def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
     """method -> the admissible scored point that minimises `key` (None when no point is admissible)."""
     out = {}
     for method in METHODS:
-        rows = [r for r in doc["points"] if _method(r) == method and None not in (_pct(r, "hs"), _pct(r, "fa"))]
+        rows = [r for r in doc["points"] if _method(r) == method and None not in (pct(r, "hs"), pct(r, "fa"))]
         if rows:
             ok = [r for r in rows if admissible(r)]
             out[method] = min(ok, key=key) if ok else None
@@ -41,20 +32,20 @@ def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
 
 
 def matched_fa_lines(doc: dict) -> list[str]:
-    ft = _finetuned(doc)
-    if ft is None or _pct(ft, "fa") is None:
+    ft = reference(doc, "finetuned")
+    if ft is None or pct(ft, "fa") is None:
         return []
-    floor, ceiling = _pct(ft, "fa") - FA_SLACK, HS_FACTOR * _pct(ft, "hs")
-    low_hs = best_per_method(doc, lambda r: (_pct(r, "hs"), -_pct(r, "fa")), lambda r: _pct(r, "fa") >= floor)
-    high_fa = best_per_method(doc, lambda r: (-_pct(r, "fa"), _pct(r, "hs")), lambda r: _pct(r, "hs") <= ceiling)
+    floor, ceiling = pct(ft, "fa") - FA_SLACK, HS_FACTOR * pct(ft, "hs")
+    low_hs = best_per_method(doc, lambda r: (pct(r, "hs"), -pct(r, "fa")), lambda r: pct(r, "fa") >= floor)
+    high_fa = best_per_method(doc, lambda r: (-pct(r, "fa"), pct(r, "hs")), lambda r: pct(r, "hs") <= ceiling)
     lines = [f"### Methods at matched task accuracy (FA floor {floor:.1f} = FA(fine-tuned) − {FA_SLACK:g}; "
              f"HS ceiling {ceiling:.1f} = {HS_FACTOR:g} × HS(fine-tuned))", "",
              "| Method | Lowest HS at FA ≥ floor: setting | HS % [95% CI] (k/n) | FA % | "
              "Highest FA at HS ≤ ceiling: setting | FA % [95% CI] (k/n) | HS % |", "|---|---|---|---|---|---|---|"]
     for method in low_hs:
         a, b = low_hs[method], high_fa.get(method)
-        left = (f"{a['label']} | {ci_text(a.get('hs'))} | {_pct(a, 'fa'):.1f}" if a else "none under the floor | – | –")
-        right = (f"{b['label']} | {ci_text(b.get('fa'))} | {_pct(b, 'hs'):.1f}" if b
+        left = (f"{a['label']} | {ci_text(a.get('hs'))} | {pct(a, 'fa'):.1f}" if a else "none under the floor | – | –")
+        right = (f"{b['label']} | {ci_text(b.get('fa'))} | {pct(b, 'hs'):.1f}" if b
                  else "none under the ceiling | – | –")
         lines.append(f"| {method} | {left} | {right} |")
     return lines + [""]
@@ -80,7 +71,7 @@ def random_contrast_lines(doc: dict, n_boot: int = 10000, seed: int = 0) -> list
         diff = paired_bootstrap([c == "1" for c in ours["flags"]["hs"]], [c == "1" for c in rand["flags"]["hs"]],
                                 n_boot=n_boot, seed=seed)
         p = ours["point"]
-        lines.append(f"| {p['sparsity']:g} | {p['layer_prune']:g} | {_pct(ours, 'hs'):.1f} | {_pct(rand, 'hs'):.1f} | "
-                     f"{diff['diff']:+.1f} [{diff['lo']:+.1f}, {diff['hi']:+.1f}] | {_pct(ours, 'fa'):.1f} | "
-                     f"{_pct(rand, 'fa'):.1f} |")
+        lines.append(f"| {p['sparsity']:g} | {p['layer_prune']:g} | {pct(ours, 'hs'):.1f} | {pct(rand, 'hs'):.1f} | "
+                     f"{diff['diff']:+.1f} [{diff['lo']:+.1f}, {diff['hi']:+.1f}] | {pct(ours, 'fa'):.1f} | "
+                     f"{pct(rand, 'fa'):.1f} |")
     return lines + [""]

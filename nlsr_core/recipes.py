@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from nlsr_core.config import AlignConfig, SizesConfig
 from nlsr_core.errors import NlsrError
 
 # More sensitive-looking but benign requests with correct answers (contrast pairs only). Disjoint in topic
@@ -117,22 +118,23 @@ class Recipe:
     Wa = DPO on `pairs_safety` safety pairs + `pairs_sensitive` + `pairs_helpful` contrast pairs (`pref_*`)."""
 
     name: str
-    sft_refusal: int = 256
-    sft_benign: int = 256
-    sft_lr: float = 2e-4
-    sft_epochs: float = 1.0
+    # defaults: today's pipeline (nlsr_core.config), so `Recipe("current")` is params.yaml's recipe
+    sft_refusal: int = SizesConfig.sft_refusal
+    sft_benign: int = SizesConfig.sft_benign
+    sft_lr: float = AlignConfig.lr
+    sft_epochs: float = AlignConfig.epochs
     sft_max_steps: int = -1
-    pairs_safety: int = 128
+    pairs_safety: int = SizesConfig.preference
     pairs_sensitive: int = 0
     pairs_helpful: int = 0
-    pref_lr: float = 2e-4
-    pref_epochs: float = 1.0
+    pref_lr: float = AlignConfig.lr
+    pref_epochs: float = AlignConfig.epochs
     pref_max_steps: int = -1
-    beta: float = 0.1
-    max_length: int = 128
-    batch_size: int = 8
+    beta: float = AlignConfig.beta
+    max_length: int = AlignConfig.max_length
+    batch_size: int = AlignConfig.batch_size
     precompute_ref: bool = False
-    seed: int = 0
+    seed: int = AlignConfig.seed
 
     def check(self) -> None:
         counts = ("sft_refusal", "sft_benign", "pairs_safety", "pairs_sensitive", "pairs_helpful")

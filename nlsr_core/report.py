@@ -115,6 +115,17 @@ def table1(task: str, method: str, cells: list[Judged]) -> list[str]:
     return lines
 
 
+def pct(row: dict, metric: str) -> float | None:
+    """The percentage of a rate record in a row (None when absent)."""
+    entry = row.get(metric)
+    return entry.get("pct") if isinstance(entry, dict) else None
+
+
+def reference(doc: dict, name: str) -> dict | None:
+    """The reference row (`aligned`, `finetuned`: no point) of a study document."""
+    return next((r for r in doc["points"] if r["name"] == name and r.get("point") is None), None)
+
+
 def ci_text(entry: dict | None) -> str:
     if not entry or entry.get("pct") is None:
         return "–"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.method_comparison import matched_fa_lines, random_contrast_lines
-from nlsr_core.report import ci_text
+from nlsr_core.report import ci_text, pct, reference
 
 # The frontier criterion of the study (issue 8): realignment at least halves HS and costs at most 2 FA points.
 HS_FACTOR, FA_SLACK = 0.5, 2.0
@@ -31,15 +31,6 @@ def load_docs(root: Path | None, stage: str) -> dict[str, dict]:
             raise NlsrError(f"{path}: no 'points' list; expected `nlsr {stage}` output")
         docs[doc.get("cell", path.parent.name)] = doc
     return docs
-
-
-def pct(row: dict, metric: str) -> float | None:
-    entry = row.get(metric)
-    return entry.get("pct") if isinstance(entry, dict) else None
-
-
-def reference(doc: dict, name: str) -> dict | None:
-    return next((r for r in doc["points"] if r["name"] == name and r.get("point") is None), None)
 
 
 def meets_frontier_goal(row: dict, finetuned: dict) -> bool:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from stages.cell_options import PATH, cell_options
-from stages.options import config_option, config_options
+from stages.cell_options import cell_options
+from stages.options import PATH, config_option, config_options
 
 
 @click.command("ablate")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-PATH = click.Path(path_type=Path)
+from stages.options import PATH
+
 
 # The inputs of one cell: (option, keyword, type, default, help).
 _INPUTS = [

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import click
 
-from stages.options import config_option, config_options, template_option
+from stages.options import PATH, config_option, config_options, template_option
 
-PATH = click.Path(path_type=Path)
 
 
 @click.command(name="identify")

@@ -1,6 +1,8 @@
 """Small helpers shared by the stage commands (no heavy imports here)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from nlsr_core.errors import NlsrError
@@ -36,6 +38,10 @@ def progress_enabled() -> bool:
     return env_switch("NLSR_PROGRESS")
 
 
+# Path options arrive as pathlib.Path.
+PATH = click.Path(path_type=Path)
+
+
 class ConfigOption(click.Option):
     """A Click option whose default and help come from one config field (nlsr_core.config); `config_key` names
     it ("realign.layer_prune"), so tests/test_consistency.py can check every default against params.yaml."""
@@ -51,15 +57,14 @@ def config_option(key: str, *names: str, dest: str | None = None, **overrides):
     field. Tuple fields become repeatable options."""
     import dataclasses
 
-    from nlsr_core.config import SECTIONS, field_help
+    from nlsr_core.config import SECTIONS, config_field, field_help
 
     section, *path = key.split(".")
     cls = SECTIONS[section]
-    for part in path:
-        f = next(f for f in dataclasses.fields(cls) if f.name == part)
-        if part != path[-1]:
-            cls = f.default_factory
+    for part in path[:-1]:                       # data.sizes.x: step into the nested dataclass
+        cls = config_field(cls, part, section).default_factory
     name = path[-1]
+    f = config_field(cls, name, key)
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     kind = str(f.type)
     flags = names or tuple(dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"]))

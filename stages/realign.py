@@ -19,8 +19,8 @@ from __future__ import annotations
 import click
 
 from nlsr_core.config import default
-from stages.options import config_option, config_options
-from stages.repair import METHODS, PATH, projection_option, repair
+from stages.options import PATH, config_option, config_options
+from stages.repair import METHODS, projection_option, repair
 
 
 @click.command(name="realign")

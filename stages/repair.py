@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-PATH = click.Path(path_type=Path)
 
 
 def projection_option(f):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from stages.options import config_option
-from stages.repair import PATH, projection_option, repair
+from stages.options import PATH, config_option
+from stages.repair import projection_option, repair
 
 
 @click.command(name="safelora")
