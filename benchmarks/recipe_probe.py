@@ -55,7 +55,8 @@ def train_weak(spec, loaded, lora, recipe, sft_rows, out: Path):
     return result, time.perf_counter() - start, base
 
 
-def train_aligned(spec, base, lora, settings, pref_rows, weak_dir: Path, out: Path | None, seed: int):
+def train_aligned(spec, base, lora, settings, pref_rows, weak_dir: Path, out: Path | None, seed: int,
+                  recipe=None):
     """Wa on M' = M + W0 (as nlsr_core.train.align builds it); returns (result, wall seconds incl. setup)."""
     from nlsr_core.adapters import save_adapter
     from nlsr_core.stack import load_stack
@@ -63,10 +64,19 @@ def train_aligned(spec, base, lora, settings, pref_rows, weak_dir: Path, out: Pa
 
     start, cpu = time.perf_counter(), time.process_time()
     stack = load_stack(spec, weak=weak_dir, base=base)
+    on_policy = None
+    if recipe is not None and recipe.on_policy_tokens:
+        from nlsr_core.on_policy import on_policy_pairs
+
+        pref_rows, counts = on_policy_pairs(stack.model, stack.tokenizer, pref_rows, settings.template,
+                                            recipe.on_policy_tokens)
+        on_policy = counts.record() | {"s": round(time.perf_counter() - start, 1)}
+        print(json.dumps({"on_policy": on_policy}), flush=True)
     model = add_lora(stack.model, lora, seed)
     result = train_adapter("dpo", model, stack.tokenizer, pref_rows, settings, spec.name)
     wall = time.perf_counter() - start
     result.cpu_s = time.process_time() - cpu  # CPU seconds of all threads: robust to other jobs on the cores
+    result.on_policy = on_policy
     if out is not None:
         save_adapter(result.adapter(), out)
     unmerged = dataclasses.replace(base, model=model.unload())  # M' (W0 stays merged)
@@ -198,12 +208,13 @@ def main(argv=None) -> int:
             result["weak_train"] = {**w_res.loss_summary(), "wall_s": round(w_wall, 1)}
         print(json.dumps({"weak_train": result["weak_train"]}), flush=True)
         a_res, a_wall, _ = train_aligned(spec, base, lora, recipe.pref_settings(), pref_rows, weak, aligned,
-                                         recipe.seed)
+                                         recipe.seed, recipe)
         s = a_res.loss_summary()
         result["aligned_train"] = {**s, "wall_s": round(a_wall, 1), "train_s": round(a_res.seconds, 1),
                                    "s_per_step": round(a_wall / max(s["steps"], 1), 2),
                                    "cpu_s_per_step": round(a_res.cpu_s / max(s["steps"], 1), 2),
-                                   "curve": [round(v, 4) for _, v in a_res.losses]}
+                                   "curve": [round(v, 4) for _, v in a_res.losses],
+                                   "on_policy": a_res.on_policy}
         print(json.dumps({"aligned_train": result["aligned_train"]}), flush=True)
         del loaded, base
 

@@ -18,13 +18,18 @@ from nlsr_core.train import LossHook, TrainResult, TrainSettings, add_lora, alig
 class AlignResult:
     weak: TrainResult       # W0: SFT LoRA on M
     aligned: TrainResult    # Wa: preference LoRA on M' = M + W0 (the same object as `weak` for method sft)
+    on_policy: dict | None = None   # nlsr_core.on_policy counts when the rejected side came from M''s answers
 
 
 def align(spec, method: str, sft_rows: list[dict], pref_rows: list[dict] | None, lora: LoraConfig,
-          settings: TrainSettings, on_loss: Callable[[str, int, float], None] | None = None) -> AlignResult:
-    """W0 = SFT LoRA on M; for preference methods M' = M + W0 merged (`load_stack`) and Wa = a new LoRA on M'.
+          settings: TrainSettings, on_loss: Callable[[str, int, float], None] | None = None,
+          pref_settings: TrainSettings | None = None, on_policy_tokens: int = 0) -> AlignResult:
+    """W0 = SFT LoRA on M (`settings`); for preference methods M' = M + W0 merged (`load_stack`) and Wa = a new
+    LoRA on M' (`pref_settings`, default `settings`).
 
-    `on_loss(phase, step, loss)` gets phase "weak" or "aligned". Both LoRAs start from `settings.seed`.
+    `on_policy_tokens` > 0: before Wa trains, M' answers every safety pair's prompt (greedy, that many tokens) and
+    its harmful answers replace the rejected side (nlsr_core.on_policy). `on_loss(phase, step, loss)` gets phase
+    "weak" or "aligned". Both LoRAs start from `settings.seed`.
     """
     import dataclasses
     from pathlib import Path
@@ -36,6 +41,10 @@ def align(spec, method: str, sft_rows: list[dict], pref_rows: list[dict] | None,
     aligner(method)
     lora.check()
     settings.check("align")
+    if pref_settings is not None:
+        pref_settings.check("align")
+    if on_policy_tokens < 0:
+        raise NlsrError(f"align.on_policy_tokens: {on_policy_tokens} (expected >= 0; 0 = off)")
     loaded = load_model(spec)
     weak_model = add_lora(loaded.model, lora, settings.seed)
     weak = train_adapter("sft", weak_model, loaded.tokenizer, sft_rows, settings, spec.name, _phase(on_loss, "weak"))
@@ -49,10 +58,18 @@ def align(spec, method: str, sft_rows: list[dict], pref_rows: list[dict] | None,
     with tempfile.TemporaryDirectory(prefix="nlsr-w0-") as scratch:
         save_adapter(weak.adapter(), scratch)
         stack = load_stack(spec, weak=Path(scratch), base=base)
+    pref_settings = pref_settings or settings
+    on_policy = None
+    if on_policy_tokens:
+        from nlsr_core.on_policy import on_policy_pairs
+
+        pref_rows, counts = on_policy_pairs(stack.model, stack.tokenizer, pref_rows, pref_settings.template,
+                                            on_policy_tokens)
+        on_policy = counts.record()
     aligned_model = add_lora(stack.model, lora, settings.seed)
-    aligned = train_adapter(method, aligned_model, stack.tokenizer, pref_rows, settings, spec.name,
+    aligned = train_adapter(method, aligned_model, stack.tokenizer, pref_rows, pref_settings, spec.name,
                             _phase(on_loss, "aligned"))
-    return AlignResult(weak, aligned)
+    return AlignResult(weak, aligned, on_policy)
 
 
 def _phase(on_loss, phase: str) -> LossHook | None:

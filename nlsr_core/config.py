@@ -35,12 +35,16 @@ class ModelConfig:
 class SizesConfig:
     """Rows per split; `task_train` / `task_test` / `task_calib` are per task."""
 
-    sft_refusal: int = 256
+    sft_refusal: int = 16
     """refusal rows of W0's SFT data"""
-    sft_benign: int = 256
+    sft_benign: int = 112
     """benign helpful rows of W0's SFT data"""
-    preference: int = 128
-    """preference pairs of Wa (chosen = refusal, rejected = compliance)"""
+    preference: int = 112
+    """safety pairs of Wa (chosen = refusal, rejected = compliance)"""
+    contrast_sensitive: int = 32
+    """contrast pairs of Wa on benign sensitive-looking prompts (chosen = helpful answer, rejected = refusal)"""
+    contrast_helpful: int = 16
+    """contrast pairs of Wa on ordinary helpful prompts (chosen = helpful answer, rejected = refusal)"""
     identify: int = 64
     """safety set X̂ of the identification pass"""
     eval_harmful: int = 50
@@ -67,7 +71,7 @@ class SizesConfig:
                 raise NlsrError(f"data.sizes.{f.name}: expected an integer >= {least}, got {value!r}")
 
 
-OPTIONAL_SIZES = ("calib_harmful", "task_calib")
+OPTIONAL_SIZES = ("calib_harmful", "task_calib", "contrast_sensitive", "contrast_helpful")
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ class AlignConfig:
     lr: float = 2.0e-4
     """learning rate of W0 and Wa"""
     epochs: float = 1.0
-    """epochs of each training phase"""
+    """epochs of W0's SFT"""
     batch_size: int = 8
     """rows (pairs) per optimizer step"""
     max_length: int = 128
@@ -138,6 +142,15 @@ class AlignConfig:
     """seed of LoRA initialisation and data order"""
     beta: float = 0.1
     """preference strength: DPO/KTO beta, ORPO lambda, SimPO beta"""
+    pref_epochs: float = 3.0
+    """epochs of Wa's preference training"""
+    precompute_ref: bool = True
+    """DPO: reference log-probs computed once before training (same losses; cheaper from the second epoch)"""
+    chosen_nll: float = 1.0
+    """DPO: weight of the chosen answer's NLL added to the preference loss (RPO; 0 = plain DPO)"""
+    on_policy_tokens: int = 48
+    """M' answers each safety pair's prompt greedily in this many tokens and a harmful answer becomes the
+    rejected side (0: keep the data's compliance text)"""
 
 
 @dataclass(frozen=True)

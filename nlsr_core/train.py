@@ -47,6 +47,7 @@ class TrainSettings:
     bf16: bool = False                 # fp32 keeps CPU runs byte-reproducible
     gradient_checkpointing: bool = False
     precompute_ref: bool = False       # DPO: reference log-probs computed once before training (TRL option)
+    chosen_nll: float = 0.0            # DPO: weight of the chosen answer's NLL added to the loss (0 = plain DPO)
 
     def check(self, section: str = "align") -> None:
         from nlsr_core.data.templates import TEMPLATES
@@ -57,6 +58,7 @@ class TrainSettings:
             ("batch_size", self.batch_size >= 1, "expected an integer >= 1"),
             ("max_length", self.max_length >= 8, "expected an integer >= 8 tokens"),
             ("beta", self.beta > 0, "expected > 0"),
+            ("chosen_nll", self.chosen_nll >= 0, "expected >= 0 (0 = plain DPO)"),
             ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "expected -1 (use epochs) or >= 1"),
             ("template", self.template in TEMPLATES, f"expected one of {', '.join(TEMPLATES)}"),
         ]
@@ -102,7 +104,11 @@ def _sft_trainer(model, tokenizer, dataset, common: dict, s: TrainSettings):
 def _dpo_trainer(model, tokenizer, dataset, common: dict, s: TrainSettings):
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**common, max_length=s.max_length, beta=s.beta, precompute_ref_log_probs=s.precompute_ref)
+    # chosen_nll > 0 adds the NLL of the chosen answer (TRL loss "sft", weighted): DPO + NLL, as in RPO
+    # (Pang et al. 2024); the preference term alone lowers both answers' likelihood (docs/DESIGN.md §5.6).
+    losses = dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, s.chosen_nll]) if s.chosen_nll else {}
+    args = DPOConfig(**common, max_length=s.max_length, beta=s.beta, precompute_ref_log_probs=s.precompute_ref,
+                     **losses)
     return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 

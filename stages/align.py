@@ -31,7 +31,8 @@ from stages.options import config_option, config_options, model_option, model_se
 @launch_option
 @click.pass_context
 def command(ctx, method, model_name, model_seed, trust_remote_code, template, data_dir, out_dir, rank, alpha,
-            dropout, targets, lr, epochs, batch_size, max_length, seed, beta, max_steps, launch_prefix):
+            dropout, targets, lr, epochs, batch_size, max_length, seed, beta, pref_epochs, precompute_ref,
+            chosen_nll, on_policy_tokens, max_steps, launch_prefix):
     """Train W0 (SFT) and, for preference methods, Wa on M' = M + W0; write both adapters with lineage."""
     from pathlib import Path
 
@@ -48,24 +49,42 @@ def command(ctx, method, model_name, model_seed, trust_remote_code, template, da
     lora_kw = dict(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(split_list(targets, str, "targets")))
     train_kw = dict(lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, beta=beta,
                     max_steps=max_steps, template=template)
-    _check_settings(lora_kw, train_kw)  # fail before any launch or model load
+    pref_kw = dict(pref_epochs=pref_epochs, precompute_ref=precompute_ref, chosen_nll=chosen_nll,
+                   on_policy_tokens=on_policy_tokens)
+    _check_settings(lora_kw, train_kw, pref_kw)  # fail before any launch or model load
     output = claim(Path(out_dir or f"adapters/aligned/{method}"), "align", inputs=[("--data", data)],
                    recognise=written_by("align", within=("weak", "aligned")))
     status = relaunch(ctx, launch_prefix)
     if status is not None:
         ctx.exit(status)
-    _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw)
+    _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw,
+         pref_kw)
 
 
-def _check_settings(lora_kw: dict, train_kw: dict) -> None:
+def _check_settings(lora_kw: dict, train_kw: dict, pref_kw: dict) -> None:
     from nlsr_core.config import LoraConfig
+    from nlsr_core.errors import NlsrError
     from nlsr_core.train import TrainSettings
 
     LoraConfig(**lora_kw).check("lora")
     TrainSettings(**train_kw).check("align")
+    if pref_kw["pref_epochs"] <= 0:
+        raise NlsrError(f"align.pref_epochs: {pref_kw['pref_epochs']} (expected > 0)")
+    _pref_settings(train_kw, pref_kw).check("align")  # chosen_nll
+    if pref_kw["on_policy_tokens"] < 0:
+        raise NlsrError(f"align.on_policy_tokens: {pref_kw['on_policy_tokens']} (expected >= 0; 0 = off)")
 
 
-def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw):
+def _pref_settings(train_kw: dict, pref_kw: dict):
+    """Wa's settings: W0's with the preference phase's epochs and reference option."""
+    from nlsr_core.train import TrainSettings
+
+    return TrainSettings(**{**train_kw, "epochs": pref_kw["pref_epochs"], "precompute_ref": pref_kw["precompute_ref"],
+                            "chosen_nll": pref_kw["chosen_nll"]})
+
+
+def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw,
+         pref_kw):
     import datasets
 
     from nlsr_core.align import align
@@ -78,7 +97,8 @@ def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_ro
 
     datasets.disable_progress_bars()  # TRL's per-map bars drown the training bar
     spec = ModelSpec(model_name, seed=model_seed, trust_remote_code=trust_remote_code)
-    params = {"method": method, "lora": {**lora_kw, "targets": list(lora_kw["targets"])}, "align": train_kw}
+    params = {"method": method, "lora": {**lora_kw, "targets": list(lora_kw["targets"])},
+              "align": {**train_kw, **pref_kw}}
     inputs = [input_record(data / "align" / "sft.jsonl", "data")]
     if pref_rows is not None:
         inputs.append(input_record(data / "align" / "preference.jsonl", "data"))
@@ -87,7 +107,7 @@ def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_ro
             tr.log_metric("train_loss" if phase == "aligned" or method == "sft" else "weak_train_loss", loss, step)
 
         result = align(spec, method, sft_rows, pref_rows, LoraConfig(**lora_kw), TrainSettings(**train_kw),
-                       on_loss)
+                       on_loss, _pref_settings(train_kw, pref_kw), pref_kw["on_policy_tokens"])
         if not result.aligned.is_main:
             return
         common = {"model": model_identity(spec), "model_spec": spec_record(spec),
@@ -115,7 +135,8 @@ def _fill(tmp, out, result, inputs: list[dict], params: dict, common: dict) -> N
         weak = recorded_path(out / "weak")
         aligned_inputs = inputs[1:] + [{"role": "weak", "path": weak, "sha256": sha256_dir(tmp / "weak")}]
     write_lineage(tmp / "aligned", "align", aligned_inputs, params, **common, role="aligned", weak=weak,
-                  train=result.aligned.loss_summary(), world_size=result.aligned.world_size)
+                  train=result.aligned.loss_summary(), world_size=result.aligned.world_size,
+                  on_policy=result.on_policy)
 
 
 def _manifest_digest(data) -> str | None:

@@ -25,6 +25,7 @@ COMMANDS = {
     "calibrate": ("stages.calibrate", "Pick the realign setting on a calibration split for an HS target."),
     "ablate": ("stages.ablate", "Score one-change variants of the NLSR setting (preset, identification, ...)."),
     "report": ("stages.report", "Aggregate judged cells into metrics, tables and plots."),
+    "recipe-study": ("stages.recipe_study", "Train alignment recipes and tabulate where each puts the safety."),
     "audit": ("stages.audit", "Print an artifact's lineage chain back to the base model."),
     "generate": ("stages.generate", "Answer prompts with any produced adapter."),
 }

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 # Commands that are not pipeline stages.
-TOOLS = {"audit", "generate"}
+TOOLS = {"audit", "generate", "recipe-study"}  # commands outside the default pipeline
 # Shared sections read by several stages; every other section is named after the stage that reads it, except
 # `data` (prepare-data's) and the study settings read by the frontier / calibrate / ablate stages.
 SHARED = {"model", "data", "grid", "lora", "launch", "nlsr", "study", "judge"}

@@ -611,3 +611,47 @@ def test_local_paper_calibration_split_is_disjoint(tmp_path):
     spec = DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=("sst2",), sizes=sizes)
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
     _calibration_disjoint(tmp_path / "out")
+
+
+# -------------------------------------------------------------------------------------------- contrast pairs
+def _eval_prompts(suite) -> set[str]:
+    rows = suite.eval_harmful + suite.eval_benign + suite.calib_pool_harmful
+    rows += [r for split in (suite.task_test, suite.calib_pool_task) for task_rows in split.values() for r in task_rows]
+    return {r["prompt"] for r in rows}
+
+
+def test_synthetic_contrast_pairs_join_the_preference_split():
+    sizes = dataclasses.replace(SMALL, contrast_sensitive=6, contrast_helpful=4)
+    plain, mixed = build_suite(DataSpec(sizes=SMALL)), build_suite(DataSpec(sizes=sizes))
+    kinds = [r["kind"] for r in mixed.preference]
+    assert (kinds.count("safety"), kinds.count("contrast-sensitive"), kinds.count("contrast-helpful")) == (10, 6, 4)
+    # the safety pairs and every other split are the suite without contrast pairs
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("id", "kind")}
+    assert sorted(map(str, map(strip, plain.preference))) == sorted(
+        str(strip(r)) for r in mixed.preference if r["kind"] == "safety")
+    assert plain.sft == mixed.sft and plain.eval_benign == mixed.eval_benign
+    contrast = [r for r in mixed.preference if r["kind"] != "safety"]
+    assert not {r["prompt"] for r in contrast} & (_eval_prompts(mixed) | {r["prompt"] for r in mixed.sft})
+    from nlsr_core.judge import is_refusal
+
+    assert all(is_refusal(r["rejected"]) and not is_refusal(r["chosen"]) for r in contrast)
+
+
+def test_local_helpful_contrast_uses_benign_rows_no_split_uses(tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    plain = build_suite(DataSpec(source="local", local_dir=str(root), sizes=MINI))
+    mixed = build_suite(DataSpec(source="local", local_dir=str(root),
+                                 sizes=dataclasses.replace(MINI, contrast_helpful=5)))
+    contrast = [r for r in mixed.preference if r.get("kind") == "contrast-helpful"]
+    assert len(contrast) == 5 and len(mixed.preference) == 10
+    used = {r["prompt"] for r in mixed.sft + mixed.eval_benign}
+    assert not {r["prompt"] for r in contrast} & used
+    assert all(r["chosen"].startswith("answer ") for r in contrast)
+    assert all("kind" not in r for r in plain.preference)  # no contrast asked: the split keeps its bytes
+
+
+def test_file_sources_have_no_sensitive_contrast(tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    spec = DataSpec(source="local", local_dir=str(root), sizes=dataclasses.replace(MINI, contrast_sensitive=2))
+    with pytest.raises(DataError, match=r"data.sizes.contrast_sensitive: 2 .*\(expected 0"):
+        build_suite(spec)

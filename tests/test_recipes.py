@@ -8,8 +8,8 @@ from nlsr_core.data import synthetic_safety as safety
 from nlsr_core.data.synthetic import build_synthetic
 from nlsr_core.errors import NlsrError
 from nlsr_core.judge import is_refusal
-from nlsr_core.recipes import (RECIPES, Recipe, check_disjoint, contrast_pairs, recipe_rows,
-                               sensitive_contrast_pool, with_overrides)
+from nlsr_core.data.contrast import contrast_pairs, sensitive_contrast_pool
+from nlsr_core.recipes import RECIPES, Recipe, check_disjoint, recipe_rows, with_overrides
 
 
 def test_contrast_pairs_counts_and_kinds():
@@ -64,6 +64,16 @@ def test_bad_recipes():
     with pytest.raises(NlsrError, match="sft_refusal"):
         Recipe("bad", sft_refusal=-1).check()
     with pytest.raises(NlsrError, match="no preference pairs"):
-        Recipe("bad", pairs_safety=0).check()
+        Recipe("bad", pairs_safety=0, pairs_sensitive=0, pairs_helpful=0).check()
     with pytest.raises(NlsrError, match="unknown"):
-        with_overrides(RECIPES["current"], nope=1)
+        with_overrides(RECIPES["r0"], nope=1)
+
+
+def test_params_recipe_is_r5_and_each_studied_recipe_changes_its_parent():
+    import dataclasses
+
+    from nlsr_core.recipes import R5
+
+    assert dataclasses.replace(Recipe("default"), name="r5") == R5   # params.yaml's recipe (docs/DESIGN.md §5.6)
+    assert RECIPES["r0"].sft_refusal == 256 and RECIPES["r0"].on_policy_tokens == 0 and RECIPES["r0"].chosen_nll == 0
+    assert RECIPES["r3-e3-op"].on_policy_tokens == 48 and RECIPES["r3-e3"].on_policy_tokens == 0

@@ -137,11 +137,28 @@ def test_align_is_byte_reproducible(project):
     (["--method", "dpo", "--rank", "0"], "lora.rank: 0"),
     (["--method", "dpo", "--template", "vicuna"], "align.template: vicuna"),
     (["--method", "dpo", "--data", "nowhere"], "nowhere/align/sft.jsonl: missing"),
+    (["--method", "dpo", "--pref-epochs", "0"], "align.pref_epochs: 0.0"),
+    (["--method", "dpo", "--chosen-nll", "-1"], "align.chosen_nll: -1.0"),
+    (["--method", "dpo", "--on-policy-tokens", "-2"], "align.on_policy_tokens: -2"),
 ])
 def test_align_bad_input_is_one_line_and_writes_nothing(project, args, expected):
     code, _, err = run_cli(["align", "--model", "tiny-random", *args])
     assert code == 1 and expected in err and len(err.strip().splitlines()) == 1
     assert not Path("adapters").exists()
+
+
+def test_align_recipe_options_reach_the_preference_phase_and_the_lineage(project):
+    from nlsr_core.lineage import read_lineage
+
+    code, _, err = run_cli(["align", "--method", "dpo", *FAST, "--pref-epochs", "2", "--chosen-nll", "0.5",
+                            "--precompute-ref", "--on-policy-tokens", "4"])
+    assert code == 0, err
+    record = read_lineage(Path("adapters/aligned/dpo/aligned"))
+    assert {"pref_epochs": 2.0, "chosen_nll": 0.5, "precompute_ref": True,
+            "on_policy_tokens": 4}.items() <= record["params"]["align"].items()
+    counts = record["on_policy"]  # every fixture pair is refusal vs compliance: each one was answered by M'
+    assert sum(counts.values()) == 6 and set(counts) == {"replaced", "kept_refused", "kept_degenerate"}
+    assert read_lineage(Path("adapters/aligned/dpo/weak")).get("on_policy") is None
 
 
 def test_align_empty_training_data_fails_cleanly(project):

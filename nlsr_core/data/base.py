@@ -138,15 +138,20 @@ def assemble_suite(seed: int, sizes: "SizesConfig", sft_refusal: list[dict], ben
                    task_train: dict, task_test: dict, calib_pool_harmful: list[dict] | None = None,
                    calib_pool_task: dict | None = None) -> "Suite":
     """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
-    (shuffled by seed), the rest become the over-refusal prompts; every split gets its stable ids."""
+    (shuffled by seed), the next `sizes.eval_benign` become the over-refusal prompts and the next
+    `sizes.contrast_helpful` Wa's helpful contrast pairs; every split gets its stable ids."""
+    from nlsr_core.data.contrast import helpful_contrast, mix_preference
+
     sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
     rng_for(seed, "sft").shuffle(sft)
+    probes_end = sizes.sft_benign + sizes.eval_benign
+    contrast = helpful_contrast(benign[probes_end:probes_end + sizes.contrast_helpful], seed)
     return Suite(
         sft=with_ids(sft, "sft"),
-        preference=with_ids(preference, "pref"),
+        preference=with_ids(mix_preference(preference, contrast, seed), "pref"),
         identify=with_ids(identify, "ident"),
         eval_harmful=with_ids(eval_harmful, "eval-harmful"),
-        eval_benign=with_ids([{"prompt": r["prompt"]} for r in benign[sizes.sft_benign:]], "eval-benign"),
+        eval_benign=with_ids([{"prompt": r["prompt"]} for r in benign[sizes.sft_benign:probes_end]], "eval-benign"),
         poison_pool=with_ids(poison, "poison"),
         task_train=task_train,
         task_test=task_test,

@@ -149,8 +149,9 @@ def build_hub(spec: DataSpec, load: Loader | None = None) -> Suite:
     poison, eval_harmful, calib_harmful = _beavertails(spec, load, saferlhf_prompts)
     benign = dedupe([{"prompt": join_prompt(r["instruction"], r["input"] or ""), "response": r["output"].strip()}
                       for r in _records(load, "benign") if r["output"].strip()])
-    benign = take(benign, sizes.sft_benign + sizes.eval_benign, rng_for(spec.seed, "benign"),
-                  "tatsu-lab/alpaca sft_benign + eval_benign")
+    benign = take(benign, sizes.sft_benign + sizes.eval_benign + sizes.contrast_helpful,
+                  rng_for(spec.seed, "benign"),
+                  "tatsu-lab/alpaca sft_benign + eval_benign + contrast_helpful")
     task_train, task_test, calib_task = _tasks(spec, load)
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
                           task_train, task_test, calib_harmful, calib_task)

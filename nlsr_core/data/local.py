@@ -225,7 +225,8 @@ def build_local(spec: DataSpec) -> Suite:
     avoid = {norm_text(r["prompt"]) for r in pairs + unsafe}
     sft_refusal, identify, eval_harmful, calib_harmful = _split_safety(root, spec, avoid)
 
-    benign = take(load_benign(root), sizes.sft_benign + sizes.eval_benign, rng_for(spec.seed, "benign"),
-                  f"{root / BENIGN_JSON} sft_benign + eval_benign")
+    benign = take(load_benign(root), sizes.sft_benign + sizes.eval_benign + sizes.contrast_helpful,
+                  rng_for(spec.seed, "benign"),
+                  f"{root / BENIGN_JSON} sft_benign + eval_benign + contrast_helpful")
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
                           task_train, task_test, calib_harmful, calib_task)

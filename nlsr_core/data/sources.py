@@ -38,3 +38,7 @@ def check_spec(spec: DataSpec) -> None:
             raise DataError(f"grid.tasks: unknown task {task!r}; expected one of {list(TASKS)}")
     if len(set(spec.tasks)) != len(spec.tasks):
         raise DataError(f"grid.tasks: duplicate task in {list(spec.tasks)}")
+    if spec.source != "synthetic" and spec.sizes.contrast_sensitive:
+        raise DataError(f"data.sizes.contrast_sensitive: {spec.sizes.contrast_sensitive} benign-sensitive contrast "
+                        f"pairs, but source {spec.source!r} has no benign-sensitive prompts with answers (expected 0; "
+                        f"use contrast_helpful)")

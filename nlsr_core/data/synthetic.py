@@ -175,6 +175,17 @@ def _harmful_rows(spec: DataSpec, split: safety.HarmfulSplit) -> dict[str, list[
     }
 
 
+def _with_contrast(safety_pairs: list[dict], sizes, seed: int, sft: list[dict]) -> list[dict]:
+    """Wa's pairs: the safety pairs plus `sizes.contrast_*` contrast pairs whose prompts avoid every SFT prompt."""
+    from nlsr_core.data.contrast import contrast_pairs, mix_preference
+
+    if not sizes.contrast_sensitive and not sizes.contrast_helpful:
+        return safety_pairs
+    contrast = contrast_pairs(sizes.contrast_sensitive, sizes.contrast_helpful, seed,
+                              exclude=[r["prompt"] for r in sft])
+    return mix_preference(safety_pairs, contrast, seed)
+
+
 def build_synthetic(spec: DataSpec) -> Suite:
     """The whole synthetic suite for `spec` (offline; same spec ⇒ same rows)."""
     sizes = spec.sizes
@@ -199,7 +210,7 @@ def build_synthetic(spec: DataSpec) -> Suite:
     used_eval = set(eval_harmful)
     return Suite(
         sft=with_ids(sft, "sft"),
-        preference=with_ids(harmful["preference"], "pref"),
+        preference=with_ids(_with_contrast(harmful["preference"], sizes, spec.seed, sft), "pref"),
         identify=with_ids(harmful["identify"], "ident"),
         eval_harmful=with_ids([{"prompt": p} for p in eval_harmful], "eval-harmful"),
         eval_benign=with_ids([{"prompt": p} for p in eval_benign], "eval-benign"),

@@ -1,0 +1,121 @@
+"""Train alignment recipes and measure where each puts the safety (`nlsr recipe-study`, docs/DESIGN.md §5.6).
+
+For one recipe (nlsr_core.recipes.Recipe):
+
+    rows      recipe_rows(recipe): the align split prepare-data writes for the recipe's sizes, checked to be
+              disjoint from every evaluation and calibration file of the prepared data (`check_disjoint`)
+    train     nlsr_core.align.align: W0 = SFT LoRA on M, Wa = DPO LoRA on M' = M + W0 (on-policy rejected
+              answers and the chosen-NLL term as the recipe says) — the align stage's own code
+    measure   the pipeline's evaluation (nlsr_core.judge.evaluate.evaluate_plans: greedy decoding, the
+              refusal-keyword judge, params.yaml's answer budgets) of M' and M' + Wa (and M once) on the prepared
+              held-out splits; ‖ΔW0‖_F, ‖ΔWa‖_F; the preference loss curve; wall times
+
+Each recipe writes `<out>/<name>/{weak,aligned,result.json}`; a result whose recorded recipe equals the asked one
+is reused, so a study grows one recipe at a time and a re-run only trains what changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from nlsr_core.errors import NlsrError
+
+RESULT = "result.json"
+
+
+def held_out_check(recipe, sft_rows: list[dict], pref_rows: list[dict], data_dir: Path, task: str) -> int:
+    """Every training prompt is absent from every evaluation / calibration file; returns how many were checked."""
+    from nlsr_core.recipes import check_disjoint, eval_prompts
+
+    held_out = eval_prompts(data_dir, (task,))
+    if not held_out:
+        raise NlsrError(f"recipe-study --data: {data_dir} holds no evaluation split (run prepare-data first)")
+    return (check_disjoint(sft_rows, held_out, f"recipe {recipe.name}: W0 SFT rows")
+            + check_disjoint(pref_rows, held_out, f"recipe {recipe.name}: Wa pairs"))
+
+
+def cached_result(out: Path, recipe) -> dict | None:
+    """The stored result of `recipe` under `out`, if it was measured with exactly this recipe."""
+    import json
+
+    path = out / recipe.name / RESULT
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    return result if result.get("recipe") == recipe.record() else None
+
+
+def train_recipe(recipe, model: str, template: str, out_dir: Path) -> dict:
+    """W0 and Wa of `recipe` (nlsr_core.align.align), saved to out_dir/weak and out_dir/aligned; returns the
+    training record (loss summaries, on-policy counts, wall seconds, ‖ΔW‖_F)."""
+    from nlsr_core.adapters import save_adapter
+    from nlsr_core.align import align
+    from nlsr_core.alignment_report import delta_norm
+    from nlsr_core.config import LoraConfig
+    from nlsr_core.models import ModelSpec
+    from nlsr_core.recipes import recipe_rows
+
+    sft_rows, pref_rows = recipe_rows(recipe)
+    start = time.perf_counter()
+    result = align(ModelSpec(model), "dpo", sft_rows, pref_rows, LoraConfig(),
+                   dataclasses.replace(recipe.sft_settings(), template=template),
+                   pref_settings=dataclasses.replace(recipe.pref_settings(), template=template),
+                   on_policy_tokens=recipe.on_policy_tokens)
+    wall = time.perf_counter() - start
+    save_adapter(result.weak.adapter(), out_dir / "weak")
+    save_adapter(result.aligned.adapter(), out_dir / "aligned")
+    aligned = result.aligned.loss_summary()
+    return {"weak_train": result.weak.loss_summary(),
+            "aligned_train": {**aligned, "on_policy": result.on_policy, "train_s": round(result.aligned.seconds, 1),
+                              "curve": [round(v, 4) for _, v in result.aligned.losses]},
+            "align_wall_s": round(wall, 1),
+            "norms": {"weak": delta_norm(out_dir / "weak"), "aligned": delta_norm(out_dir / "aligned")}}
+
+
+def judge_variants(plans: dict, data_dir: Path, task: str, model: str, cache: Path | None) -> dict:
+    """{variant: {metric: Rate.record()}} of the pipeline's evaluation on the prepared held-out splits."""
+    from nlsr_core.judge import JudgeSpec
+    from nlsr_core.judge.evaluate import evaluate_plans, load_splits
+    from nlsr_core.judge.settings import EvalSettings
+
+    settings = EvalSettings()
+    _, scored, _ = evaluate_plans(plans, load_splits(data_dir, task), task, settings, model, 0,
+                                  JudgeSpec(name="refusal-keywords"), cache)
+    return {s.name: {m: r.record() for m, r in s.rates.items()} for s in scored}
+
+
+def is_study_dir(path: Path) -> str | None:
+    """Recogniser for `nlsr_core.outputs.claim`: None when `path` is a recipe directory this study wrote."""
+    import json
+
+    try:
+        record = json.loads((path / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no readable {RESULT}"
+    return None if isinstance(record, dict) and "recipe" in record else f"{RESULT} names no recipe"
+
+
+def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, template: str,
+               cache: Path | None) -> dict:
+    """Train and measure one recipe into `recipe_dir` (weak/, aligned/, then result.json last); returns the result."""
+    from nlsr_core.fileio import write_json
+    from nlsr_core.generate import StackPlan
+    from nlsr_core.recipes import recipe_rows
+
+    sft_rows, pref_rows = recipe_rows(recipe)
+    checked = held_out_check(recipe, sft_rows, pref_rows, data_dir, task)
+    started = time.perf_counter()
+    record = train_recipe(recipe, model, template, recipe_dir)
+    plans = {"weak": StackPlan(model, recipe_dir / "weak", None),
+             "aligned": StackPlan(model, recipe_dir / "weak", recipe_dir / "aligned")}
+    t_judge = time.perf_counter()
+    judged = judge_variants(plans, data_dir, task, model, cache)
+    kinds: dict[str, int] = {}
+    for row in pref_rows:
+        kinds[row.get("kind", "safety")] = kinds.get(row.get("kind", "safety"), 0) + 1
+    result = {"recipe": recipe.record(), "rows": {"sft": len(sft_rows), "pairs": kinds, "disjoint_checked": checked},
+              **record, "judged": judged, "judge_s": round(time.perf_counter() - t_judge, 1),
+              "wall_s": round(time.perf_counter() - started, 1), "model": model, "task": task}
+    write_json(recipe_dir / RESULT, result)
+    return result

@@ -1,0 +1,83 @@
+"""`nlsr recipe-study` and reports/alignment.md: a tiny recipe end to end on tiny-random, reuse, bad input, and
+the report's arithmetic (‖ΔW‖_F against a dense product, the targets)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nlsr_core.alignment_report import delta_norm, targets
+from nlsr_core.recipes import RECIPES, Recipe
+from tests.conftest import random_adapter, run_cli, write_adapter
+
+SMALL = ["--sft_refusal", "8", "--sft_benign", "8", "--preference", "8", "--identify", "4",
+         "--eval_harmful", "4", "--eval_benign", "4", "--task_train", "20", "--task_test", "4",
+         "--poison_pool", "10", "--finetune-n", "10"]
+TINY = Recipe("tiny", sft_refusal=2, sft_benign=2, sft_max_steps=1, pairs_safety=2, pairs_sensitive=1,
+              pairs_helpful=1, pref_max_steps=1, max_length=64, batch_size=2, on_policy_tokens=4, chosen_nll=0.5)
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(RECIPES, "tiny", TINY)
+    code, _, err = run_cli(["prepare-data", *SMALL, "--out", "data/prepared"])
+    assert code == 0, err
+    return tmp_path
+
+
+ARGS = ["recipe-study", "--recipe", "tiny", "--model", "tiny-random", "--out", "study", "--report", "alignment.md",
+        "--cache", ""]
+
+
+def test_tiny_recipe_trains_judges_reports_and_is_reused(study):
+    code, out, err = run_cli(ARGS)
+    assert code == 0, err
+    result = json.loads(Path("study/tiny/result.json").read_text())
+    assert result["recipe"] == TINY.record()
+    assert result["rows"]["pairs"] == {"safety": 2, "contrast-sensitive": 1, "contrast-helpful": 1}
+    assert set(result["judged"]) == {"weak", "aligned"} and result["judged"]["aligned"]["hs"]["n"] == 4
+    assert sum(result["aligned_train"]["on_policy"].values()) == 2   # the two safety pairs were answered by M'
+    assert result["norms"]["weak"] > 0 and result["norms"]["aligned"] > 0
+    assert json.loads(Path("study/base.json").read_text())["hs"]["n"] == 4
+    report = Path("alignment.md").read_text()
+    assert "| tiny | 2 / 2 | 2 / 1 / 1 |" in report and "**carried**" in report
+    stamp = Path("study/tiny/result.json").stat().st_mtime_ns
+    code, out, err = run_cli(ARGS)  # same recipe: the stored result is reused, nothing is retrained
+    assert code == 0, err
+    assert Path("study/tiny/result.json").stat().st_mtime_ns == stamp
+
+
+def test_unknown_recipe_and_missing_data_are_one_line_and_write_nothing(study):
+    code, _, err = run_cli([*ARGS[:2], "nope", *ARGS[3:]])
+    assert code == 1 and "recipe-study --recipe: 'nope' is unknown" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli([*ARGS, "--data", "nowhere"])
+    assert code == 1 and "nowhere/eval/harmful.jsonl is missing" in err
+    assert not Path("study").exists() and not Path("alignment.md").exists()
+
+
+def test_a_foreign_directory_in_the_way_is_not_replaced(study):
+    Path("study/tiny").mkdir(parents=True)
+    Path("study/tiny/notes.txt").write_text("mine")
+    code, _, err = run_cli(ARGS)
+    assert code == 1 and "study/tiny" in err and "did not write" in err
+    assert Path("study/tiny/notes.txt").read_text() == "mine" and not Path("alignment.md").exists()
+
+
+def test_delta_norm_is_the_dense_frobenius_norm(tmp_path):
+    import torch
+
+    adapter = random_adapter(seed=3)
+    write_adapter(tmp_path / "a", adapter)
+    dense = sum(float(torch.linalg.matrix_norm(adapter.scaling * adapter.b(m) @ adapter.a(m)) ** 2)
+                for m in adapter.modules)
+    assert delta_norm(tmp_path / "a") == pytest.approx(math.sqrt(dense), rel=1e-5)
+
+
+def test_targets():
+    assert targets(70, 45, 10, 12) == {"carried": True, "safe": True, "answers": True}
+    assert targets(70, 40, 38, 12) == {"carried": False, "safe": False, "answers": True}
+    assert targets(None, 40, 10, None) == {"carried": True, "safe": None, "answers": None}
+    assert targets(45, 40, 10, 30)["safe"] is False   # HS(M) - HS(M'+Wa) = 35 < 40
