@@ -74,7 +74,9 @@ def config_option(key: str, *names: str, dest: str | None = None, **overrides):
         inner = kind[len("tuple["):].split(",")[0].strip().rstrip("]")
         kw.update(multiple=True, type={"int": int, "float": float}.get(inner, str))
     elif kind == "bool":
-        flags = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",)
+        # DVC's dict unpacking spells a true bool as `--name` (underscores kept), so both spellings switch it on.
+        flags = tuple(dict.fromkeys([f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",
+                                     f"--{name}/--no_{name}"]))
     else:
         kw["type"] = {"int": int, "float": float}.get(kind.replace("| None", "").strip(), str)
     kw.update(overrides)

@@ -57,8 +57,9 @@ def test_synthetic_sizes_honoured(sizes):
     s = _suite(sizes=sizes)
     kinds = [r["kind"] for r in s.sft]
     assert (kinds.count("refusal"), kinds.count("benign")) == (sizes.sft_refusal, sizes.sft_benign)
+    pairs = sizes.preference + sizes.contrast_sensitive + sizes.contrast_helpful
     assert [len(s.preference), len(s.identify), len(s.eval_harmful), len(s.eval_benign), len(s.poison_pool)] == \
-        [sizes.preference, sizes.identify, sizes.eval_harmful, sizes.eval_benign, sizes.poison_pool]
+        [pairs, sizes.identify, sizes.eval_harmful, sizes.eval_benign, sizes.poison_pool]
     for task in ALL_TASKS:
         assert (len(s.task_train[task]), len(s.task_test[task])) == (sizes.task_train, sizes.task_test)
     ids = [r["id"] for split in (s.sft, s.preference, s.identify, s.eval_harmful, s.eval_benign, s.poison_pool)

@@ -151,7 +151,7 @@ def test_align_recipe_options_reach_the_preference_phase_and_the_lineage(project
     from nlsr_core.lineage import read_lineage
 
     code, _, err = run_cli(["align", "--method", "dpo", *FAST, "--pref-epochs", "2", "--chosen-nll", "0.5",
-                            "--precompute-ref", "--on-policy-tokens", "4"])
+                            "--precompute_ref", "--on-policy-tokens", "4"])  # DVC spells a true bool --name
     assert code == 0, err
     record = read_lineage(Path("adapters/aligned/dpo/aligned"))
     assert {"pref_epochs": 2.0, "chosen_nll": 0.5, "precompute_ref": True,
