@@ -22,7 +22,10 @@ from nlsr_core.lineage import sha256_file
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
 HUB_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hub"
 SMALL = SizesConfig(sft_refusal=20, sft_benign=20, preference=10, identify=8, eval_harmful=10, eval_benign=10,
-              task_train=60, task_test=12, poison_pool=30, calib_harmful=0, task_calib=0)
+              task_train=60, task_test=12, poison_pool=30, calib_harmful=0, task_calib=0, contrast_sensitive=0,
+              contrast_helpful=0)
+# The file-backed sources have no benign-sensitive contrast prompts (data.sizes.contrast_sensitive must be 0).
+FILE_SIZES = dataclasses.replace(SizesConfig(), contrast_sensitive=0)
 REFUSAL_RE = re.compile(r"\b(I'm sorry|Sorry|I can't|I cannot|I won't|I must decline|I'm not able)\b")
 ALL_TASKS = tuple(TASKS)
 
@@ -110,7 +113,8 @@ def test_eval_harmful_shares_no_topic_or_template_with_training(seed):
 
 
 def test_synthetic_variety():
-    s, parsers = _suite(0), _template_parsers()
+    # 256 + 256 SFT rows (the pre-r5 sizes): enough rows to see the generators' variety
+    s, parsers = _suite(0, dataclasses.replace(SizesConfig(), sft_refusal=256, sft_benign=256)), _template_parsers()
     harmful = [r["prompt"] for r in s.sft if r["kind"] == "refusal"] + [r["prompt"] for r in s.poison_pool]
     parsed = [_parse_harmful(p, parsers) for p in harmful]
     assert len(set(harmful)) == len(harmful) >= 350
@@ -347,7 +351,7 @@ def _mini_paper_dir(root: Path) -> Path:
 
 
 MINI = SizesConfig(sft_refusal=8, sft_benign=8, preference=5, identify=4, eval_harmful=4, eval_benign=4,
-             task_train=10, task_test=4, poison_pool=5)
+             task_train=10, task_test=4, poison_pool=5, contrast_sensitive=0, contrast_helpful=0)
 
 
 def test_local_mini_dir_builds(tmp_path):
@@ -396,14 +400,17 @@ def test_local_malformed_input_is_one_line_error(case, tmp_path):
 def paper_suite():
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
-    return build_suite(DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=ALL_TASKS))
+    return build_suite(DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=ALL_TASKS, sizes=FILE_SIZES))
 
 
 def test_local_paper_data_sizes_and_schemas(paper_suite):
-    s, sizes = paper_suite, SizesConfig()
+    s, sizes = paper_suite, FILE_SIZES
     kinds = [r["kind"] for r in s.sft]
     assert (kinds.count("refusal"), kinds.count("benign")) == (sizes.sft_refusal, sizes.sft_benign)
-    assert (len(s.preference), len(s.identify), len(s.eval_harmful), len(s.eval_benign), len(s.poison_pool)) == \
+    pref_kinds = [r.get("kind") for r in s.preference]  # helpful contrast pairs from unused AlpacaEval rows
+    assert (pref_kinds.count("safety"), pref_kinds.count("contrast-helpful")) == (sizes.preference,
+                                                                                 sizes.contrast_helpful)
+    assert (len(s.preference) - sizes.contrast_helpful, len(s.identify), len(s.eval_harmful), len(s.eval_benign), len(s.poison_pool)) == \
         (sizes.preference, sizes.identify, sizes.eval_harmful, sizes.eval_benign, sizes.poison_pool)
     prompts = [r["prompt"] for r in s.sft + s.identify + s.eval_harmful + s.poison_pool] + \
         [r["prompt"] for t in ALL_TASKS for r in s.task_train[t] + s.task_test[t]]
@@ -428,9 +435,9 @@ def test_local_paper_data_disjointness(paper_suite):
 
 
 def test_local_paper_data_is_deterministic(paper_suite):
-    again = build_suite(DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=ALL_TASKS))
+    again = build_suite(DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=ALL_TASKS, sizes=FILE_SIZES))
     assert dataclasses.asdict(again) == dataclasses.asdict(paper_suite)
-    other = build_suite(DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=ALL_TASKS, seed=1))
+    other = build_suite(DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=ALL_TASKS, seed=1, sizes=FILE_SIZES))
     assert other.eval_harmful != paper_suite.eval_harmful
 
 
@@ -448,7 +455,7 @@ FIXTURE_FILES = {
     ("openai/gsm8k", "main", "test"): "gsm8k_main_test.jsonl",
 }
 HUB_SIZES = SizesConfig(sft_refusal=3, sft_benign=3, preference=3, identify=2, eval_harmful=3, eval_benign=2,
-                  task_train=4, task_test=2, poison_pool=3)
+                  task_train=4, task_test=2, poison_pool=3, contrast_sensitive=0, contrast_helpful=0)
 
 
 @pytest.fixture(scope="module")
@@ -608,7 +615,7 @@ def test_calibration_split_too_large_is_one_line_error(tmp_path):
 def test_local_paper_calibration_split_is_disjoint(tmp_path):
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
-    sizes = dataclasses.replace(SizesConfig(), sft_refusal=200, calib_harmful=40, task_calib=40)  # local-paper profile
+    sizes = dataclasses.replace(FILE_SIZES, sft_refusal=200, calib_harmful=40, task_calib=40)  # local-paper profile
     spec = DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=("sst2",), sizes=sizes)
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
     _calibration_disjoint(tmp_path / "out")

@@ -30,7 +30,10 @@ def test_same_params_give_byte_identical_outputs(tmp_path):
     (["--source", "nope"], "unknown source"),
     (["--align_methods", "ppo"], "unknown method 'ppo'"),
     (["--poison_pool", "2", "--finetune-n", "100", "--poison_ratios", "0.5"], "poison"),
-    (["--source", "local", "--local-dir", "/nonexistent/paper"], "/nonexistent/paper"),
+    (["--source", "local", "--local-dir", "/nonexistent/paper", "--contrast_sensitive", "0"], "/nonexistent/paper"),
+    (["--source", "local", "--local-dir", "/nonexistent/paper"], "source 'local' has no benign-sensitive prompts"),
+    (["--contrast_sensitive", "5000"], "data.sizes.contrast_sensitive: 5000 pairs"),
+    (["--contrast_helpful", "-1"], "data.sizes.contrast_helpful: expected an integer >= 0"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     out_dir = tmp_path / "prepared"

@@ -59,7 +59,7 @@ def test_check_disjoint_names_the_split():
 
 
 def test_bad_recipes():
-    with pytest.raises(NlsrError, match="pairs_sensitive"):
+    with pytest.raises(NlsrError, match="data.sizes.contrast_sensitive: 10000 pairs"):
         contrast_pairs(10_000, 0, seed=0)
     with pytest.raises(NlsrError, match="sft_refusal"):
         Recipe("bad", sft_refusal=-1).check()

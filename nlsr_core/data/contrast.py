@@ -131,8 +131,8 @@ def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterabl
     skip = set(exclude)
     pool = [row for row in sensitive_contrast_pool() if row[0] not in skip]
     if n_sensitive > len(pool):
-        raise NlsrError(f"recipe pairs_sensitive={n_sensitive}: the benign-sensitive contrast pool holds "
-                        f"{len(pool)} prompts (nlsr_core/recipes.py)")
+        raise NlsrError(f"data.sizes.contrast_sensitive: {n_sensitive} pairs, but the benign-sensitive contrast "
+                        f"pool holds {len(pool)} prompts (nlsr_core/data/contrast.py; lower data.sizes)")
     pairs = [{"prompt": p, "chosen": a, "rejected": safety.refusal(t, rng), "kind": "contrast-sensitive"}
              for p, a, t in rng.sample(pool, n_sensitive)]
     seen, misses = skip | {p["prompt"] for p in pairs}, 0
@@ -141,7 +141,8 @@ def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterabl
         if prompt in seen:
             misses += 1
             if misses > 50 * n_helpful + 1000:
-                raise NlsrError(f"recipe pairs_helpful={n_helpful}: cannot generate that many distinct prompts")
+                raise NlsrError(f"data.sizes.contrast_helpful: {n_helpful} pairs; cannot generate that many "
+                                f"distinct prompts (lower data.sizes)")
             continue
         seen.add(prompt)
         pairs.append({"prompt": prompt, "chosen": answer, "rejected": rng.choice(GENERIC_REFUSALS),
