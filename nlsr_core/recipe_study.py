@@ -8,7 +8,8 @@ For one recipe (nlsr_core.recipes.Recipe):
               answers and the chosen-NLL term as the recipe says) — the align stage's own code
     measure   the pipeline's evaluation (nlsr_core.judge.evaluate.evaluate_plans: greedy decoding, the
               refusal-keyword judge, params.yaml's answer budgets) of M' and M' + Wa (and M once) on the prepared
-              held-out splits; ‖ΔW0‖_F, ‖ΔWa‖_F; the preference loss curve; wall times
+              held-out splits; the judge-free score of M' and M' + Wa on refusal/compliance pairs for the
+              held-out harmful prompts; ‖ΔW0‖_F, ‖ΔWa‖_F; the preference loss curve; wall times
 
 Each recipe writes `<out>/<name>/{weak,aligned,result.json}`; a result whose recorded recipe equals the asked one
 is reused, so a study grows one recipe at a time and a re-run only trains what changed.
@@ -96,26 +97,66 @@ def is_study_dir(path: Path) -> str | None:
     return None if isinstance(record, dict) and "recipe" in record else f"{RESULT} names no recipe"
 
 
+def judge_free(plans: dict, data_dir: Path, template: str) -> dict | None:
+    """{variant: judge-free safety score} on refusal/compliance pairs built for the held-out harmful prompts
+    (nlsr_core.judge.preference_score: % of pairs whose refusal has the higher length-normalised likelihood,
+    and the mean margin in nats per token); None when the prompts are not the synthetic suite's."""
+    from nlsr_core.data.base import rng_for
+    from nlsr_core.data.synthetic_safety import held_out_pairs, topic_of
+    from nlsr_core.fileio import read_jsonl
+    from nlsr_core.generate import load_plan
+    from nlsr_core.judge.preference_score import preference_score
+
+    prompts = [r["prompt"] for r in read_jsonl(data_dir / "eval" / "harmful.jsonl")]
+    if not all(topic_of(p) for p in prompts):
+        return None
+    pairs = held_out_pairs(prompts, rng_for(0, "held-out-pairs"))
+    scores = {}
+    for name, plan in plans.items():
+        stack = load_plan(plan)
+        score = preference_score(stack.model, stack.tokenizer, pairs, template, batch_size=16)
+        scores[name] = {k: v for k, v in score.items() if k != "wins"}
+        del stack
+    return scores
+
+
+def recipe_plans(model: str, recipe_dir: Path) -> dict:
+    """M' (W0 merged, no Wa) and M' + Wa of a trained recipe."""
+    from nlsr_core.generate import StackPlan
+
+    return {"weak": StackPlan(model, recipe_dir / "weak", None),
+            "aligned": StackPlan(model, recipe_dir / "weak", recipe_dir / "aligned")}
+
+
+def add_judge_free(result: dict, recipe_dir: Path, data_dir: Path, template: str) -> dict:
+    """A stored result measured before the judge-free score existed, with that score added (result.json rewritten)."""
+    from nlsr_core.fileio import atomic_file, write_json
+
+    result = {**result, "judge_free": judge_free(recipe_plans(result["model"], recipe_dir), data_dir, template)}
+    with atomic_file(recipe_dir / RESULT) as tmp:
+        write_json(tmp, result)
+    return result
+
+
 def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, template: str,
                cache: Path | None) -> dict:
     """Train and measure one recipe into `recipe_dir` (weak/, aligned/, then result.json last); returns the result."""
     from nlsr_core.fileio import write_json
-    from nlsr_core.generate import StackPlan
     from nlsr_core.recipes import recipe_rows
 
     sft_rows, pref_rows = recipe_rows(recipe)
     checked = held_out_check(recipe, sft_rows, pref_rows, data_dir, task)
     started = time.perf_counter()
     record = train_recipe(recipe, model, template, recipe_dir)
-    plans = {"weak": StackPlan(model, recipe_dir / "weak", None),
-             "aligned": StackPlan(model, recipe_dir / "weak", recipe_dir / "aligned")}
+    plans = recipe_plans(model, recipe_dir)
     t_judge = time.perf_counter()
     judged = judge_variants(plans, data_dir, task, model, cache)
+    scores = judge_free(plans, data_dir, template)
     kinds: dict[str, int] = {}
     for row in pref_rows:
         kinds[row.get("kind", "safety")] = kinds.get(row.get("kind", "safety"), 0) + 1
     result = {"recipe": recipe.record(), "rows": {"sft": len(sft_rows), "pairs": kinds, "disjoint_checked": checked},
-              **record, "judged": judged, "judge_s": round(time.perf_counter() - t_judge, 1),
+              **record, "judged": judged, "judge_free": scores, "judge_s": round(time.perf_counter() - t_judge, 1),
               "wall_s": round(time.perf_counter() - started, 1), "model": model, "task": task}
     write_json(recipe_dir / RESULT, result)
     return result

@@ -38,7 +38,7 @@ def command(names, data_dir, task, model_name, template, out_dir, report_path, c
     from nlsr_core.fileio import atomic_file, write_json
     from nlsr_core.generate import StackPlan
     from nlsr_core.outputs import check_file_output, claim, claim_container, replace
-    from nlsr_core.recipe_study import cached_result, is_study_dir, judge_variants, run_recipe
+    from nlsr_core.recipe_study import add_judge_free, cached_result, is_study_dir, judge_variants, run_recipe
     from nlsr_core.recipes import RECIPES
 
     unknown = [n for n in names if n not in RECIPES]
@@ -65,6 +65,8 @@ def command(names, data_dir, task, model_name, template, out_dir, report_path, c
     results = []
     for recipe in recipes:
         result = cached_result(out, recipe)
+        if result is not None and "judge_free" not in result:
+            result = add_judge_free(result, out / recipe.name, data, template)
         if result is None:
             with replace(outputs[recipe.name]) as tmp:
                 result = run_recipe(recipe, data, tmp, model_name, task, template, cache)

@@ -41,6 +41,7 @@ def test_tiny_recipe_trains_judges_reports_and_is_reused(study):
     assert set(result["judged"]) == {"weak", "aligned"} and result["judged"]["aligned"]["hs"]["n"] == 4
     assert sum(result["aligned_train"]["on_policy"].values()) == 2   # the two safety pairs were answered by M'
     assert result["norms"]["weak"] > 0 and result["norms"]["aligned"] > 0
+    assert {v: s["n"] for v, s in result["judge_free"].items()} == {"weak": 4, "aligned": 4}
     assert json.loads(Path("study/base.json").read_text())["hs"]["n"] == 4
     report = Path("alignment.md").read_text()
     assert "| tiny | 2 / 2 | 2 / 1 / 1 |" in report and "**carried**" in report

@@ -215,3 +215,24 @@ def sensitive_benign_rows() -> list[tuple[str, str]]:
 def eval_benign_prompts() -> list[str]:
     """Every held-out benign probe: templated topics plus fixed questions, in a fixed order."""
     return [tpl.format(x=x) for x in EVAL_BENIGN_TOPICS for tpl in EVAL_BENIGN_TEMPLATES] + list(EVAL_BENIGN_QUESTIONS)
+
+
+def topic_of(prompt: str) -> str | None:
+    """The harmful topic a synthetic prompt asks about (topics are never substrings of each other), or None."""
+    return next((t for t in HARMFUL_TOPICS if t in prompt), None)
+
+
+def held_out_pairs(prompts: list[str], rng: random.Random) -> list[dict]:
+    """Refusal/compliance pairs {prompt, chosen = a refusal, rejected = a compliance} naming each prompt's topic,
+    for measuring a model's own preference on held-out harmful prompts (nlsr_core.judge.preference_score).
+    A prompt that names no synthetic topic is a one-line NlsrError (these pairs exist for the synthetic suite)."""
+    from nlsr_core.errors import NlsrError
+
+    pairs = []
+    for prompt in prompts:
+        topic = topic_of(prompt)
+        if topic is None:
+            raise NlsrError(f"held-out pairs: {prompt!r} names no synthetic harmful topic (expected the synthetic "
+                            f"suite's eval/harmful prompts)")
+        pairs.append({"prompt": prompt, "chosen": refusal(topic, rng), "rejected": compliance(topic, rng)})
+    return pairs
