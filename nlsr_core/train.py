@@ -109,6 +109,11 @@ def _dpo_trainer(model, tokenizer, dataset, common: dict, s: TrainSettings):
     losses = dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, s.chosen_nll]) if s.chosen_nll else {}
     args = DPOConfig(**common, max_length=s.max_length, beta=s.beta, precompute_ref_log_probs=s.precompute_ref,
                      **losses)
+    if args.world_size > 1:
+        # TRL writes the precomputed columns into the dataset's cache on rank 0 and reads them back on every rank;
+        # our in-memory datasets cache in a per-process temp dir, so the other ranks cannot find the file. The
+        # option only moves the reference forward (same losses), so multi-process runs compute it per step.
+        args.precompute_ref_log_probs = False
     return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 
