@@ -58,18 +58,17 @@ class Recipe:
             raise NlsrError(f"recipe {self.name}: no preference pairs")
 
     def sft_settings(self):
+        """W0's TrainSettings; the shared fields (batch, length, seed, beta) are the recipe's."""
         from nlsr_core.train import TrainSettings
 
         return TrainSettings(lr=self.sft_lr, epochs=self.sft_epochs, batch_size=self.batch_size,
                              max_length=self.max_length, seed=self.seed, beta=self.beta, max_steps=self.sft_max_steps)
 
     def pref_settings(self):
-        from nlsr_core.train import TrainSettings
-
-        return TrainSettings(lr=self.pref_lr, epochs=self.pref_epochs, batch_size=self.batch_size,
-                             max_length=self.max_length, seed=self.seed, beta=self.beta,
-                             max_steps=self.pref_max_steps, precompute_ref=self.precompute_ref,
-                             chosen_nll=self.chosen_nll)
+        """Wa's TrainSettings: W0's with the preference phase's own fields."""
+        return dataclasses.replace(self.sft_settings(), lr=self.pref_lr, epochs=self.pref_epochs,
+                                   max_steps=self.pref_max_steps, precompute_ref=self.precompute_ref,
+                                   chosen_nll=self.chosen_nll)
 
     def record(self) -> dict:
         return dataclasses.asdict(self)
