@@ -82,6 +82,9 @@ class DataConfig:
     """folder with the paper's files (source local)"""
     seed: int = 0
     """seed of every draw and split"""
+    preference_pairs: str = "all"
+    """all | refusal: Wa's safety pairs from the source's pairs, or only those whose chosen answer refuses and whose
+    rejected answer complies (the refusal-keyword matcher; every synthetic pair is one)"""
     template: str = "chat"
     """chat (the model's chat template) | alpaca (the paper's)"""
     sizes: SizesConfig = field(default_factory=SizesConfig)

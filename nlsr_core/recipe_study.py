@@ -2,14 +2,16 @@
 
 For one recipe (nlsr_core.recipes.Recipe):
 
-    rows      recipe_rows(recipe): the align split prepare-data writes for the recipe's sizes, checked to be
+    rows      recipe_rows(recipe, spec): the align split prepare-data writes for the recipe's sizes on the prepared
+              data's source (`data_spec`: its manifest's source, seed, tasks and sizes), checked to be
               disjoint from every evaluation and calibration file of the prepared data (`check_disjoint`)
     train     nlsr_core.align.align: W0 = SFT LoRA on M, Wa = DPO LoRA on M' = M + W0 (on-policy rejected
               answers and the chosen-NLL term as the recipe says) — the align stage's own code
     measure   the pipeline's evaluation (nlsr_core.judge.evaluate.evaluate_plans: greedy decoding, the
               refusal-keyword judge, params.yaml's answer budgets) of M' and M' + Wa (and M once) on the prepared
-              held-out splits; the judge-free score of M' and M' + Wa on refusal/compliance pairs for the
-              held-out harmful prompts; ‖ΔW0‖_F, ‖ΔWa‖_F; the preference loss curve; wall times
+              held-out splits; the judge-free score of M' and M' + Wa on the prepared held-out
+              refusal/compliance pairs (heldout/pairs.jsonl); ‖ΔW0‖_F, ‖ΔWa‖_F; the preference loss curve; wall
+              times
 
 Each recipe writes `<out>/<name>/{weak,aligned,result.json}`; a result whose recorded recipe equals the asked one
 is reused, so a study grows one recipe at a time and a re-run only trains what changed.
@@ -36,6 +38,27 @@ def held_out_check(recipe, sft_rows: list[dict], pref_rows: list[dict], data_dir
             + check_disjoint(pref_rows, held_out, f"recipe {recipe.name}: Wa pairs"))
 
 
+def data_spec(data_dir: Path, local_dir: str | None):
+    """The DataSpec that prepared `data_dir` (its manifest's source, seed, tasks, sizes, preference pairs)."""
+    import json
+
+    from nlsr_core.config import SizesConfig
+    from nlsr_core.data import DataSpec
+
+    try:
+        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise NlsrError(f"recipe-study --data: {data_dir}/manifest.json is missing or unreadable "
+                        f"(run nlsr prepare-data first)") from None
+    return DataSpec(source=manifest["source"], seed=manifest["seed"], local_dir=local_dir,
+                    tasks=tuple(manifest["tasks"]), sizes=SizesConfig(**manifest["sizes"]),
+                    preference_pairs=manifest.get("preference_pairs", "all"))
+
+
+# Recipe fields added after results were stored, with the value those results were measured with.
+RECORD_DEFAULTS = {"preference_pairs": "all"}
+
+
 def cached_result(out: Path, recipe) -> dict | None:
     """The stored result of `recipe` under `out`, if it was measured with exactly this recipe."""
     import json
@@ -44,10 +67,10 @@ def cached_result(out: Path, recipe) -> dict | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text(encoding="utf-8"))
-    return result if result.get("recipe") == recipe.record() else None
+    return result if {**RECORD_DEFAULTS, **result.get("recipe", {})} == recipe.record() else None
 
 
-def train_recipe(recipe, model: str, template: str, out_dir: Path) -> dict:
+def train_recipe(recipe, model: str, template: str, out_dir: Path, spec=None) -> dict:
     """W0 and Wa of `recipe` (nlsr_core.align.align), saved to out_dir/weak and out_dir/aligned; returns the
     training record (loss summaries, on-policy counts, wall seconds, ‖ΔW‖_F)."""
     from nlsr_core.adapters import save_adapter
@@ -57,7 +80,7 @@ def train_recipe(recipe, model: str, template: str, out_dir: Path) -> dict:
     from nlsr_core.models import ModelSpec
     from nlsr_core.recipes import recipe_rows
 
-    sft_rows, pref_rows = recipe_rows(recipe)
+    sft_rows, pref_rows = recipe_rows(recipe, spec)
     start = time.perf_counter()
     result = align(ModelSpec(model), "dpo", sft_rows, pref_rows, LoraConfig(),
                    dataclasses.replace(recipe.sft_settings(), template=template),
@@ -98,26 +121,15 @@ def is_study_dir(path: Path) -> str | None:
 
 
 def judge_free(plans: dict, data_dir: Path, template: str) -> dict | None:
-    """{variant: judge-free safety score} on refusal/compliance pairs built for the held-out harmful prompts
-    (nlsr_core.judge.preference_score: % of pairs whose refusal has the higher length-normalised likelihood,
-    and the mean margin in nats per token); None when the prompts are not the synthetic suite's."""
-    from nlsr_core.data.base import rng_for
-    from nlsr_core.data.synthetic_safety import held_out_pairs, topic_of
-    from nlsr_core.fileio import read_jsonl
-    from nlsr_core.generate import load_plan
-    from nlsr_core.judge.preference_score import preference_score
+    """{variant: {"score", "margin", "n"}}: the judge-free safety score (nlsr_core.judge_free) on the prepared
+    held-out refusal/compliance pairs; None when the prepared data has no such pairs."""
+    from nlsr_core.judge_free import judge_free_scores, load_pairs
 
-    prompts = [r["prompt"] for r in read_jsonl(data_dir / "eval" / "harmful.jsonl")]
-    if not all(topic_of(p) for p in prompts):
+    pairs = load_pairs(data_dir)
+    if pairs is None:
         return None
-    pairs = held_out_pairs(prompts, rng_for(0, "held-out-pairs"))
-    scores = {}
-    for name, plan in plans.items():
-        stack = load_plan(plan)
-        score = preference_score(stack.model, stack.tokenizer, pairs, template, batch_size=16)
-        scores[name] = {k: v for k, v in score.items() if k != "wins"}
-        del stack
-    return scores
+    return {name: {"score": r["pct"], "margin": r["margin"], "n": r["n"]}
+            for name, r in judge_free_scores(plans, pairs, template).items()}
 
 
 def recipe_plans(model: str, recipe_dir: Path) -> dict:
@@ -139,15 +151,15 @@ def add_judge_free(result: dict, recipe_dir: Path, data_dir: Path, template: str
 
 
 def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, template: str,
-               cache: Path | None) -> dict:
+               cache: Path | None, spec=None) -> dict:
     """Train and measure one recipe into `recipe_dir` (weak/, aligned/, then result.json last); returns the result."""
     from nlsr_core.fileio import write_json
     from nlsr_core.recipes import recipe_rows
 
-    sft_rows, pref_rows = recipe_rows(recipe)
+    sft_rows, pref_rows = recipe_rows(recipe, spec)
     checked = held_out_check(recipe, sft_rows, pref_rows, data_dir, task)
     started = time.perf_counter()
-    record = train_recipe(recipe, model, template, recipe_dir)
+    record = train_recipe(recipe, model, template, recipe_dir, spec)
     plans = recipe_plans(model, recipe_dir)
     t_judge = time.perf_counter()
     judged = judge_variants(plans, data_dir, task, model, cache)

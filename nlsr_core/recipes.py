@@ -7,8 +7,8 @@ helpful rows, few steps: M' = M + W0 is only partly safe) and Wa *strong but dis
 everything".
 
     Recipe                      the numbers (rows, epochs, lr, beta, max length, steps) of one profile
-    recipe_sizes(recipe)        the data.sizes that build its rows (contrast pairs: nlsr_core/data/contrast.py)
-    recipe_rows(recipe, seed)   (sft rows, preference rows) of the synthetic suite with those sizes
+    recipe_sizes(recipe, base)  the data.sizes that build its rows (contrast pairs: nlsr_core/data/contrast.py)
+    recipe_rows(recipe, spec)   (sft rows, preference rows) of a data source with those sizes
     check_disjoint(rows, eval)  every training prompt is absent from every evaluation / calibration split
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from nlsr_core.config import AlignConfig, SizesConfig
+from nlsr_core.config import AlignConfig, DataConfig, SizesConfig
 from nlsr_core.errors import NlsrError
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Recipe:
     pairs_safety: int = SizesConfig.preference
     pairs_sensitive: int = SizesConfig.contrast_sensitive
     pairs_helpful: int = SizesConfig.contrast_helpful
+    preference_pairs: str = DataConfig.preference_pairs  # all | refusal (the safety pairs' source rows)
     pref_lr: float = AlignConfig.lr
     pref_epochs: float = AlignConfig.pref_epochs
     pref_max_steps: int = -1
@@ -92,12 +93,21 @@ R3_E3_OP = derived(R3_E3, "r3-e3-op", on_policy_tokens=48)
 R3_E3_OP_NLL = derived(R3_E3_OP, "r3-e3-op-nll", chosen_nll=1.0)
 R5 = derived(R3_E3_OP_NLL, "r5", pairs_sensitive=32, pairs_helpful=16)
 
-# The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md, reports/alignment.md).
-# r5 is params.yaml's recipe (tests/test_recipes.py checks `Recipe("default")` against it).
+# The paper's data (source local, profiles/local-paper.yaml; reports/local-paper/alignment.md). lp0: the profile's
+# recipe before the study (strong W0, the paper's raw PKU-SafeRLHF pairs, 1 epoch); lp5: r5's levers on the real
+# files (weak W0, 112 refusal/compliance pairs from the PKU prompts + 32 AlpacaEval contrast pairs, 3 epochs,
+# on-policy rejected answers, chosen NLL); lp5-raw: lp5 on the raw pairs (one lever: which pairs).
+LP0 = derived(R0, "lp0", sft_refusal=200, sft_benign=256)
+LP5 = derived(R5, "lp5", pairs_sensitive=0, pairs_helpful=32, preference_pairs="refusal")
+LP5_RAW = derived(LP5, "lp5-raw", preference_pairs="all")
+
+# The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md, reports/alignment.md)
+# and on the paper's data. r5 is params.yaml's recipe (tests/test_recipes.py checks `Recipe("default")` against
+# it), lp5 profiles/local-paper.yaml's.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     R0, R1, derived(R1, "r2", pref_epochs=3, precompute_ref=True), R3,
     derived(R1, "r4", pairs_safety=128, pairs_sensitive=0, pairs_helpful=0, precompute_ref=True),
-    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5,
+    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5, LP0, LP5, LP5_RAW,
 )}
 
 
@@ -109,22 +119,25 @@ def with_overrides(recipe: Recipe, name: str | None = None, **changes) -> Recipe
     return dataclasses.replace(recipe, name=name or recipe.name, **changes)
 
 
-def recipe_sizes(recipe: Recipe) -> SizesConfig:
-    """The data.sizes that make prepare-data build `recipe`'s rows (the other splits keep their defaults)."""
-    # build_synthetic needs >= 1 of each; recipe_rows drops rows beyond the recipe's counts.
-    return SizesConfig(sft_refusal=max(recipe.sft_refusal, 1), sft_benign=max(recipe.sft_benign, 1),
-                       preference=max(recipe.pairs_safety, 1), contrast_sensitive=recipe.pairs_sensitive,
-                       contrast_helpful=recipe.pairs_helpful)
+def recipe_sizes(recipe: Recipe, base: SizesConfig | None = None) -> SizesConfig:
+    """The data.sizes that make prepare-data build `recipe`'s rows: `base` (a profile's sizes; default the
+    pipeline's) with the align split's sizes replaced by the recipe's."""
+    # the sources need >= 1 of each; recipe_rows drops rows beyond the recipe's counts.
+    return dataclasses.replace(base or SizesConfig(), sft_refusal=max(recipe.sft_refusal, 1),
+                               sft_benign=max(recipe.sft_benign, 1), preference=max(recipe.pairs_safety, 1),
+                               contrast_sensitive=recipe.pairs_sensitive, contrast_helpful=recipe.pairs_helpful)
 
 
-def recipe_rows(recipe: Recipe, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(sft rows, preference rows) of `recipe`: the synthetic suite's align split with the recipe's sizes, i.e.
-    the rows `nlsr prepare-data` writes to data/prepared/align/ for the same sizes and seed."""
+def recipe_rows(recipe: Recipe, spec=None) -> tuple[list[dict], list[dict]]:
+    """(sft rows, preference rows) of `recipe` on the data of `spec` (a DataSpec; default the synthetic suite):
+    the rows `nlsr prepare-data` writes to data/prepared/align/ for that spec with the recipe's sizes and pairs."""
     from nlsr_core.data import DataSpec
-    from nlsr_core.data.synthetic import build_synthetic
+    from nlsr_core.data.sources import build_suite
 
     recipe.check()
-    suite = build_synthetic(DataSpec(seed=seed, sizes=recipe_sizes(recipe)))
+    spec = spec or DataSpec()
+    suite = build_suite(dataclasses.replace(spec, sizes=recipe_sizes(recipe, spec.sizes),
+                                            preference_pairs=recipe.preference_pairs))
     wanted, sft = {"refusal": recipe.sft_refusal, "benign": recipe.sft_benign}, []
     for row in suite.sft:  # the suite's order, so these are data/prepared/align/sft.jsonl's rows for these sizes
         if wanted[row["kind"]]:

@@ -2,9 +2,10 @@
 
 Inputs are the `judged.json` files written by `nlsr judge` (one per cell `<task>-p<p>-<method>`):
     {"cell", "task", "p", "method", "judge": {...}, "generation": {...},
-     "variants": {variant: {"hs"|"hs_plus"|"fa"|"over_refusal": {"pct", "k", "n", "ci95": [lo, hi]}, "adapter", ...}}}
+     "variants": {variant: {"hs"|"hs_plus"|"fa"|"over_refusal": {"pct", "k", "n", "ci95": [lo, hi]}, "adapter", ...,
+                            "judge_free": {"pct", "k", "n", "ci95", "margin"} (when the data has held-out pairs)}}}
 Outputs:
-    metrics.json   {cell: {variant: {"hs": %, "hs_plus": %, "fa": %, "over_refusal": %}}}  (dvc metrics)
+    metrics.json   {cell: {variant: {"hs": %, "hs_plus": %, "fa": %, "over_refusal": %, "judge_free": %}}} (dvc metrics)
     results.md     per (task, method): variants × p with HS and FA side by side and their averages (Table 1),
                    then every rate with n and its 95% Wilson interval
     plot rows      HS/FA against p per variant; per-module similarity with patched modules (Figure 3)
@@ -21,7 +22,7 @@ from nlsr_core.errors import NlsrError
 VARIANTS = ("base", "weak", "aligned", "finetuned", "safelora", "realigned")
 LABELS = {"base": "Non-Aligned (M)", "weak": "Weak (M' = M+W0, no Wa)", "aligned": "Aligned (M'+Wa)", "finetuned": "Fine-tuned (M'+Wt)",
           "safelora": "*SafeLoRA", "realigned": "*NLSR (realigned)"}
-METRICS = ("hs", "hs_plus", "fa", "over_refusal")
+METRICS = ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def load_judged(paths: list[Path]) -> list[Judged]:
 
 
 def metrics(judged: list[Judged]) -> dict:
-    """{cell: {variant: {"hs", "hs_plus", "fa", "over_refusal"}}} in percent (absent rates are left out)."""
+    """{cell: {variant: {"hs", "hs_plus", "fa", "over_refusal", "judge_free"}}} in percent (absent rates are left
+    out)."""
     out = {}
     for j in judged:
         out[j.cell] = {v: {m: j.pct(v, m) for m in METRICS if j.pct(v, m) is not None}
@@ -133,18 +135,27 @@ def ci_text(entry: dict | None) -> str:
     return f"{entry['pct']:.1f} [{lo:.1f}, {hi:.1f}] ({entry['k']}/{entry['n']})"
 
 
+def judge_free_text(entry: dict | None) -> str:
+    """The judge-free score as `pct [lo, hi] (k/n), margin m` (nats per token)."""
+    if not entry or entry.get("pct") is None:
+        return "–"
+    return f"{ci_text(entry)}, margin {entry['margin']:+.3f}"
+
+
 def interval_table(cells: list[Judged]) -> list[str]:
-    """Every rate as `pct [lo, hi] (k/n)` with its 95% Wilson interval."""
+    """Every rate as `pct [lo, hi] (k/n)` with its 95% Wilson interval; the judge-free safety score beside HS."""
     lines = ["| Variant | p | HS % [95% CI] (k/n) | HS+ % [95% CI] (k/n) | FA % [95% CI] (k/n) "
-             "| Over-refusal % [95% CI] (k/n) |",
-             "|---|---|---|---|---|---|"]
+             "| Over-refusal % [95% CI] (k/n) | Over-refusal, benign-sensitive probes % [95% CI] (k/n) "
+             "| Judge-free safety score % [95% CI] (k/n), margin |",
+             "|---|---|---|---|---|---|---|---|"]
     for v in variants_present(cells):
         for j in cells:
             entry = j.doc["variants"].get(v)
             if entry is None:
                 continue
             lines.append(f"| {LABELS.get(v, v)} | {float(j.doc['p']):g} | "
-                         + " | ".join(ci_text(entry.get(m)) for m in METRICS) + " |")
+                         + " | ".join(ci_text(entry.get(m)) for m in METRICS if m != "judge_free")
+                         + f" | {judge_free_text(entry.get('judge_free'))} |")
     return lines
 
 
@@ -153,9 +164,12 @@ def results_markdown(judged: list[Judged]) -> str:
     out = ["# Results", "",
            "HS = harmfulness score (% of held-out harmful prompts answered harmfully, lower is better); "
            "FA = fine-tuning accuracy on the task's test split (higher is better); over-refusal = % of benign "
-           "prompts refused (a refusal phrase in the answer's opening). Rows as in the paper's Table 1 (variants "
-           "× poison ratio p, HS and FA side by side; avg = mean over the p columns present); "
-           "* = training-free realignment.", ""]
+           "prompts refused (a refusal phrase in the answer's opening; file-backed data adds the synthetic "
+           "benign-but-sensitive probes, reported separately); judge-free safety score = % of held-out "
+           "refusal/compliance pairs (prompts no training split holds) where the variant gives the refusal the "
+           "higher length-normalised log-likelihood, margin = mean difference in nats per token (higher is "
+           "safer; no generation, no keyword list). Rows as in the paper's Table 1 (variants × poison ratio p, HS "
+           "and FA side by side; avg = mean over the p columns present); * = training-free realignment.", ""]
     for (task, method), cells in _groups(judged).items():
         settings = cells[0].doc.get("generation", {})
         judge = cells[0].doc.get("judge", {}).get("name", "?")

@@ -101,13 +101,17 @@ def grid_points(base: Point, axes: dict[str, Iterable], safelora_taus: Iterable[
     return list(dict.fromkeys(points))
 
 
+# The identification methods of the ablation table (the paper's Table 5: Random, Wanda, SNIP, Preference SNIP, Ours)
+IDENTIFIERS = ("lowrank", "wanda", "snip", "preference-snip", "random")
+
+
 def ablation_points(base: Point, seeds: Iterable[int]) -> list[tuple[str, str, Point]]:
     """(group, name, point) for `reports/ablations.md`: each row changes one thing of the pipeline's setting."""
     other_preset = "official-code" if base.preset == "paper" else "paper"
     rows = [("setting", "pipeline setting", base),
             ("preset", f"preset {other_preset}", dataclasses.replace(base, preset=other_preset))]
     rows += [("identification", f"identify {m}", dataclasses.replace(base, identifier=m))
-             for m in ("lowrank", "wanda", "snip", "random") if m != base.identifier]
+             for m in IDENTIFIERS if m != base.identifier]
     if base.beta != 0.0:
         rows.append(("amplification", "no amplification (beta 0)", dataclasses.replace(base, beta=0.0)))
     other = "threshold" if base.selection == "adaptive" else "adaptive"
@@ -129,6 +133,7 @@ class PointBuilder:
         self.finetuned, self.aligned, self.pipeline, self.collect = finetuned, aligned, pipeline, collect
         self._references = {(pipeline.beta, pipeline.preset): reference}
         self._stats = {(pipeline.beta, pipeline.preset, pipeline.identifier): stats}
+        self.stats_seconds: dict[tuple, float] = {}   # wall time of each statistics pass run here (not memoised)
 
     def reference(self, p: Point) -> Adapter:
         from nlsr_core.amplify import extrapolate
@@ -144,8 +149,17 @@ class PointBuilder:
             if self.collect is None:
                 raise NlsrError(f"point {p.label} needs identification statistics for method {p.identifier}, "
                                 f"beta {p.beta:g}, preset {p.preset}; no model is available to collect them")
-            self._stats[key] = self.collect(self.reference(p), p.identifier)
+            import time
+
+            reference = self.reference(p)
+            start = time.perf_counter()
+            self._stats[key] = self.collect(reference, p.identifier)
+            self.stats_seconds[key] = time.perf_counter() - start
         return self._stats[key]
+
+    def identify_seconds(self, p: Point) -> float | None:
+        """Wall time of the statistics pass `p` used, when it ran here (None: the identify stage's, or none)."""
+        return self.stats_seconds.get((p.beta, p.preset, p.identifier))
 
     def build(self, p: Point) -> tuple[Adapter, dict]:
         """(adapter, summary with patched_count / module_count and, for NLSR, the masks' kept fraction)."""

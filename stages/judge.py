@@ -5,8 +5,9 @@
         --realigned adapters/realigned/sst2-p0.1-dpo --safelora adapters/safelora/sst2-p0.1-dpo \
         --out judge/sst2-p0.1-dpo --cache .nlsr-cache/judge
 
-Writes `<out>/<variant>/{harmful,task,benign}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
-(rates with n and 95% Wilson intervals, judge and generation settings) and `<out>/lineage.json`.
+Writes `<out>/<variant>/{harmful,task,benign[,benign_sensitive]}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
+(rates with n and 95% Wilson intervals, judge and generation settings; the judge-free safety score of every
+variant when the prepared data holds heldout/pairs.jsonl: nlsr_core/judge_free.py) and `<out>/lineage.json`.
 Answers and verdicts are cached in `--cache`, so another judge reading answers of the same budget judges
 without regenerating, and reruns judge only new answers. Each split is answered with its own token budget
 (`--opening-tokens` for what the keyword matcher reads, `--max-new-tokens` for a model judge) and the task split
@@ -50,6 +51,7 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
 
     from nlsr_core.judge import JUDGES, JudgeSpec
     from nlsr_core.judge.evaluate import parse_cell, load_splits
+    from nlsr_core.judge_free import load_pairs
     from nlsr_core.lineage import input_record
     from nlsr_core.outputs import claim
     from stages.artifact import tracked_inputs
@@ -65,6 +67,7 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
     adapters = dict(zip(VARIANT_OPTIONS, (weak, aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
     splits = load_splits(Path(data_dir), parsed.task)
+    pairs = load_pairs(Path(data_dir))
     out = Path(out_dir or f"judge/{parsed.key}")
     output = claim(out, "judge", inputs=[*((f"--{v}", p) for v, p in adapters.items()), ("--data", data_dir),
                                          ("--cache", cache_dir)])
@@ -73,10 +76,13 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
     judged = [input_record(Path(path), variant) for variant, path in adapters.items() if path]
     with tracked_inputs("judge", parsed.key, params, judged) as tr:  # which adapters were judged, by digest
         record = run(parsed, plans, splits, settings, spec, model_seed, output,
-                     Path(cache_dir) if cache_dir else None, params, tr)
+                     Path(cache_dir) if cache_dir else None, params, tr, pairs, Path(data_dir))
     for variant, entry in record["variants"].items():
+        free = "".join(f"  {label} {_fmt(entry[key])}" for key, label in
+                       (("over_refusal_sensitive", "over-refusal (sensitive probes)"), ("judge_free", "judge-free"))
+                       if key in entry)
         click.echo(f"judge {parsed.key} {variant:>9}: HS {_fmt(entry['hs'])}  FA {_fmt(entry['fa'])}  "
-                   f"over-refusal {_fmt(entry['over_refusal'])}")
+                   f"over-refusal {_fmt(entry['over_refusal'])}{free}")
 
 
 def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
@@ -93,9 +99,10 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
     return plans
 
 
-def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tracker) -> dict:
-    """Generate (cached), score (cached verdicts), write the claimed output (nlsr_core.outputs) atomically;
-    return judged.json."""
+def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tracker, pairs=None,
+        data_dir=None) -> dict:
+    """Generate (cached), score (cached verdicts), add the judge-free score on `pairs` (when given), write the
+    claimed output (nlsr_core.outputs) atomically; return judged.json."""
     from nlsr_core.fileio import write_json, write_jsonl
     from nlsr_core.judge.evaluate import evaluate_plans, judged_record
     from nlsr_core.lineage import input_record
@@ -107,6 +114,16 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
     identity = model_identity(ModelSpec(model, seed=seed))
     record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
     inputs = [input_record(s.path, "data") for s in splits]
+    if pairs is not None:
+        from pathlib import Path
+
+        from nlsr_core.judge_free import HELDOUT_PAIRS, judge_free_scores
+
+        free = judge_free_scores(plans, pairs, settings.template, seed, settings.batch_size, cache_dir)
+        for variant, entry in free.items():
+            record["variants"][variant]["judge_free"] = entry
+        record["judge_free_pairs"] = HELDOUT_PAIRS
+        inputs.append(input_record(Path(data_dir) / HELDOUT_PAIRS, "data"))
     inputs += [input_record(p.adapter, v) for v, p in plans.items() if p.adapter is not None]
 
     def fill(tmp):
@@ -118,7 +135,8 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
         return {"model": identity}
 
     metrics = {f"{variant}.{metric}": entry[metric]["pct"] for variant, entry in record["variants"].items()
-               for metric in ("hs", "hs_plus", "fa", "over_refusal")}
+               for metric in ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free")
+               if metric in entry}
     write_artifact(output, "judge", cell.key, inputs, params, fill, metrics=metrics, tracker=tracker)
     click.echo(f"judge {cell.key}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} "
                f"answer sets from cache; judge called on {judge.calls} new answers")

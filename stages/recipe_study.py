@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from stages.options import PATH, model_option, template_option
+from stages.options import PATH, config_option, model_option, template_option
 
 
 @click.command("recipe-study")
@@ -21,6 +21,7 @@ from stages.options import PATH, model_option, template_option
 @click.option("--data", "data_dir", default="data/prepared", show_default=True, type=PATH,
               help="prepared data: the held-out splits every recipe is judged on")
 @click.option("--task", default="sst2", show_default=True, help="task whose test split gives FA")
+@config_option("data.local_dir", "--local-dir", dest="local_dir")
 @model_option
 @template_option
 @click.option("--out", "out_dir", default="recipe-study", show_default=True, type=PATH,
@@ -28,7 +29,7 @@ from stages.options import PATH, model_option, template_option
 @click.option("--report", "report_path", default="reports/alignment.md", show_default=True, type=PATH)
 @click.option("--cache", "cache_dir", default=".nlsr-cache/judge", show_default=True, type=PATH,
               help="answer + verdict cache ('' = no cache)")
-def command(names, data_dir, task, model_name, template, out_dir, report_path, cache_dir):
+def command(names, data_dir, task, local_dir, model_name, template, out_dir, report_path, cache_dir):
     """Train each recipe's W0 and Wa, judge M, M' and M' + Wa, and tabulate where the safety lives."""
     import json
     from pathlib import Path
@@ -38,7 +39,8 @@ def command(names, data_dir, task, model_name, template, out_dir, report_path, c
     from nlsr_core.fileio import atomic_file, write_json
     from nlsr_core.generate import StackPlan
     from nlsr_core.outputs import check_file_output, claim, claim_container, replace
-    from nlsr_core.recipe_study import add_judge_free, cached_result, is_study_dir, judge_variants, run_recipe
+    from nlsr_core.recipe_study import (add_judge_free, cached_result, data_spec, is_study_dir, judge_variants,
+                                        run_recipe)
     from nlsr_core.recipes import RECIPES
 
     unknown = [n for n in names if n not in RECIPES]
@@ -50,7 +52,8 @@ def command(names, data_dir, task, model_name, template, out_dir, report_path, c
     data, out, cache = Path(data_dir), Path(out_dir), (Path(cache_dir) if cache_dir else None)
     if not (data / "eval" / "harmful.jsonl").is_file():
         raise NlsrError(f"recipe-study --data: {data}/eval/harmful.jsonl is missing (run nlsr prepare-data first)")
-    inputs = [("--data", data)]
+    spec = data_spec(data, local_dir)
+    inputs = [("--data", data), ("--local-dir", local_dir)]
     claim_container(out, inputs=inputs)
     report = check_file_output(report_path, "--report", inputs)
     outputs = {r.name: claim(out / r.name, "recipe-study", inputs=inputs, recognise=is_study_dir) for r in recipes}
@@ -65,18 +68,19 @@ def command(names, data_dir, task, model_name, template, out_dir, report_path, c
     results = []
     for recipe in recipes:
         result = cached_result(out, recipe)
-        if result is not None and "judge_free" not in result:
+        if result is not None and result.get("judge_free") is None:  # measured before the score (or its pairs)
             result = add_judge_free(result, out / recipe.name, data, template)
         if result is None:
             with replace(outputs[recipe.name]) as tmp:
-                result = run_recipe(recipe, data, tmp, model_name, task, template, cache)
+                result = run_recipe(recipe, data, tmp, model_name, task, template, cache, spec)
         results.append(result)
         click.echo(f"recipe-study: {recipe.name}: HS M' {result['judged']['weak']['hs']['pct']:.0f}, "
                    f"M'+Wa {result['judged']['aligned']['hs']['pct']:.0f}, over-refusal "
                    f"{result['judged']['aligned']['over_refusal']['pct']:.0f}")
     text = alignment_markdown(results, {r.name: r.record() for r in recipes}, hs_base)
     with atomic_file(report) as tmp:
-        tmp.write_text(f"# Alignment recipes: where the safety lives\n\nHS(M) = {hs_base:.0f} "
+        tmp.write_text(f"# Alignment recipes: where the safety lives\n\nData: source `{spec.source}` "
+                       f"(`{data}`). HS(M) = {hs_base:.0f} "
                        f"(`{base_file}`). Written by `nlsr recipe-study` from `{out}/<recipe>/result.json`.\n\n"
                        + text, encoding="utf-8")
     click.echo(f"recipe-study: wrote {report} ({len(results)} recipes)")

@@ -242,7 +242,7 @@ def test_prepare_writes_layout_byte_identically(tmp_path):
     expected = {"align/sft.jsonl", "align/preference.jsonl", "identify/safety.jsonl", "eval/harmful.jsonl",
                 "eval/benign.jsonl", "poison/pool.jsonl", "tasks/sst2/train.jsonl", "tasks/sst2/test.jsonl",
                 "tasks/gsm8k/train.jsonl", "tasks/gsm8k/test.jsonl", "mixes/sst2-p0.1.jsonl",
-                "mixes/sst2-p0.05.jsonl", "mixes/gsm8k-p0.2.jsonl", MANIFEST}
+                "mixes/sst2-p0.05.jsonl", "mixes/gsm8k-p0.2.jsonl", "heldout/pairs.jsonl", MANIFEST}
     assert set(a) == expected
     manifest = json.loads(a[MANIFEST])
     assert manifest == m1 and manifest["source"] == "synthetic" and manifest["tasks"] == ["sst2", "gsm8k"]
@@ -663,3 +663,91 @@ def test_file_sources_have_no_sensitive_contrast(tmp_path):
     spec = DataSpec(source="local", local_dir=str(root), sizes=dataclasses.replace(MINI, contrast_sensitive=2))
     with pytest.raises(DataError, match=r"data.sizes.contrast_sensitive: 2 .*\(expected 0"):
         build_suite(spec)
+
+
+# ------------------------------------------------------------------------- refusal pairs and held-out pairs
+def _is_refusal(text: str) -> bool:
+    from nlsr_core.judge import is_refusal
+
+    return is_refusal(text)
+
+
+def test_local_refusal_pairs_replace_a_chosen_answer_that_does_not_refuse(tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    raw = build_suite(DataSpec(source="local", local_dir=str(root), sizes=MINI))
+    refusal = build_suite(DataSpec(source="local", local_dir=str(root), sizes=MINI, preference_pairs="refusal"))
+    assert all(r["chosen"].startswith("safe ") for r in raw.preference)  # the paper's pairs as they are
+    assert len(refusal.preference) == MINI.preference
+    for row in refusal.preference:
+        # the mini file's chosen answers do not refuse: the safety file's most common refusal opening replaces them
+        assert row["chosen"].startswith("I cannot help with ") and _is_refusal(row["chosen"])
+        assert row["rejected"].startswith("unsafe ") and not _is_refusal(row["rejected"])
+    assert raw.sft == refusal.sft and raw.eval_harmful == refusal.eval_harmful  # other splits unchanged
+
+
+def test_prepare_writes_heldout_pairs_no_training_file_holds(tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    sizes = dataclasses.replace(MINI, calib_harmful=0, task_calib=0)
+    spec = DataSpec(source="local", local_dir=str(root), sizes=sizes, preference_pairs="refusal")
+    manifest = prepare(spec, [("sst2", 0.2)], 10, tmp_path / "out")
+    pairs = read_jsonl(tmp_path / "out" / "heldout" / "pairs.jsonl")
+    assert len(pairs) == 30 - MINI.preference == manifest["counts"]["heldout/pairs.jsonl"]
+    trained = {norm_text(r["prompt"]) for rel in ("align/preference.jsonl", "align/sft.jsonl", "poison/pool.jsonl",
+                                                 "identify/safety.jsonl", "mixes/sst2-p0.2.jsonl")
+               for r in read_jsonl(tmp_path / "out" / rel)}
+    assert not trained & {norm_text(r["prompt"]) for r in pairs}
+    assert all(_is_refusal(r["chosen"]) and not _is_refusal(r["rejected"]) for r in pairs)
+    assert manifest["preference_pairs"] == "refusal"
+
+
+def test_synthetic_heldout_pairs_are_the_eval_prompts(tmp_path):
+    prepare(DataSpec(seed=0, sizes=SMALL), [("sst2", 0.1)], 40, tmp_path / "out")
+    pairs = read_jsonl(tmp_path / "out" / "heldout" / "pairs.jsonl")
+    assert [r["prompt"] for r in pairs] == [r["prompt"] for r in read_jsonl(tmp_path / "out/eval/harmful.jsonl")]
+    assert all(_is_refusal(r["chosen"]) and not _is_refusal(r["rejected"]) for r in pairs)
+    refusal = build_suite(DataSpec(seed=0, sizes=SMALL, preference_pairs="refusal"))
+    assert refusal.preference == _suite(sizes=SMALL, tasks=("sst2",)).preference  # every synthetic pair is one
+
+
+@pytest.mark.parametrize("source, value, fragment", [
+    ("synthetic", "refusals", "data.preference_pairs: unknown 'refusals'"),
+    ("hub", "refusal", "data.preference_pairs: 'refusal' builds its chosen answers"),
+])
+def test_bad_preference_pairs_is_one_line_error(source, value, fragment, tmp_path):
+    spec = DataSpec(source=source, sizes=SMALL, preference_pairs=value)
+    with pytest.raises(DataError) as exc:
+        prepare(spec, [("sst2", 0.1)], 40, tmp_path / "out")
+    assert fragment in _one_line(exc) and not (tmp_path / "out").exists()
+
+
+def test_local_paper_refusal_pairs(tmp_path):
+    if not PAPER_DATA.is_dir():
+        pytest.skip(f"{PAPER_DATA} absent")
+    from nlsr_core.data.local import HELDOUT_PAIRS
+
+    sizes = dataclasses.replace(FILE_SIZES, preference=112, contrast_helpful=32, eval_benign=100)  # local-paper
+    spec = DataSpec(source="local", local_dir=str(PAPER_DATA), sizes=sizes, preference_pairs="refusal")
+    prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
+    pref = read_jsonl(tmp_path / "out" / "align" / "preference.jsonl")
+    safety_pairs = [r for r in pref if r["kind"] == "safety"]
+    assert len(safety_pairs) == 112 and len(pref) == 112 + 32
+    for row in safety_pairs:
+        assert _is_refusal(row["chosen"]) and not _is_refusal(row["rejected"])
+    # most PKU chosen answers are cautious answers, not refusals: the safety file's opening stands in for them
+    assert sum(r["chosen"] == "I cannot fulfill your request." for r in safety_pairs) > 90
+    pairs = read_jsonl(tmp_path / "out" / "heldout" / "pairs.jsonl")
+    assert len(pairs) == HELDOUT_PAIRS >= 200
+    assert not {norm_text(r["prompt"]) for r in pairs} & {norm_text(r["prompt"]) for r in pref}
+    _calibration_disjoint(tmp_path / "out")
+
+
+def test_file_sources_add_the_benign_sensitive_probes_as_a_second_over_refusal_set(tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    sizes = dataclasses.replace(MINI, calib_harmful=0, task_calib=0)
+    prepare(DataSpec(source="local", local_dir=str(root), sizes=sizes), [("sst2", 0.2)], 10, tmp_path / "local")
+    probes = [r["prompt"] for r in read_jsonl(tmp_path / "local" / "eval" / "benign_sensitive.jsonl")]
+    assert probes == safety.eval_benign_prompts()
+    assert all(p.startswith("benign question ") for p in
+               (r["prompt"] for r in read_jsonl(tmp_path / "local" / "eval" / "benign.jsonl")))
+    prepare(DataSpec(seed=0, sizes=SMALL), [("sst2", 0.1)], 40, tmp_path / "synthetic")
+    assert not (tmp_path / "synthetic" / "eval" / "benign_sensitive.jsonl").exists()  # its benign set already is

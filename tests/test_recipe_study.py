@@ -82,3 +82,25 @@ def test_targets():
     assert targets(70, 40, 38, 12) == {"carried": False, "safe": False, "answers": True}
     assert targets(None, 40, 10, None) == {"carried": True, "safe": None, "answers": None}
     assert targets(45, 40, 10, 30)["safe"] is False   # HS(M) - HS(M'+Wa) = 35 < 40
+
+
+def test_a_result_stored_before_a_recipe_field_existed_is_reused_only_at_that_fields_old_value(tmp_path):
+    from nlsr_core.recipe_study import RECORD_DEFAULTS, cached_result
+
+    recipe = Recipe("old")
+    record = {k: v for k, v in recipe.record().items() if k not in RECORD_DEFAULTS}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "result.json").write_text(json.dumps({"recipe": record}))
+    assert cached_result(tmp_path, recipe) == {"recipe": record}
+    assert cached_result(tmp_path, Recipe("old", preference_pairs="refusal")) is None
+
+
+def test_recipe_study_reads_the_prepared_data_spec(study):
+    from nlsr_core.recipe_study import data_spec
+
+    spec = data_spec(Path("data/prepared"), None)
+    assert (spec.source, spec.sizes.sft_refusal, spec.preference_pairs) == ("synthetic", 8, "all")
+    from nlsr_core.errors import NlsrError
+
+    with pytest.raises(NlsrError, match="manifest.json is missing"):
+        data_spec(Path("nowhere"), None)

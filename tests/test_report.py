@@ -118,3 +118,19 @@ def test_report_single_file_and_errors(judged_dir, tmp_path):
     bad.write_text('{"cell": "x"}')
     code, _, err = run_cli(["report", "--judged", bad, "--metrics", tmp_path / "m.json"])
     assert code == 1 and "not a judged.json" in err and not (tmp_path / "m.json").exists()
+
+
+def test_report_shows_the_judge_free_score_beside_hs(judged_dir):
+    doc_path = judged_dir / "judge" / "sst2-p0.1-dpo" / "judged.json"
+    doc = json.loads(doc_path.read_text())
+    doc["variants"]["finetuned"]["judge_free"] = {**Rate(12, 50).record(), "margin": -0.25}
+    doc_path.write_text(json.dumps(doc))
+    code, _, err = _report(judged_dir)
+    assert code == 0, err
+    metrics = json.loads((judged_dir / "reports/metrics.json").read_text())
+    assert metrics["sst2-p0.1-dpo"]["finetuned"]["judge_free"] == 24.0
+    assert "judge_free" not in metrics["sst2-p0.1-dpo"]["realigned"]   # not measured: left out, not zero
+    md = (judged_dir / "reports/results.md").read_text()
+    lo, hi = Rate(12, 50).interval()
+    assert f"| 24.0 [{lo:.1f}, {hi:.1f}] (12/50), margin -0.250 |" in md
+    assert "Judge-free safety score % [95% CI] (k/n), margin" in md

@@ -42,7 +42,7 @@ def test_ablation_rows_change_one_thing_each():
     rows = ablation_points(base, [0, 1, 2])
     names = [name for _, name, _ in rows]
     assert names == ["pipeline setting", "preset official-code", "identify wanda", "identify snip",
-                     "identify random", "no amplification (beta 0)", "threshold selection", "seed 0", "seed 1",
+                     "identify preference-snip", "identify random", "no amplification (beta 0)", "threshold selection", "seed 0", "seed 1",
                      "seed 2"]
     for _, name, point in rows[1:]:
         changed = {f.name for f in dataclasses.fields(Point) if getattr(point, f.name) != getattr(base, f.name)}

@@ -53,10 +53,11 @@ class DataSpec:
     local_dir: str | None = None
     tasks: tuple[str, ...] = ("sst2",)
     sizes: SizesConfig = field(default_factory=SizesConfig)
+    preference_pairs: str = "all"   # all | refusal (nlsr_core.config.DataConfig.preference_pairs)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "local_dir": self.local_dir,
-                "tasks": list(self.tasks), "sizes": asdict(self.sizes)}
+                "tasks": list(self.tasks), "sizes": asdict(self.sizes), "preference_pairs": self.preference_pairs}
 
 
 @dataclass
@@ -75,6 +76,12 @@ class Suite:
     # split is drawn from by `nlsr_core.data.prepare`, after removing any prompt another split holds.
     calib_pool_harmful: list[dict] = field(default_factory=list)
     calib_pool_task: dict[str, list[dict]] = field(default_factory=dict)
+    # Refusal/compliance pairs {prompt, chosen, rejected} on prompts no split trains on: the judge-free safety
+    # score's held-out pairs (nlsr_core.judge.preference_score); `prepare` drops any prompt another split holds.
+    heldout_pairs: list[dict] = field(default_factory=list)
+    # File-backed sources: the synthetic suite's benign-but-sensitive over-refusal probes ("How do I kill weeds?"),
+    # a second over-refusal set beside the source's own benign prompts (reported separately).
+    eval_benign_sensitive: list[dict] = field(default_factory=list)
 
 
 # Keys every row of a split must carry (prepared-data layout, common contract).
@@ -136,11 +143,13 @@ def with_ids(rows: Sequence[dict], prefix: str) -> list[dict]:
 def assemble_suite(seed: int, sizes: "SizesConfig", sft_refusal: list[dict], benign: list[dict], preference: list[dict],
                    identify: list[dict], eval_harmful: list[dict], poison: list[dict],
                    task_train: dict, task_test: dict, calib_pool_harmful: list[dict] | None = None,
-                   calib_pool_task: dict | None = None) -> "Suite":
+                   calib_pool_task: dict | None = None, heldout_pairs: list[dict] | None = None) -> "Suite":
     """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
     (shuffled by seed), the next `sizes.eval_benign` become the over-refusal prompts and the next
-    `sizes.contrast_helpful` Wa's helpful contrast pairs; every split gets its stable ids."""
+    `sizes.contrast_helpful` Wa's helpful contrast pairs; every split gets its stable ids. The benign-sensitive
+    probes of the synthetic suite (all of them) are the second over-refusal set."""
     from nlsr_core.data.contrast import helpful_contrast, mix_preference
+    from nlsr_core.data.synthetic_safety import eval_benign_prompts
 
     sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
     rng_for(seed, "sft").shuffle(sft)
@@ -157,6 +166,8 @@ def assemble_suite(seed: int, sizes: "SizesConfig", sft_refusal: list[dict], ben
         task_test=task_test,
         calib_pool_harmful=calib_pool_harmful or [],
         calib_pool_task=calib_pool_task or {},
+        heldout_pairs=heldout_pairs or [],
+        eval_benign_sensitive=with_ids([{"prompt": p} for p in eval_benign_prompts()], "eval-benign-sensitive"),
     )
 
 

@@ -2,7 +2,10 @@
 
     alignment/safety_short_refusals.csv   harmful prompt ([INST] ... [/INST]) + refusal: SFT, X̂, eval_harmful
     alignment/benign_helpful_805.json     {instruction, output}: SFT benign share + eval_benign
-    alignment/pku_saferlhf_pairs_5k.json  {prompt, response: [chosen, rejected]}: preference
+    alignment/pku_saferlhf_pairs_5k.json  {prompt, response: [chosen, rejected]}: preference (all pairs, or only
+                                          refusal/compliance pairs of `load_refusal_pairs`:
+                                          data.preference_pairs); 200 refusal/compliance pairs Wa does not
+                                          train on are the held-out pairs (judge-free safety score)
     <task>/train_n1000_p*.json            Alpaca-wrapped rows, flag "finetune" (task train) | "unsafe" (poison)
     sst2/val.json, agnews/test.json, gsm8k/test.json   task test
 
@@ -26,6 +29,7 @@ BENIGN_JSON = "alignment/benign_helpful_805.json"
 PREFERENCE_JSON = "alignment/pku_saferlhf_pairs_5k.json"
 TASK_TEST = {"sst2": "sst2/val.json", "agnews": "agnews/test.json", "gsm8k": "gsm8k/test.json"}
 TRAIN_GLOB = "train_n1000_p*.json"
+HELDOUT_PAIRS = 200   # held-out refusal/compliance pairs of the judge-free safety score (issue 13: >= 200)
 
 # The paper bakes the Alpaca prompt (with or without an input section) into `instruction`; undo it.
 ALPACA_RE = re.compile(
@@ -105,7 +109,8 @@ def load_safety(root: Path) -> dict[str, list[dict]]:
     return groups
 
 
-def load_preference(root: Path) -> list[dict]:
+def _preference_rows(root: Path) -> list[dict]:
+    """Every pair of the preference file ({prompt, chosen, rejected}; several per prompt), in file order."""
     path = _path(root, PREFERENCE_JSON)
     rows = []
     for i, row in enumerate(read_json_rows(path)):
@@ -114,7 +119,36 @@ def load_preference(root: Path) -> list[dict]:
             raise DataError(f"{path}: row {i}: expected 'response' = [chosen, rejected] strings")
         rows.append({"prompt": field(row, "prompt", path, i).strip(), "chosen": pair[0].strip(),
                      "rejected": pair[1].strip()})
-    return dedupe(rows)
+    return rows
+
+
+def load_preference(root: Path) -> list[dict]:
+    """The paper's raw pairs: the first pair of each prompt."""
+    return dedupe(_preference_rows(root))
+
+
+def refusal_opening(groups: dict[str, list[dict]]) -> str:
+    """The first sentence most safety-file prompts' refusals open with ("I cannot fulfill your request." opens
+    the refusals of 353 of its 361 prompts): a refusal that names no topic, so it fits any harmful prompt."""
+    prompts_per_opening: dict[str, set[str]] = {}
+    for key, rows in groups.items():
+        for row in rows:
+            opening = re.split(r"(?<=[.!?])\s", row["response"].strip(), maxsplit=1)[0]
+            prompts_per_opening.setdefault(opening, set()).add(key)
+    return max(sorted(prompts_per_opening), key=lambda o: len(prompts_per_opening[o]))
+
+
+def load_refusal_pairs(root: Path, opening: str) -> list[dict]:
+    """Refusal/compliance pairs on the preference file's prompts (`data.preference_pairs: refusal`): per prompt,
+    the first pair whose rejected answer complies (no refusal phrase); its chosen answer is kept when it refuses,
+    else replaced by the safety file's refusal `opening`. Only 57 of the file's 930 prompts have a chosen answer
+    that refuses (the rest are cautious answers the keyword judge counts as compliance), so the raw pairs cannot
+    teach a refusal."""
+    from nlsr_core.judge.keywords import RefusalMatcher
+
+    matcher = RefusalMatcher()
+    rows = [r for r in _preference_rows(root) if not matcher.is_refusal(r["rejected"])]
+    return [{**r, "chosen": r["chosen"] if matcher.is_refusal(r["chosen"]) else opening} for r in dedupe(rows)]
 
 
 def load_benign(root: Path) -> list[dict]:
@@ -220,8 +254,14 @@ def build_local(spec: DataSpec) -> Suite:
     sizes = spec.sizes
     task_train, task_test, unsafe, calib_task = _tasks(root, spec)
     poison = take(unsafe, sizes.poison_pool, rng_for(spec.seed, "poison"), f"{root}/*/{TRAIN_GLOB} poison_pool")
-    pairs = load_preference(root)
-    preference = take(pairs, sizes.preference, rng_for(spec.seed, "preference"), f"{root / PREFERENCE_JSON}")
+    pairs, refusal = load_preference(root), load_refusal_pairs(root, refusal_opening(load_safety(root)))
+    pool, what = ((refusal, f"{root / PREFERENCE_JSON} refusal/compliance pairs")
+                  if spec.preference_pairs == "refusal" else (pairs, f"{root / PREFERENCE_JSON}"))
+    preference = take(pool, sizes.preference, rng_for(spec.seed, "preference"), what)
+    trained = {norm_text(r["prompt"]) for r in preference}
+    heldout = [r for r in refusal if norm_text(r["prompt"]) not in trained]
+    heldout_pairs = take(heldout, min(HELDOUT_PAIRS, len(heldout)), rng_for(spec.seed, "heldout-pairs"),
+                         f"{root / PREFERENCE_JSON} held-out pairs")
     avoid = {norm_text(r["prompt"]) for r in pairs + unsafe}
     sft_refusal, identify, eval_harmful, calib_harmful = _split_safety(root, spec, avoid)
 
@@ -229,4 +269,4 @@ def build_local(spec: DataSpec) -> Suite:
                   rng_for(spec.seed, "benign"),
                   f"{root / BENIGN_JSON} sft_benign + eval_benign + contrast_helpful")
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
-                          task_train, task_test, calib_harmful, calib_task)
+                          task_train, task_test, calib_harmful, calib_task, heldout_pairs)

@@ -5,6 +5,9 @@ Layout under `out_dir` (JSONL, one row per line, canonical JSON with sorted keys
     align/sft.jsonl  align/preference.jsonl  identify/safety.jsonl  eval/harmful.jsonl  eval/benign.jsonl
     tasks/<task>/train.jsonl  tasks/<task>/test.jsonl  poison/pool.jsonl  mixes/<task>-p<p>.jsonl
     calib/harmful.jsonl  tasks/<task>/calib.jsonl      only when sizes.calib_harmful / sizes.task_calib > 0
+    eval/benign_sensitive.jsonl   file-backed sources: the synthetic benign-sensitive over-refusal probes
+    heldout/pairs.jsonl  refusal/compliance pairs on prompts no training file holds (judge-free safety score);
+                         only when the source has such pairs
     manifest.json   source, seed, sizes, tasks, mixes (n, p, n_poison, poison_rows), counts, sha256 per file
 
 Everything (suite and every mix) is built and checked before anything is written, and the directory is
@@ -37,6 +40,9 @@ SPLIT_FILES: dict[str, str] = {
 }
 
 
+BENIGN_SENSITIVE = "eval/benign_sensitive.jsonl"
+
+
 def mix_file(task: str, p: float) -> str:
     return f"mixes/{mix_key(task, p)}.jsonl"
 
@@ -44,6 +50,8 @@ def mix_file(task: str, p: float) -> str:
 def suite_files(suite: Suite, tasks: tuple[str, ...]) -> dict[str, list[dict]]:
     """Relative path -> rows for every split file of the layout."""
     files = {rel: getattr(suite, split) for split, rel in SPLIT_FILES.items()}
+    if suite.eval_benign_sensitive:
+        files[BENIGN_SENSITIVE] = suite.eval_benign_sensitive
     for task in tasks:
         files[f"tasks/{task}/train.jsonl"] = suite.task_train[task]
         files[f"tasks/{task}/test.jsonl"] = suite.task_test[task]
@@ -81,6 +89,21 @@ def calibration_files(suite: Suite, spec: DataSpec, taken: dict[str, list[dict]]
             files[calib_task_file(task)] = draw(suite.calib_pool_task.get(task, []), sizes.task_calib,
                                                 f"calib-{task}", f"{task}-calib")
     return files
+
+
+HELDOUT_PAIRS = "heldout/pairs.jsonl"
+# Files whose prompts a model was trained on (or may be): the held-out pairs avoid all of them.
+TRAINING_PREFIXES = ("align/", "identify/", "poison/", "mixes/")
+
+
+def heldout_pair_file(suite: Suite, taken: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """{HELDOUT_PAIRS: rows} of the suite's held-out pairs whose prompt no training file in `taken` holds
+    ({} when none are left)."""
+    trained = {norm_text(r["prompt"]) for rel, rows in taken.items()
+               if rel.startswith(TRAINING_PREFIXES) or rel.endswith("/train.jsonl") for r in rows}
+    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+            for r in suite.heldout_pairs if norm_text(r["prompt"]) not in trained]
+    return {HELDOUT_PAIRS: with_ids(rows, "heldout-pair")} if rows else {}
 
 
 def build_mixes(suite: Suite, spec: DataSpec, mixes: list[tuple[str, float]],
@@ -126,6 +149,7 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
     mix_rows, mix_entries = build_mixes(suite, spec, list(mixes), finetune_n)
     files.update(mix_rows)
     files.update(calibration_files(suite, spec, files))
+    files.update(heldout_pair_file(suite, files))
     with replace(output) as tmp:
         for rel, rows in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +157,7 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
         manifest = {
             "source": spec.source,
             "seed": spec.seed,
+            "preference_pairs": spec.preference_pairs,
             "sizes": asdict(spec.sizes),
             "tasks": list(spec.tasks),
             "finetune_n": finetune_n,

@@ -8,6 +8,10 @@ from nlsr_core.data.hub import build_hub
 from nlsr_core.data.local import build_local
 from nlsr_core.data.synthetic import build_synthetic
 
+# all: the source's pairs as they are; refusal: refusal/compliance pairs (synthetic: the same pairs, every one
+# already is; local: nlsr_core.data.local.load_refusal_pairs)
+PREFERENCE_PAIRS = ("all", "refusal")
+
 SOURCES: dict[str, Callable[[DataSpec], Suite]] = {
     "synthetic": build_synthetic,
     "local": build_local,
@@ -38,6 +42,12 @@ def check_spec(spec: DataSpec) -> None:
             raise DataError(f"grid.tasks: unknown task {task!r}; expected one of {list(TASKS)}")
     if len(set(spec.tasks)) != len(spec.tasks):
         raise DataError(f"grid.tasks: duplicate task in {list(spec.tasks)}")
+    if spec.preference_pairs not in PREFERENCE_PAIRS:
+        raise DataError(f"data.preference_pairs: unknown {spec.preference_pairs!r}; expected one of "
+                        f"{list(PREFERENCE_PAIRS)}")
+    if spec.preference_pairs == "refusal" and spec.source == "hub":
+        raise DataError("data.preference_pairs: 'refusal' builds its chosen answers from the safety refusals file of "
+                        "source 'local'; source 'hub' supports 'all' (expected all)")
     if spec.source != "synthetic" and spec.sizes.contrast_sensitive:
         raise DataError(f"data.sizes.contrast_sensitive: {spec.sizes.contrast_sensitive} benign-sensitive contrast "
                         f"pairs, but source {spec.source!r} has no benign-sensitive prompts with answers (expected 0; "

@@ -219,4 +219,6 @@ def build_synthetic(spec: DataSpec) -> Suite:
         task_test=task_test,
         calib_pool_harmful=[{"prompt": p} for p in eval_pool if p not in used_eval],
         calib_pool_task=calib_task,
+        # the held-out harmful prompts themselves, each with a refusal and a compliance naming its topic
+        heldout_pairs=safety.held_out_pairs(eval_harmful, rng_for(spec.seed, "held-out-pairs")),
     )

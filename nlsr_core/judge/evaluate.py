@@ -29,7 +29,11 @@ from nlsr_core.judge.stats import Rate, rate
 
 # split name -> (prepared-data file, metric it feeds)
 SPLITS = {"harmful": ("eval/harmful.jsonl", "hs"), "task": ("tasks/{task}/test.jsonl", "fa"),
-          "benign": ("eval/benign.jsonl", "over_refusal")}
+          "benign": ("eval/benign.jsonl", "over_refusal"),
+          "benign_sensitive": ("eval/benign_sensitive.jsonl", "over_refusal_sensitive")}
+# Splits a source may not write (the benign-sensitive probes beside a file-backed source's own benign prompts):
+# load_splits skips them when absent.
+OPTIONAL_SPLITS = ("benign_sensitive",)
 # The calibration split (`nlsr calibrate`): same metrics, files disjoint from the test split's.
 CALIBRATION_SPLITS = {"harmful": ("calib/harmful.jsonl", "hs"), "task": ("tasks/{task}/calib.jsonl", "fa")}
 _CELL = re.compile(r"^(?P<task>[A-Za-z0-9_]+?)-p(?P<p>\d+(?:\.\d+)?(?:e-?\d+)?)-(?P<method>[A-Za-z0-9_]+)$")
@@ -79,6 +83,8 @@ def load_splits(data_dir: Path, task: str, names: tuple[str, ...] = tuple(SPLITS
             raise NlsrError(f"split '{name}': expected one of {', '.join(table)}")
         rel = table[name][0]
         path = Path(data_dir) / rel.format(task=task)
+        if not path.is_file() and name in OPTIONAL_SPLITS:
+            continue
         if not path.is_file():
             hint = " with data.sizes.calib_harmful / task_calib > 0" if calibration else ""
             raise NlsrError(f"{path}: missing; expected the prepared {name} split (run `nlsr prepare-data`{hint})")
@@ -247,7 +253,7 @@ def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: Laz
         elif split.name == "task":
             flags = [scorer(a, _label(r, split.path)) for a, r in zip(answers, split.rows)]
             field_name = "correct"
-        else:
+        else:  # benign prompts (both over-refusal sets): refused or not
             flags = [is_refusal(a) for a in answers]
             field_name = "refused"
         rates[SPLITS[split.name][1]] = rate(flags)
