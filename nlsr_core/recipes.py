@@ -100,6 +100,8 @@ R5 = derived(R3_E3_OP_NLL, "r5", pairs_sensitive=32, pairs_helpful=16)
 LP0 = derived(R0, "lp0", sft_refusal=200, sft_benign=256)
 LP5 = derived(R5, "lp5", pairs_sensitive=0, pairs_helpful=32, preference_pairs="refusal")
 LP5_RAW = derived(LP5, "lp5-raw", preference_pairs="all")
+# lp6: lp5 with as many AlpacaEval contrast pairs as safety pairs (lp5 refused 90% of the AlpacaEval probes)
+LP6 = derived(LP5, "lp6", pairs_helpful=112)
 
 # The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md, reports/alignment.md)
 # and on the paper's data. r5 is params.yaml's recipe (tests/test_recipes.py checks `Recipe("default")` against
@@ -107,7 +109,7 @@ LP5_RAW = derived(LP5, "lp5-raw", preference_pairs="all")
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     R0, R1, derived(R1, "r2", pref_epochs=3, precompute_ref=True), R3,
     derived(R1, "r4", pairs_safety=128, pairs_sensitive=0, pairs_helpful=0, precompute_ref=True),
-    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5, LP0, LP5, LP5_RAW,
+    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5, LP0, LP5, LP5_RAW, LP6,
 )}
 
 
