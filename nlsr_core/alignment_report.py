@@ -97,7 +97,7 @@ def alignment_markdown(results: list[dict], recipes: dict[str, dict], hs_base: f
             f"{_fmt(row['pref_steps'], 'd')}, {_fmt(row['pref_wall_s'])} | {marks} |")
     lines.append("")
     lines.append("Targets: " + "; ".join(f"**{k}** = {v}" for k, v in TARGETS.items()) + ". Judge-free score: "
-                 "% of refusal/compliance pairs on the held-out harmful prompts whose refusal the model finds more "
-                 "likely (length-normalised), and the mean margin in nats per token (nlsr_core/judge/"
-                 "preference_score.py).")
+                 "% of the prepared held-out refusal/compliance pairs (heldout/pairs.jsonl: prompts no training "
+                 "file holds) whose refusal the model finds more likely (length-normalised), and the mean margin "
+                 "in nats per token (nlsr_core/judge_free.py).")
     return "\n".join(lines) + "\n"

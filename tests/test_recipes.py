@@ -84,30 +84,30 @@ def test_params_recipe_is_r5_and_each_studied_recipe_changes_its_parent():
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
 
 
-def test_local_paper_profile_recipe_is_lp5_and_its_rows_are_the_prepared_rows(tmp_path):
-    """profiles/local-paper.yaml holds recipe lp5, and recipe_rows(lp5, spec) are the rows prepare-data writes."""
+def test_local_paper_profile_recipe_is_lp6_and_its_rows_are_the_prepared_rows(tmp_path):
+    """profiles/local-paper.yaml holds recipe lp6, and recipe_rows(lp6, spec) are the rows prepare-data writes."""
     import yaml
 
     from nlsr_core.config import SizesConfig
     from nlsr_core.data.prepare import prepare
     from nlsr_core.fileio import read_jsonl
-    from nlsr_core.recipes import LP5
+    from nlsr_core.recipes import LP6
 
     profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles/local-paper.yaml").read_text())
     data, align = profile["data"], profile["align"]
     assert (data["sizes"]["sft_refusal"], data["sizes"]["sft_benign"], data["sizes"]["preference"],
             data["sizes"]["contrast_sensitive"], data["sizes"]["contrast_helpful"], data["preference_pairs"]) == \
-        (LP5.sft_refusal, LP5.sft_benign, LP5.pairs_safety, LP5.pairs_sensitive, LP5.pairs_helpful,
-         LP5.preference_pairs)
+        (LP6.sft_refusal, LP6.sft_benign, LP6.pairs_safety, LP6.pairs_sensitive, LP6.pairs_helpful,
+         LP6.preference_pairs)
     assert (align["pref_epochs"], align["precompute_ref"], align["chosen_nll"], align["on_policy_tokens"],
             align["lr"], align["beta"], align["max_length"]) == \
-        (LP5.pref_epochs, LP5.precompute_ref, LP5.chosen_nll, LP5.on_policy_tokens, LP5.pref_lr, LP5.beta,
-         LP5.max_length)
+        (LP6.pref_epochs, LP6.precompute_ref, LP6.chosen_nll, LP6.on_policy_tokens, LP6.pref_lr, LP6.beta,
+         LP6.max_length)
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
     spec = DataSpec(source="local", local_dir=str(PAPER_DATA), seed=data["seed"], tasks=("sst2",),
                     sizes=SizesConfig(**data["sizes"]), preference_pairs=data["preference_pairs"])
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
-    sft, pref = recipe_rows(LP5, spec)
+    sft, pref = recipe_rows(LP6, spec)
     assert sft == read_jsonl(tmp_path / "out/align/sft.jsonl")
     assert pref == read_jsonl(tmp_path / "out/align/preference.jsonl")
