@@ -133,7 +133,6 @@ class PointBuilder:
         self.finetuned, self.aligned, self.pipeline, self.collect = finetuned, aligned, pipeline, collect
         self._references = {(pipeline.beta, pipeline.preset): reference}
         self._stats = {(pipeline.beta, pipeline.preset, pipeline.identifier): stats}
-        self.stats_seconds: dict[tuple, float] = {}   # wall time of each statistics pass run here (not memoised)
 
     def reference(self, p: Point) -> Adapter:
         from nlsr_core.amplify import extrapolate
@@ -149,17 +148,8 @@ class PointBuilder:
             if self.collect is None:
                 raise NlsrError(f"point {p.label} needs identification statistics for method {p.identifier}, "
                                 f"beta {p.beta:g}, preset {p.preset}; no model is available to collect them")
-            import time
-
-            reference = self.reference(p)
-            start = time.perf_counter()
-            self._stats[key] = self.collect(reference, p.identifier)
-            self.stats_seconds[key] = time.perf_counter() - start
+            self._stats[key] = self.collect(self.reference(p), p.identifier)
         return self._stats[key]
-
-    def identify_seconds(self, p: Point) -> float | None:
-        """Wall time of the statistics pass `p` used, when it ran here (None: the identify stage's, or none)."""
-        return self.stats_seconds.get((p.beta, p.preset, p.identifier))
 
     def build(self, p: Point) -> tuple[Adapter, dict]:
         """(adapter, summary with patched_count / module_count and, for NLSR, the masks' kept fraction)."""

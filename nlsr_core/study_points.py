@@ -54,10 +54,8 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
                  echo: Callable[[str], None] = print) -> list[dict]:
     """Build every point's adapter (into a temporary directory), generate and score them with the cell's
     `references` ("aligned", "finetuned": the pipeline's adapters) on `splits`; one row per name, in order:
-    {name, label, point, patched_count, module_count, kept_fraction, adapter_sha256, build_s, hs, fa[, ...]};
-    build_s = wall seconds to build the adapter, with any statistics pass it needed (PointBuilder.stats)."""
+    {name, label, point, patched_count, module_count, kept_fraction, adapter_sha256, hs, fa[, over_refusal]}."""
     import tempfile
-    import time
 
     from nlsr_core.generate import plan_stack
     from nlsr_core.judge import JudgeSpec
@@ -77,10 +75,9 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
         with bar(len(named), "study points built", "point") as shown:
             for i, (name, point) in enumerate(named):
                 out = Path(tmp) / f"point-{i:03d}"
-                start = time.perf_counter()
                 plans[name], summary = point_stack(build, point, out, inherited, inputs["model_name"])
                 rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
-                              "adapter_sha256": sha256_dir(out), "build_s": round(time.perf_counter() - start, 2)}
+                              "adapter_sha256": sha256_dir(out)}
                 shown.update(1)
         spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size)
         answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],

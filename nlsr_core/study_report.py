@@ -133,34 +133,20 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
 
 
-def _run_time(row: dict) -> str:
-    """Seconds to build the row's adapter from the fine-tuned one: the identification pass (when this stage ran
-    it) plus the repair; the pipeline's own statistics come from the identify stage and are not timed here."""
-    build = row.get("build_s")
-    if build is None:
-        return "–"
-    ident = row.get("identify_s")
-    if ident is not None:
-        return f"{build:.1f} ({ident:.1f} identification)"
-    point = row.get("point") or {}
-    return f"{build:.1f} (+ identify stage)" if point.get("method") in ("nlsr", "random-masks") else f"{build:.1f}"
-
-
 def ablations_markdown(ablations: dict[str, dict]) -> str:
     out = ["# Ablations", "",
            "Each row is the pipeline's NLSR setting with one change, scored on the test split (training-free: "
            "only realignment, and an identification pass where the reference or method changes). "
-           "Rates: % [95% Wilson interval] (k/n). Run time: wall seconds on this machine to build the adapter "
-           "from the fine-tuned one (identification pass + transplant), as in the paper's Table 5.", ""]
+           "Rates: % [95% Wilson interval] (k/n).", ""]
     if not ablations:
         return "\n".join(out + ["No ablation output (run the `ablate` stage).", ""])
     for cell, doc in sorted(ablations.items()):
         out += [f"## {cell}", "", f"Pipeline setting: {_setting_text(doc.get('pipeline', {}))}.", "",
-                "| Group | Variant | HS % [95% CI] (k/n) | FA % [95% CI] (k/n) | Patched modules | Run time s |",
-                "|---|---|---|---|---|---|"]
+                "| Group | Variant | HS % [95% CI] (k/n) | FA % [95% CI] (k/n) | Patched modules |",
+                "|---|---|---|---|---|"]
         for row in doc["points"]:
             out.append(f"| {row.get('group', '')} | {row['name']} | {ci_text(row.get('hs'))} | {ci_text(row.get('fa'))} | "
-                       f"{_patched(row)} | {_run_time(row)} |")
+                       f"{_patched(row)} |")
         seeds = [r for r in doc["points"] if r.get("group") == "seed"]
         if seeds:
             hs = [pct(r, "hs") for r in seeds if pct(r, "hs") is not None]

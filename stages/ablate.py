@@ -48,12 +48,8 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
     named = [(name, point) for _, name, point in rows_spec]
     rows = score_points(inputs, named, build, splits, references=("aligned", "finetuned"), echo=click.echo)
     groups = {name: group for group, name, _ in rows_spec}
-    points = {name: point for _, name, point in rows_spec}
     for row in rows:
         row["group"] = groups.get(row["name"], "reference")
-        if row["name"] in points:  # the identification pass this stage ran for the row (None: the identify stage's)
-            seconds = build.identify_seconds(points[row["name"]])
-            row["identify_s"] = None if seconds is None else round(seconds, 2)
         click.echo(f"ablate {cell.key} {row['name']:>28} | {describe(row)}")
     document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
                 "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},

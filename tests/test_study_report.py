@@ -66,16 +66,6 @@ def test_ablations_markdown_gives_seed_mean_and_sd():
     assert "| seed | seed 1 | 10.0 [" in text and "Over 2 Bernoulli seeds: HS 8.0 ± 2.8 %, FA 96.0 ± 0.0 %" in text
 
 
-def test_ablations_run_time_names_the_identification_pass():
-    from nlsr_core.study_report import _run_time
-
-    nlsr = {"method": "nlsr"}
-    assert _run_time({"point": nlsr, "build_s": 3.25, "identify_s": 2.5}) == "3.2 (2.5 identification)"
-    assert _run_time({"point": nlsr, "build_s": 0.5, "identify_s": None}) == "0.5 (+ identify stage)"
-    assert _run_time({"point": {"method": "safelora"}, "build_s": 0.4}) == "0.4"
-    assert _run_time({"point": None}) == "–"
-
-
 def test_report_command_writes_study_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for root, stage, doc in (("frontier", "frontier", FRONTIER), ("calibrate", "calibrate", CALIB)):
