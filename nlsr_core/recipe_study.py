@@ -70,17 +70,16 @@ def cached_result(out: Path, recipe) -> dict | None:
     return result if {**RECORD_DEFAULTS, **result.get("recipe", {})} == recipe.record() else None
 
 
-def train_recipe(recipe, model: str, template: str, out_dir: Path, spec=None) -> dict:
-    """W0 and Wa of `recipe` (nlsr_core.align.align), saved to out_dir/weak and out_dir/aligned; returns the
-    training record (loss summaries, on-policy counts, wall seconds, ‖ΔW‖_F)."""
+def train_recipe(recipe, sft_rows: list[dict], pref_rows: list[dict], model: str, template: str,
+                 out_dir: Path) -> dict:
+    """W0 and Wa of `recipe` (nlsr_core.align.align) on its rows (`recipe_rows`), saved to out_dir/weak and
+    out_dir/aligned; returns the training record (loss summaries, on-policy counts, wall seconds, ‖ΔW‖_F)."""
     from nlsr_core.adapters import save_adapter
     from nlsr_core.align import align
     from nlsr_core.alignment_report import delta_norm
     from nlsr_core.config import LoraConfig
     from nlsr_core.models import ModelSpec
-    from nlsr_core.recipes import recipe_rows
 
-    sft_rows, pref_rows = recipe_rows(recipe, spec)
     start = time.perf_counter()
     result = align(ModelSpec(model), "dpo", sft_rows, pref_rows, LoraConfig(),
                    dataclasses.replace(recipe.sft_settings(), template=template),
@@ -159,7 +158,7 @@ def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, 
     sft_rows, pref_rows = recipe_rows(recipe, spec)
     checked = held_out_check(recipe, sft_rows, pref_rows, data_dir, task)
     started = time.perf_counter()
-    record = train_recipe(recipe, model, template, recipe_dir, spec)
+    record = train_recipe(recipe, sft_rows, pref_rows, model, template, recipe_dir)
     plans = recipe_plans(model, recipe_dir)
     t_judge = time.perf_counter()
     judged = judge_variants(plans, data_dir, task, model, cache)

@@ -51,7 +51,7 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
 
     from nlsr_core.judge import JUDGES, JudgeSpec
     from nlsr_core.judge.evaluate import parse_cell, load_splits
-    from nlsr_core.judge_free import load_pairs
+    from nlsr_core.judge_free import HELDOUT_PAIRS, load_pairs
     from nlsr_core.lineage import input_record
     from nlsr_core.outputs import claim
     from stages.artifact import tracked_inputs
@@ -76,7 +76,7 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
     judged = [input_record(Path(path), variant) for variant, path in adapters.items() if path]
     with tracked_inputs("judge", parsed.key, params, judged) as tr:  # which adapters were judged, by digest
         record = run(parsed, plans, splits, settings, spec, model_seed, output,
-                     Path(cache_dir) if cache_dir else None, params, tr, pairs, Path(data_dir))
+                     Path(cache_dir) if cache_dir else None, params, tr, pairs, Path(data_dir) / HELDOUT_PAIRS)
     for variant, entry in record["variants"].items():
         free = "".join(f"  {label} {_fmt(entry[key])}" for key, label in
                        (("over_refusal_sensitive", "over-refusal (sensitive probes)"), ("judge_free", "judge-free"))
@@ -100,9 +100,9 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
 
 
 def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tracker, pairs=None,
-        data_dir=None) -> dict:
-    """Generate (cached), score (cached verdicts), add the judge-free score on `pairs` (when given), write the
-    claimed output (nlsr_core.outputs) atomically; return judged.json."""
+        pairs_file=None) -> dict:
+    """Generate (cached), score (cached verdicts), add the judge-free score on `pairs` (read from `pairs_file`;
+    when given), write the claimed output (nlsr_core.outputs) atomically; return judged.json."""
     from nlsr_core.fileio import write_json, write_jsonl
     from nlsr_core.judge.evaluate import evaluate_plans, judged_record
     from nlsr_core.lineage import input_record
@@ -115,15 +115,13 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
     record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
     inputs = [input_record(s.path, "data") for s in splits]
     if pairs is not None:
-        from pathlib import Path
-
         from nlsr_core.judge_free import HELDOUT_PAIRS, judge_free_scores
 
         free = judge_free_scores(plans, pairs, settings.template, seed, settings.batch_size, cache_dir)
         for variant, entry in free.items():
             record["variants"][variant]["judge_free"] = entry
         record["judge_free_pairs"] = HELDOUT_PAIRS
-        inputs.append(input_record(Path(data_dir) / HELDOUT_PAIRS, "data"))
+        inputs.append(input_record(pairs_file, "data"))
     inputs += [input_record(p.adapter, v) for v, p in plans.items() if p.adapter is not None]
 
     def fill(tmp):

@@ -3,7 +3,7 @@
     alignment/safety_short_refusals.csv   harmful prompt ([INST] ... [/INST]) + refusal: SFT, X̂, eval_harmful
     alignment/benign_helpful_805.json     {instruction, output}: SFT benign share + eval_benign
     alignment/pku_saferlhf_pairs_5k.json  {prompt, response: [chosen, rejected]}: preference (all pairs, or only
-                                          refusal/compliance pairs of `load_refusal_pairs`:
+                                          refusal/compliance pairs of `refusal_pairs`:
                                           data.preference_pairs); 200 refusal/compliance pairs Wa does not
                                           train on are the held-out pairs (judge-free safety score)
     <task>/train_n1000_p*.json            Alpaca-wrapped rows, flag "finetune" (task train) | "unsafe" (poison)
@@ -122,9 +122,11 @@ def _preference_rows(root: Path) -> list[dict]:
     return rows
 
 
-def load_preference(root: Path) -> list[dict]:
-    """The paper's raw pairs: the first pair of each prompt."""
-    return dedupe(_preference_rows(root))
+def raw_and_refusal_pairs(root: Path, groups: dict[str, list[dict]]) -> tuple[list[dict], list[dict]]:
+    """(the paper's raw pairs: the first pair of each prompt, `refusal_pairs`) from one read of the preference
+    file; `groups` = `load_safety` (its refusal opening)."""
+    rows = _preference_rows(root)
+    return dedupe(rows), refusal_pairs(rows, refusal_opening(groups))
 
 
 def refusal_opening(groups: dict[str, list[dict]]) -> str:
@@ -138,7 +140,7 @@ def refusal_opening(groups: dict[str, list[dict]]) -> str:
     return max(sorted(prompts_per_opening), key=lambda o: len(prompts_per_opening[o]))
 
 
-def load_refusal_pairs(root: Path, opening: str) -> list[dict]:
+def refusal_pairs(rows: list[dict], opening: str) -> list[dict]:
     """Refusal/compliance pairs on the preference file's prompts (`data.preference_pairs: refusal`): per prompt,
     the first pair whose rejected answer complies (no refusal phrase); its chosen answer is kept when it refuses,
     else replaced by the safety file's refusal `opening`. Only 57 of the file's 930 prompts have a chosen answer
@@ -147,7 +149,7 @@ def load_refusal_pairs(root: Path, opening: str) -> list[dict]:
     from nlsr_core.judge.keywords import RefusalMatcher
 
     matcher = RefusalMatcher()
-    rows = [r for r in _preference_rows(root) if not matcher.is_refusal(r["rejected"])]
+    rows = [r for r in rows if not matcher.is_refusal(r["rejected"])]
     return [{**r, "chosen": r["chosen"] if matcher.is_refusal(r["chosen"]) else opening} for r in dedupe(rows)]
 
 
@@ -216,11 +218,11 @@ def _tasks(root: Path, spec: DataSpec) -> tuple[dict, dict, list[dict]]:
     return train, test, dedupe(unsafe), calib
 
 
-def _split_safety(root: Path, spec: DataSpec, avoid: set[str]) -> tuple[list[dict], ...]:
+def _split_safety(root: Path, spec: DataSpec, groups: dict[str, list[dict]],
+                  avoid: set[str]) -> tuple[list[dict], ...]:
     """(sft refusals, identify, eval_harmful, unused) from the safety CSV with disjoint prompts (see module doc);
     `unused` holds the eligible prompts no split took (the calibration pool)."""
     sizes, rng = spec.sizes, rng_for(spec.seed, "safety")
-    groups = load_safety(root)
     keys = sorted(groups)
     rng.shuffle(keys)
     eligible = [k for k in keys if k not in avoid]
@@ -254,7 +256,8 @@ def build_local(spec: DataSpec) -> Suite:
     sizes = spec.sizes
     task_train, task_test, unsafe, calib_task = _tasks(root, spec)
     poison = take(unsafe, sizes.poison_pool, rng_for(spec.seed, "poison"), f"{root}/*/{TRAIN_GLOB} poison_pool")
-    pairs, refusal = load_preference(root), load_refusal_pairs(root, refusal_opening(load_safety(root)))
+    groups = load_safety(root)
+    pairs, refusal = raw_and_refusal_pairs(root, groups)
     pool, what = ((refusal, f"{root / PREFERENCE_JSON} refusal/compliance pairs")
                   if spec.preference_pairs == "refusal" else (pairs, f"{root / PREFERENCE_JSON}"))
     preference = take(pool, sizes.preference, rng_for(spec.seed, "preference"), what)
@@ -263,7 +266,7 @@ def build_local(spec: DataSpec) -> Suite:
     heldout_pairs = take(heldout, min(HELDOUT_PAIRS, len(heldout)), rng_for(spec.seed, "heldout-pairs"),
                          f"{root / PREFERENCE_JSON} held-out pairs")
     avoid = {norm_text(r["prompt"]) for r in pairs + unsafe}
-    sft_refusal, identify, eval_harmful, calib_harmful = _split_safety(root, spec, avoid)
+    sft_refusal, identify, eval_harmful, calib_harmful = _split_safety(root, spec, groups, avoid)
 
     benign = take(load_benign(root), sizes.sft_benign + sizes.eval_benign + sizes.contrast_helpful,
                   rng_for(spec.seed, "benign"),

@@ -9,7 +9,7 @@ from nlsr_core.data.local import build_local
 from nlsr_core.data.synthetic import build_synthetic
 
 # all: the source's pairs as they are; refusal: refusal/compliance pairs (synthetic: the same pairs, every one
-# already is; local: nlsr_core.data.local.load_refusal_pairs)
+# already is; local: nlsr_core.data.local.refusal_pairs)
 PREFERENCE_PAIRS = ("all", "refusal")
 
 SOURCES: dict[str, Callable[[DataSpec], Suite]] = {
