@@ -85,6 +85,10 @@ class DataConfig:
     preference_pairs: str = "all"
     """all | refusal: Wa's safety pairs from the source's pairs, or only those whose chosen answer refuses and whose
     rejected answer complies (the refusal-keyword matcher; every synthetic pair is one)"""
+    contrast_refusals: str = "generic"
+    """generic | matched: the rejected refusal of a helpful contrast pair is one of six generic refusals, or is drawn
+    (with their frequencies) from the chosen answers of Wa's safety pairs, so that DPO cannot meet both kinds of
+    pair by moving between refusal phrasings (docs/DESIGN.md §5.6)"""
     template: str = "chat"
     """chat (the model's chat template) | alpaca (the paper's)"""
     sizes: SizesConfig = field(default_factory=SizesConfig)

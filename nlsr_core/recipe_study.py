@@ -52,11 +52,12 @@ def data_spec(data_dir: Path, local_dir: str | None):
                         f"(run nlsr prepare-data first)") from None
     return DataSpec(source=manifest["source"], seed=manifest["seed"], local_dir=local_dir,
                     tasks=tuple(manifest["tasks"]), sizes=SizesConfig(**manifest["sizes"]),
-                    preference_pairs=manifest.get("preference_pairs", "all"))
+                    preference_pairs=manifest.get("preference_pairs", "all"),
+                    contrast_refusals=manifest.get("contrast_refusals", "generic"))
 
 
 # Recipe fields added after results were stored, with the value those results were measured with.
-RECORD_DEFAULTS = {"preference_pairs": "all"}
+RECORD_DEFAULTS = {"preference_pairs": "all", "contrast_refusals": "generic"}
 
 
 def cached_result(out: Path, recipe) -> dict | None:

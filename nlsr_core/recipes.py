@@ -37,6 +37,7 @@ class Recipe:
     pairs_sensitive: int = SizesConfig.contrast_sensitive
     pairs_helpful: int = SizesConfig.contrast_helpful
     preference_pairs: str = DataConfig.preference_pairs  # all | refusal (the safety pairs' source rows)
+    contrast_refusals: str = DataConfig.contrast_refusals  # generic | matched (what a contrast pair rejects)
     pref_lr: float = AlignConfig.lr
     pref_epochs: float = AlignConfig.pref_epochs
     pref_max_steps: int = -1
@@ -102,6 +103,12 @@ LP5 = derived(R5, "lp5", pairs_sensitive=0, pairs_helpful=32, preference_pairs="
 LP5_RAW = derived(LP5, "lp5-raw", preference_pairs="all")
 # lp6: lp5 with as many AlpacaEval contrast pairs as safety pairs (lp5 refused 90% of the AlpacaEval probes)
 LP6 = derived(LP5, "lp6", pairs_helpful=112)
+# lp7: lp6 with contrast pairs that reject the safety pairs' own refusal (lp6 answered 63% of the AlpacaEval probes
+# with exactly "I cannot fulfill your request.", the refusal its safety pairs prefer and no contrast pair rejects)
+LP7 = derived(LP6, "lp7", contrast_refusals="matched")
+# lp8: lp7 without the chosen NLL (lp7 refused nothing: HS 100; the NLL term's tokens are mostly the long AlpacaEval
+# answers, so it pushes toward answering; plain DPO weighs both kinds of pair alike)
+LP8 = derived(LP7, "lp8", chosen_nll=0.0)
 
 # The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md, reports/alignment.md)
 # and on the paper's data. r5 is params.yaml's recipe (tests/test_recipes.py checks `Recipe("default")` against
@@ -109,7 +116,7 @@ LP6 = derived(LP5, "lp6", pairs_helpful=112)
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     R0, R1, derived(R1, "r2", pref_epochs=3, precompute_ref=True), R3,
     derived(R1, "r4", pairs_safety=128, pairs_sensitive=0, pairs_helpful=0, precompute_ref=True),
-    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5, LP0, LP5, LP5_RAW, LP6,
+    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5, LP0, LP5, LP5_RAW, LP6, LP7, LP8,
 )}
 
 
@@ -139,7 +146,8 @@ def recipe_rows(recipe: Recipe, spec=None) -> tuple[list[dict], list[dict]]:
     recipe.check()
     spec = spec or DataSpec()
     suite = build_suite(dataclasses.replace(spec, sizes=recipe_sizes(recipe, spec.sizes),
-                                            preference_pairs=recipe.preference_pairs))
+                                            preference_pairs=recipe.preference_pairs,
+                                            contrast_refusals=recipe.contrast_refusals))
     wanted, sft = {"refusal": recipe.sft_refusal, "benign": recipe.sft_benign}, []
     for row in suite.sft:  # the suite's order, so these are data/prepared/align/sft.jsonl's rows for these sizes
         if wanted[row["kind"]]:

@@ -658,6 +658,52 @@ def test_local_helpful_contrast_uses_benign_rows_no_split_uses(tmp_path):
     assert all("kind" not in r for r in plain.preference)  # no contrast asked: the split keeps its bytes
 
 
+def test_matched_contrast_refusals_reject_the_safety_pairs_own_refusals(tmp_path):
+    from nlsr_core.data.contrast import GENERIC_REFUSALS
+
+    root = _mini_paper_dir(tmp_path / "paper")
+    sizes = dataclasses.replace(MINI, contrast_helpful=5)
+    generic = build_suite(DataSpec(source="local", local_dir=str(root), sizes=sizes, preference_pairs="refusal"))
+    matched = build_suite(DataSpec(source="local", local_dir=str(root), sizes=sizes, preference_pairs="refusal",
+                                   contrast_refusals="matched"))
+    contrast = [r for r in matched.preference if r["kind"] == "contrast-helpful"]
+    chosen = {r["chosen"] for r in matched.preference if r["kind"] == "safety"}
+    assert len(contrast) == 5 and all(r["rejected"] in chosen for r in contrast)
+    assert all(r["rejected"] in GENERIC_REFUSALS
+               for r in generic.preference if r["kind"] == "contrast-helpful")
+    # only the contrast pairs' rejected answers differ: same prompts, same chosen answers, same safety pairs
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "rejected" or r["kind"] == "safety"} for r in rows]
+    assert strip(generic.preference) == strip(matched.preference) and generic.sft == matched.sft
+    # synthetic: the helpful pairs reject one of the safety pairs' (topic-naming) refusals
+    syn = build_suite(DataSpec(seed=0, sizes=dataclasses.replace(SMALL, contrast_helpful=4),
+                               contrast_refusals="matched"))
+    syn_chosen = {r["chosen"] for r in syn.preference if r["kind"] == "safety"}
+    assert [r["rejected"] in syn_chosen for r in syn.preference if r["kind"] == "contrast-helpful"] == [True] * 4
+
+
+def test_matched_contrast_refusals_draw_with_the_safety_pairs_frequencies():
+    from nlsr_core.data.contrast import contrast_refusal_pool
+
+    pairs = [{"chosen": "A", "kind": "safety"}] * 3 + [{"chosen": "B"}, {"chosen": "C", "kind": "contrast-helpful"}]
+    assert contrast_refusal_pool("matched", pairs) == ("A", "A", "A", "B")
+    with pytest.raises(NlsrError, match="no safety pairs"):
+        contrast_refusal_pool("matched", [])
+
+
+def test_manifest_names_contrast_refusals_only_when_matched(tmp_path):
+    plain = prepare(DataSpec(seed=0, sizes=SMALL), [("sst2", 0.1)], 40, tmp_path / "plain")
+    matched = prepare(DataSpec(seed=0, sizes=dataclasses.replace(SMALL, contrast_helpful=2),
+                               contrast_refusals="matched"), [("sst2", 0.1)], 40, tmp_path / "matched")
+    assert "contrast_refusals" not in plain and matched["contrast_refusals"] == "matched"
+
+
+def test_bad_contrast_refusals_is_one_line_error(tmp_path):
+    spec = DataSpec(sizes=SMALL, contrast_refusals="same")
+    with pytest.raises(DataError) as exc:
+        prepare(spec, [("sst2", 0.1)], 40, tmp_path / "out")
+    assert "data.contrast_refusals: unknown 'same'" in _one_line(exc) and not (tmp_path / "out").exists()
+
+
 def test_file_sources_have_no_sensitive_contrast(tmp_path):
     root = _mini_paper_dir(tmp_path / "paper")
     spec = DataSpec(source="local", local_dir=str(root), sizes=dataclasses.replace(MINI, contrast_sensitive=2))

@@ -54,10 +54,12 @@ class DataSpec:
     tasks: tuple[str, ...] = ("sst2",)
     sizes: SizesConfig = field(default_factory=SizesConfig)
     preference_pairs: str = "all"   # all | refusal (nlsr_core.config.DataConfig.preference_pairs)
+    contrast_refusals: str = "generic"  # generic | matched (nlsr_core.config.DataConfig.contrast_refusals)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "local_dir": self.local_dir,
-                "tasks": list(self.tasks), "sizes": asdict(self.sizes), "preference_pairs": self.preference_pairs}
+                "tasks": list(self.tasks), "sizes": asdict(self.sizes), "preference_pairs": self.preference_pairs,
+                "contrast_refusals": self.contrast_refusals}
 
 
 @dataclass
@@ -143,18 +145,21 @@ def with_ids(rows: Sequence[dict], prefix: str) -> list[dict]:
 def assemble_suite(seed: int, sizes: "SizesConfig", sft_refusal: list[dict], benign: list[dict], preference: list[dict],
                    identify: list[dict], eval_harmful: list[dict], poison: list[dict],
                    task_train: dict, task_test: dict, calib_pool_harmful: list[dict] | None = None,
-                   calib_pool_task: dict | None = None, heldout_pairs: list[dict] | None = None) -> "Suite":
+                   calib_pool_task: dict | None = None, heldout_pairs: list[dict] | None = None,
+                   contrast_refusals: str = "generic") -> "Suite":
     """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
     (shuffled by seed), the next `sizes.eval_benign` become the over-refusal prompts and the next
-    `sizes.contrast_helpful` Wa's helpful contrast pairs; every split gets its stable ids. The benign-sensitive
+    `sizes.contrast_helpful` Wa's helpful contrast pairs (their rejected refusals as `contrast_refusals` says:
+    nlsr_core.data.contrast.contrast_refusals); every split gets its stable ids. The benign-sensitive
     probes of the synthetic suite (all of them) are the second over-refusal set."""
-    from nlsr_core.data.contrast import helpful_contrast, mix_preference
+    from nlsr_core.data.contrast import contrast_refusal_pool, helpful_contrast, mix_preference
     from nlsr_core.data.synthetic_safety import eval_benign_prompts
 
     sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
     rng_for(seed, "sft").shuffle(sft)
     probes_end = sizes.sft_benign + sizes.eval_benign
-    contrast = helpful_contrast(benign[probes_end:probes_end + sizes.contrast_helpful], seed)
+    contrast = helpful_contrast(benign[probes_end:probes_end + sizes.contrast_helpful], seed,
+                                contrast_refusal_pool(contrast_refusals, preference))
     return Suite(
         sft=with_ids(sft, "sft"),
         preference=with_ids(mix_preference(preference, contrast, seed), "pref"),

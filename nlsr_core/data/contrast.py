@@ -5,8 +5,15 @@ sounds risky" (issue 12; docs/DESIGN.md §5.6). Two kinds:
 
     contrast-sensitive   benign requests with an alarming word ("destroy a wasp nest"), rejected = a refusal that
                          names the topic (the same templates as the safety refusals)
-    contrast-helpful     ordinary helpful requests, rejected = a generic refusal (the file-backed sources take
+    contrast-helpful     ordinary helpful requests, rejected = a refusal (the file-backed sources take
                          theirs from benign rows no other split uses: `helpful_contrast`)
+
+Which refusal a contrast-helpful pair rejects is `data.contrast_refusals`: `generic` (one of GENERIC_REFUSALS) or
+`matched` (drawn, with their frequencies, from the chosen answers of Wa's safety pairs). With generic refusals on
+the paper's data, every safety pair prefers "I cannot fulfill your request." and every contrast pair rejects some
+*other* phrasing, so DPO meets both by moving probability from the other phrasings to that one: the aligned model
+answered 63 of 100 held-out AlpacaEval prompts with exactly that sentence (recipe lp6). Matched refusals make the
+contrast pairs reject the very refusal the safety pairs teach.
 
 Prompts come from their own random stream (`rng_for(seed, "contrast")`), so adding contrast pairs shifts no
 other split. Benign-sensitive topics are `TRAIN_SENSITIVE_BENIGN` plus `EXTRA_SENSITIVE_BENIGN` below; none of
@@ -106,6 +113,23 @@ GENERIC_REFUSALS = (
 )
 
 
+CONTRAST_REFUSALS = ("generic", "matched")
+
+
+def contrast_refusal_pool(mode: str, safety_pairs: Iterable[dict]) -> tuple[str, ...]:
+    """The refusals a contrast-helpful pair rejects (drawn uniformly from the returned tuple, so repeats weigh):
+    GENERIC_REFUSALS (`generic`) or the chosen answer of every safety pair in order, repeats kept (`matched`)."""
+    if mode not in CONTRAST_REFUSALS:
+        raise NlsrError(f"data.contrast_refusals: unknown {mode!r}; expected one of {list(CONTRAST_REFUSALS)}")
+    if mode == "generic":
+        return GENERIC_REFUSALS
+    pool = tuple(p["chosen"] for p in safety_pairs if p.get("kind", "safety") == "safety")
+    if not pool:
+        raise NlsrError("data.contrast_refusals: 'matched' draws from the safety pairs' chosen answers, but there are "
+                        "no safety pairs (expected data.sizes.preference >= 1)")
+    return pool
+
+
 def _topics() -> tuple[tuple[str, str], ...]:
     topics = tuple(safety.TRAIN_SENSITIVE_BENIGN) + EXTRA_SENSITIVE_BENIGN
     held_out = {t.lower() for t in safety.EVAL_BENIGN_TOPICS}
@@ -120,9 +144,10 @@ def sensitive_contrast_pool() -> list[tuple[str, str, str]]:
     return [(tpl.format(x=x), answer, x) for x, answer in _topics() for tpl in safety.SENSITIVE_BENIGN_TEMPLATES]
 
 
-def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
+def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterable[str] = (),
+                   refusals: tuple[str, ...] = GENERIC_REFUSALS) -> list[dict]:
     """Contrast pairs: chosen = the helpful answer, rejected = a refusal (topic-naming for benign-sensitive
-    prompts, generic for ordinary helpful ones). Prompts are distinct and avoid `exclude` (e.g. SFT prompts).
+    prompts, one of `refusals` for ordinary helpful ones: `contrast_refusal_pool`). Prompts are distinct and avoid `exclude` (e.g. SFT prompts).
     Asking for more benign-sensitive pairs than the pool holds is a one-line NlsrError."""
     from nlsr_core.data.base import rng_for
     from nlsr_core.data.synthetic import _benign
@@ -145,17 +170,18 @@ def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterabl
                                 f"distinct prompts (lower data.sizes)")
             continue
         seen.add(prompt)
-        pairs.append({"prompt": prompt, "chosen": answer, "rejected": rng.choice(GENERIC_REFUSALS),
+        pairs.append({"prompt": prompt, "chosen": answer, "rejected": rng.choice(refusals),
                       "kind": "contrast-helpful"})
     return pairs
 
 
-def helpful_contrast(rows: Iterable[dict], seed: int) -> list[dict]:
-    """Contrast pairs from benign {prompt, response} rows: chosen = the response, rejected = a generic refusal."""
+def helpful_contrast(rows: Iterable[dict], seed: int, refusals: tuple[str, ...] = GENERIC_REFUSALS) -> list[dict]:
+    """Contrast pairs from benign {prompt, response} rows: chosen = the response, rejected = one of `refusals`
+    (`contrast_refusal_pool`)."""
     from nlsr_core.data.base import rng_for
 
     rng = rng_for(seed, "contrast")
-    return [{"prompt": r["prompt"], "chosen": r["response"], "rejected": rng.choice(GENERIC_REFUSALS),
+    return [{"prompt": r["prompt"], "chosen": r["response"], "rejected": rng.choice(refusals),
              "kind": "contrast-helpful"} for r in rows]
 
 

@@ -272,4 +272,4 @@ def build_local(spec: DataSpec) -> Suite:
                   rng_for(spec.seed, "benign"),
                   f"{root / BENIGN_JSON} sft_benign + eval_benign + contrast_helpful")
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
-                          task_train, task_test, calib_harmful, calib_task, heldout_pairs)
+                          task_train, task_test, calib_harmful, calib_task, heldout_pairs, spec.contrast_refusals)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from nlsr_core.data.contrast import CONTRAST_REFUSALS
 from nlsr_core.data.base import TASKS, DataError, DataSpec, SizesConfig, Suite, check_suite
 from nlsr_core.data.hub import build_hub
 from nlsr_core.data.local import build_local
@@ -45,6 +46,9 @@ def check_spec(spec: DataSpec) -> None:
     if spec.preference_pairs not in PREFERENCE_PAIRS:
         raise DataError(f"data.preference_pairs: unknown {spec.preference_pairs!r}; expected one of "
                         f"{list(PREFERENCE_PAIRS)}")
+    if spec.contrast_refusals not in CONTRAST_REFUSALS:
+        raise DataError(f"data.contrast_refusals: unknown {spec.contrast_refusals!r}; expected one of "
+                        f"{list(CONTRAST_REFUSALS)}")
     if spec.preference_pairs == "refusal" and spec.source == "hub":
         raise DataError("data.preference_pairs: 'refusal' builds its chosen answers from the safety refusals file of "
                         "source 'local'; source 'hub' supports 'all' (expected all)")

@@ -175,14 +175,16 @@ def _harmful_rows(spec: DataSpec, split: safety.HarmfulSplit) -> dict[str, list[
     }
 
 
-def _with_contrast(safety_pairs: list[dict], sizes, seed: int, sft: list[dict]) -> list[dict]:
+def _with_contrast(safety_pairs: list[dict], sizes, seed: int, sft: list[dict],
+                   contrast_refusals: str = "generic") -> list[dict]:
     """Wa's pairs: the safety pairs plus `sizes.contrast_*` contrast pairs whose prompts avoid every SFT prompt."""
-    from nlsr_core.data.contrast import contrast_pairs, mix_preference
+    from nlsr_core.data.contrast import contrast_pairs, contrast_refusal_pool, mix_preference
 
     if not sizes.contrast_sensitive and not sizes.contrast_helpful:
         return safety_pairs
     contrast = contrast_pairs(sizes.contrast_sensitive, sizes.contrast_helpful, seed,
-                              exclude=[r["prompt"] for r in sft])
+                              exclude=[r["prompt"] for r in sft],
+                              refusals=contrast_refusal_pool(contrast_refusals, safety_pairs))
     return mix_preference(safety_pairs, contrast, seed)
 
 
@@ -210,7 +212,7 @@ def build_synthetic(spec: DataSpec) -> Suite:
     used_eval = set(eval_harmful)
     return Suite(
         sft=with_ids(sft, "sft"),
-        preference=with_ids(_with_contrast(harmful["preference"], sizes, spec.seed, sft), "pref"),
+        preference=with_ids(_with_contrast(harmful["preference"], sizes, spec.seed, sft, spec.contrast_refusals), "pref"),
         identify=with_ids(harmful["identify"], "ident"),
         eval_harmful=with_ids([{"prompt": p} for p in eval_harmful], "eval-harmful"),
         eval_benign=with_ids([{"prompt": p} for p in eval_benign], "eval-benign"),
