@@ -55,6 +55,18 @@ def test_recipe_rows_counts_and_disjoint_from_eval(name):
     assert check_disjoint(sft + pref, held_out, name) == len(sft) + len(pref)
 
 
+def test_matched_recipe_changes_only_what_contrast_pairs_reject():
+    (sft6, pref6), (sft7, pref7) = recipe_rows(RECIPES["lp6"]), recipe_rows(RECIPES["lp7"])
+    assert sft6 == sft7 and len(pref6) == len(pref7)
+    chosen = [r["chosen"] for r in pref7 if r["kind"] == "safety"]
+    for a, b in zip(pref6, pref7):
+        assert {**a, "rejected": None} == {**b, "rejected": None}
+        if b["kind"] == "contrast-helpful":
+            assert b["rejected"] in chosen
+        else:
+            assert a["rejected"] == b["rejected"]
+
+
 def test_check_disjoint_names_the_split():
     with pytest.raises(NlsrError, match="eval/benign.jsonl"):
         check_disjoint([{"prompt": "x"}], {"eval/benign.jsonl": {"x"}}, "pairs")

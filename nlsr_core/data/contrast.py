@@ -130,6 +130,23 @@ def contrast_refusal_pool(mode: str, safety_pairs: Iterable[dict]) -> tuple[str,
     return pool
 
 
+def _refusal_picker(refusals: tuple[str, ...], rng, seed: int):
+    """pick(refusals) -> one refusal. Generic refusals come from the contrast stream `rng`. Any other pool comes from
+    its own stream, and the generic draw is still made (and dropped) from `rng`, because the contrast prompts are
+    drawn from `rng` between the refusals: so a matched suite has exactly the generic suite's prompts and chosen
+    answers, and only the rejected refusals differ (one lever)."""
+    from nlsr_core.data.base import rng_for
+
+    if refusals == GENERIC_REFUSALS:
+        return rng.choice
+    own = rng_for(seed, "contrast-matched")
+
+    def pick(pool):
+        rng.choice(GENERIC_REFUSALS)
+        return own.choice(pool)
+    return pick
+
+
 def _topics() -> tuple[tuple[str, str], ...]:
     topics = tuple(safety.TRAIN_SENSITIVE_BENIGN) + EXTRA_SENSITIVE_BENIGN
     held_out = {t.lower() for t in safety.EVAL_BENIGN_TOPICS}
@@ -153,6 +170,7 @@ def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterabl
     from nlsr_core.data.synthetic import _benign
 
     rng = rng_for(seed, "contrast")
+    pick = _refusal_picker(refusals, rng, seed)
     skip = set(exclude)
     pool = [row for row in sensitive_contrast_pool() if row[0] not in skip]
     if n_sensitive > len(pool):
@@ -170,7 +188,7 @@ def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterabl
                                 f"distinct prompts (lower data.sizes)")
             continue
         seen.add(prompt)
-        pairs.append({"prompt": prompt, "chosen": answer, "rejected": rng.choice(refusals),
+        pairs.append({"prompt": prompt, "chosen": answer, "rejected": pick(refusals),
                       "kind": "contrast-helpful"})
     return pairs
 
@@ -180,7 +198,7 @@ def helpful_contrast(rows: Iterable[dict], seed: int, refusals: tuple[str, ...] 
     (`contrast_refusal_pool`)."""
     from nlsr_core.data.base import rng_for
 
-    rng = rng_for(seed, "contrast")
+    rng = rng_for(seed, "contrast")  # the prompts are given, so any pool can share the stream
     return [{"prompt": r["prompt"], "chosen": r["response"], "rejected": rng.choice(refusals),
              "kind": "contrast-helpful"} for r in rows]
 
