@@ -81,11 +81,17 @@ def encode_rows(ctx, tokenizer, kind: str, path: Path, params: dict) -> None:
     if kind == "safety":
         ctx.safety = encode_pairs(tokenizer, texts("response"), params["max_length"])
         return
-    chosen = encode_pairs(tokenizer, texts("chosen"), params["max_length"])
-    rejected = encode_pairs(tokenizer, texts("rejected"), params["max_length"])
-    if len(chosen) != len(rows) or len(rejected) != len(rows):
-        raise NlsrError(f"{path}: some chosen/rejected answers are cut away by --max-length {params['max_length']}")
-    ctx.preference = list(zip(chosen, rejected))
+    # A pair is kept only when both answers keep a token after truncation (a long prompt can fill max_length, as
+    # the paper's PKU-SafeRLHF and AlpacaEval prompts do); the statistics record how many pairs were used.
+    pairs = []
+    for chosen, rejected in zip(texts("chosen"), texts("rejected")):
+        c, r = (encode_pairs(tokenizer, [text], params["max_length"]) for text in (chosen, rejected))
+        if c and r:
+            pairs.append((c[0], r[0]))
+    if not pairs:
+        raise NlsrError(f"{path}: every pair's chosen or rejected answer is cut away by --max-length "
+                        f"{params['max_length']} (expected pairs whose prompt leaves room for an answer)")
+    ctx.preference = pairs
 
 
 def statistics_pass(reference_dir: Path, ident: dict, announce=print):

@@ -168,6 +168,28 @@ def test_every_identifier_gives_row_topk_masks(stack, method):
         assert all(torch.equal(again[k], res.masks[k]) for k in again)
 
 
+def test_preference_pairs_whose_answer_is_cut_away_are_dropped(stack, tmp_path):
+    """A pair whose prompt fills --max-length is left out of preference-snip (both answers or neither); when no
+    pair is left, a one-line error names the file and the setting."""
+    from nlsr_core.fileio import write_jsonl
+    from nlsr_core.identification import encode_rows
+
+    st, ref = stack
+    rows = [{"prompt": h, "chosen": REFUSAL[0], "rejected": "Sure, here is how."} for h in HARMFUL[:3]]
+    rows.insert(1, {"prompt": "word " * 400, "chosen": REFUSAL[1], "rejected": "Sure."})
+    write_jsonl(tmp_path / "pref.jsonl", rows)
+    ctx = CollectContext(reference=ref, model=st.model, pad_id=st.tokenizer.pad_token_id)
+    params = {"template": "chat", "max_length": 160}
+    encode_rows(ctx, st.tokenizer, "preference", tmp_path / "pref.jsonl", params)
+    assert len(ctx.preference) == 3
+    assert all(c.start < len(c.ids) and r.start < len(r.ids) for c, r in ctx.preference)
+    assert identify("preference-snip", ctx, None, "paper").summary["samples"] == 3
+    write_jsonl(tmp_path / "long.jsonl", rows[1:2])
+    with pytest.raises(NlsrError, match=r"long.jsonl: every pair's chosen or rejected answer is cut away by "
+                                        r"--max-length 160"):
+        encode_rows(CollectContext(reference=ref), st.tokenizer, "preference", tmp_path / "long.jsonl", params)
+
+
 def test_wanda_scores_weight_times_input_norm(stack):
     ctx = make_ctx(stack, n=4)
     ref = stack[1]
