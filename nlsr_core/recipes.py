@@ -106,8 +106,8 @@ LP6 = derived(LP5, "lp6", pairs_helpful=112)
 # lp7: lp6 with contrast pairs that reject the safety pairs' own refusal (lp6 answered 63% of the AlpacaEval probes
 # with exactly "I cannot fulfill your request.", the refusal its safety pairs prefer and no contrast pair rejects)
 LP7 = derived(LP6, "lp7", contrast_refusals="matched")
-# lp8: lp7 without the chosen NLL (lp7 refused nothing: HS 100; the NLL term's tokens are mostly the long AlpacaEval
-# answers, so it pushes toward answering; plain DPO weighs both kinds of pair alike)
+# lp8: lp7 without the chosen NLL (lp7 refused nothing: HS 100; most of the NLL term's tokens are the long
+# AlpacaEval answers, while plain DPO weighs each pair alike)
 LP8 = derived(LP7, "lp8", chosen_nll=0.0)
 
 # The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md, reports/alignment.md)

@@ -150,7 +150,7 @@ def assemble_suite(seed: int, sizes: "SizesConfig", sft_refusal: list[dict], ben
     """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
     (shuffled by seed), the next `sizes.eval_benign` become the over-refusal prompts and the next
     `sizes.contrast_helpful` Wa's helpful contrast pairs (their rejected refusals as `contrast_refusals` says:
-    nlsr_core.data.contrast.contrast_refusals); every split gets its stable ids. The benign-sensitive
+    nlsr_core.data.contrast.contrast_refusal_pool); every split gets its stable ids. The benign-sensitive
     probes of the synthetic suite (all of them) are the second over-refusal set."""
     from nlsr_core.data.contrast import contrast_refusal_pool, helpful_contrast, mix_preference
     from nlsr_core.data.synthetic_safety import eval_benign_prompts

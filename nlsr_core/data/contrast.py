@@ -164,8 +164,8 @@ def sensitive_contrast_pool() -> list[tuple[str, str, str]]:
 def contrast_pairs(n_sensitive: int, n_helpful: int, seed: int, exclude: Iterable[str] = (),
                    refusals: tuple[str, ...] = GENERIC_REFUSALS) -> list[dict]:
     """Contrast pairs: chosen = the helpful answer, rejected = a refusal (topic-naming for benign-sensitive
-    prompts, one of `refusals` for ordinary helpful ones: `contrast_refusal_pool`). Prompts are distinct and avoid `exclude` (e.g. SFT prompts).
-    Asking for more benign-sensitive pairs than the pool holds is a one-line NlsrError."""
+    prompts, one of `refusals` for ordinary helpful ones: `contrast_refusal_pool`). Prompts are distinct and avoid
+    `exclude` (e.g. SFT prompts). Asking for more benign-sensitive pairs than the pool holds is a one-line NlsrError."""
     from nlsr_core.data.base import rng_for
     from nlsr_core.data.synthetic import _benign
 

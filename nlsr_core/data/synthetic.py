@@ -212,7 +212,8 @@ def build_synthetic(spec: DataSpec) -> Suite:
     used_eval = set(eval_harmful)
     return Suite(
         sft=with_ids(sft, "sft"),
-        preference=with_ids(_with_contrast(harmful["preference"], sizes, spec.seed, sft, spec.contrast_refusals), "pref"),
+        preference=with_ids(_with_contrast(harmful["preference"], sizes, spec.seed, sft, spec.contrast_refusals),
+                            "pref"),
         identify=with_ids(harmful["identify"], "ident"),
         eval_harmful=with_ids([{"prompt": p} for p in eval_harmful], "eval-harmful"),
         eval_benign=with_ids([{"prompt": p} for p in eval_benign], "eval-benign"),
