@@ -118,9 +118,8 @@ CONTRAST_REFUSALS = ("generic", "matched")
 
 def contrast_refusal_pool(mode: str, safety_pairs: Iterable[dict]) -> tuple[str, ...]:
     """The refusals a contrast-helpful pair rejects (drawn uniformly from the returned tuple, so repeats weigh):
-    GENERIC_REFUSALS (`generic`) or the chosen answer of every safety pair in order, repeats kept (`matched`)."""
-    if mode not in CONTRAST_REFUSALS:
-        raise NlsrError(f"data.contrast_refusals: unknown {mode!r}; expected one of {list(CONTRAST_REFUSALS)}")
+    GENERIC_REFUSALS (`generic`) or the chosen answer of every safety pair in order, repeats kept (`matched`).
+    `mode` is checked once, with the rest of the spec (nlsr_core.data.sources.check_spec)."""
     if mode == "generic":
         return GENERIC_REFUSALS
     pool = tuple(p["chosen"] for p in safety_pairs if p.get("kind", "safety") == "safety")
