@@ -47,13 +47,13 @@ class SizesConfig:
     """contrast pairs of Wa on ordinary helpful prompts (chosen = helpful answer, rejected = refusal)"""
     identify: int = 64
     """safety set X̂ of the identification pass"""
-    eval_harmful: int = 50
-    """held-out harmful prompts (HS)"""
-    eval_benign: int = 50
-    """benign but sensitive-looking prompts (over-refusal)"""
+    eval_harmful: int = 200
+    """held-out harmful prompts (HS); 200 gives 95% intervals of at most about ±7 points"""
+    eval_benign: int = 82
+    """benign but sensitive-looking prompts (over-refusal; the synthetic suite holds 82)"""
     task_train: int = 400
     """task rows the poisoned mixes draw from"""
-    task_test: int = 48
+    task_test: int = 200
     """task rows of the test split (FA)"""
     poison_pool: int = 100
     """harmful prompt + compliant answer rows the mixes draw poison from"""
@@ -282,8 +282,8 @@ class JudgeConfig:
     """budget of generated GSM8K answers"""
     fa_mode: str = "score"
     """score (rank the label strings; sst2, agnews) | generate"""
-    batch_size: int = 16
-    """answering batch size"""
+    batch_size: int = 64
+    """answering batch size (64: 1.28x faster than 16 with identical answers, benchmarks/bench_batch.py)"""
 
 
 # params.yaml section -> its dataclass, in the file's order.
