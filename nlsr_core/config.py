@@ -267,6 +267,12 @@ class AblateConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneSeedsConfig:
+    seeds: tuple[int, ...] = (1, 2)
+    """fine-tuning seeds besides the pipeline's: each draws its own poisoned mix and data order (mean ± sd)"""
+
+
+@dataclass(frozen=True)
 class JudgeConfig:
     name: str = "refusal-keywords"
     """refusal-keywords | beaver-dam | llama-guard"""
@@ -291,7 +297,8 @@ SECTIONS = {
     "model": ModelConfig, "data": DataConfig, "grid": GridConfig, "lora": LoraConfig, "launch": LaunchConfig,
     "align": AlignConfig, "finetune": FinetuneConfig, "amplify": AmplifyConfig, "nlsr": NlsrConfig,
     "identify": IdentifyConfig, "realign": RealignConfig, "safelora": SafeloraConfig, "study": StudyConfig,
-    "frontier": FrontierConfig, "calibrate": CalibrateConfig, "ablate": AblateConfig, "judge": JudgeConfig,
+    "frontier": FrontierConfig, "calibrate": CalibrateConfig, "ablate": AblateConfig, "finetune_seeds": FinetuneSeedsConfig,
+    "judge": JudgeConfig,
 }
 
 

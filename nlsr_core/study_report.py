@@ -17,8 +17,8 @@ from nlsr_core.report import ci_text, pct, reference
 HS_FACTOR, FA_SLACK = 0.5, 2.0
 
 
-def load_docs(root: Path | None, stage: str) -> dict[str, dict]:
-    """cell -> document for every `<root>/<cell>/<stage>.json` (an absent root gives none)."""
+def load_docs(root: Path | None, stage: str, key: str = "points") -> dict[str, dict]:
+    """cell -> document for every `<root>/<cell>/<stage>.json` holding a `key` list (an absent root gives none)."""
     if root is None or not Path(root).is_dir():
         return {}
     docs = {}
@@ -27,8 +27,8 @@ def load_docs(root: Path | None, stage: str) -> dict[str, dict]:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise NlsrError(f"{path}: not valid JSON ({exc.msg}); expected `nlsr {stage}` output") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("points"), list):
-            raise NlsrError(f"{path}: no 'points' list; expected `nlsr {stage}` output")
+        if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+            raise NlsrError(f"{path}: no '{key}' list; expected `nlsr {stage}` output")
         docs[doc.get("cell", path.parent.name)] = doc
     return docs
 
@@ -126,7 +126,7 @@ def _setting_text(point: dict) -> str:
     return ", ".join(f"{k} {point[k]}" for k in keys if k in point) or "unrecorded"
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> str:
     if not values:
         return "–"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -151,7 +151,7 @@ def ablations_markdown(ablations: dict[str, dict]) -> str:
         if seeds:
             hs = [pct(r, "hs") for r in seeds if pct(r, "hs") is not None]
             fa = [pct(r, "fa") for r in seeds if pct(r, "fa") is not None]
-            out += ["", f"Over {len(seeds)} Bernoulli seeds: HS {_mean_sd(hs)} %, FA {_mean_sd(fa)} % (mean ± sd)."]
+            out += ["", f"Over {len(seeds)} Bernoulli seeds: HS {mean_sd(hs)} %, FA {mean_sd(fa)} % (mean ± sd)."]
         out.append("")
     return "\n".join(out)
 

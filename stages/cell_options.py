@@ -107,10 +107,12 @@ def claim_result(out: Path, stage: str, inputs: dict, extra: tuple = ()):
     return claim(out, stage, inputs=[*given, ("--data", inputs["data_dir"]), ("--cache", inputs["cache_dir"]), *extra])
 
 
-def write_result(output, stage: str, inputs: dict, params: dict, document: dict, files: dict | None = None
-                 ) -> None:
-    """<stage>.json (+ extra text files) + lineage.json into the claimed output, atomically; tracked as one
-    MLflow run."""
+def write_result(output, stage: str, inputs: dict, params: dict, document: dict, files: dict | None = None,
+                 dirs: dict | None = None) -> None:
+    """<stage>.json (+ extra text files, + copies of the directories `dirs` {name: path}) + lineage.json into the
+    claimed output, atomically; tracked as one MLflow run."""
+    import shutil
+
     from nlsr_core.fileio import write_json
     from nlsr_core.lineage import input_record
     from nlsr_core.study_report import pct
@@ -123,6 +125,8 @@ def write_result(output, stage: str, inputs: dict, params: dict, document: dict,
         write_json(tmp / f"{stage}.json", document)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
+        for name, path in (dirs or {}).items():
+            shutil.copytree(path, tmp / name)
         return chosen
 
     metrics = {f"chosen.{m}": pct(document["chosen"], m) for m in ("hs", "fa")} if chosen else {}

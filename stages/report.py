@@ -32,20 +32,25 @@ PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png"
               help="ablate/ outputs (<cell>/ablate.json) -> --ablations-md")
 @click.option("--frontier-md", type=click.Path(), default="reports/frontier.md", show_default=True)
 @click.option("--ablations-md", type=click.Path(), default="reports/ablations.md", show_default=True)
+@click.option("--finetune-seeds", "finetune_seeds_dir", type=click.Path(), default=None,
+              help="finetune-seeds/ outputs (<cell>/finetune-seeds.json) -> --finetune-seeds-md")
+@click.option("--finetune-seeds-md", type=click.Path(), default="reports/finetune-seeds.md", show_default=True)
 def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir, frontier_dir, calibrate_dir,
-            ablate_dir, frontier_md, ablations_md):
+            ablate_dir, frontier_md, ablations_md, finetune_seeds_dir, finetune_seeds_md):
     """Write metrics.json (DVC metrics), results.md (Table 1 layout + Wilson intervals), plot CSVs and PNGs."""
     from pathlib import Path
 
     from nlsr_core import report, study_report
+    from nlsr_core.finetune_seeds import finetune_seeds_markdown
     from nlsr_core.fileio import atomic_file, write_json
     from nlsr_core.outputs import check_file_output, claim, only_files, replace
     from nlsr_core.plots import plot_frontier, plot_hs_fa, plot_similarity
 
     inputs = [*(("--judged", p) for p in judged_paths), *(("--realigned", d) for d in realigned_dirs),
-              ("--frontier", frontier_dir), ("--calibrate", calibrate_dir), ("--ablate", ablate_dir)]
+              ("--frontier", frontier_dir), ("--calibrate", calibrate_dir), ("--ablate", ablate_dir),
+              ("--finetune-seeds", finetune_seeds_dir)]
     for option, path in (("--metrics", metrics_file), ("--results", results_file), ("--frontier-md", frontier_md),
-                         ("--ablations-md", ablations_md)):
+                         ("--ablations-md", ablations_md), ("--finetune-seeds-md", finetune_seeds_md)):
         check_file_output(path, option, inputs)
     plots = claim(Path(plots_dir), "report", option="--plots", inputs=inputs, recognise=only_files(PLOT_FILES))
     judged = report.load_judged([Path(p) for p in judged_paths])
@@ -66,6 +71,10 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     if ablate_dir:
         with atomic_file(Path(ablations_md)) as tmp:
             tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
+    if finetune_seeds_dir:
+        replicated = study_report.load_docs(Path(finetune_seeds_dir), "finetune-seeds", key="replicates")
+        with atomic_file(Path(finetune_seeds_md)) as tmp:
+            tmp.write_text(finetune_seeds_markdown(replicated), encoding="utf-8")
     with replace(plots) as tmp:
         if frontier_dir:
             points = study_report.frontier_rows(frontiers, calibrations)
@@ -75,7 +84,8 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
         plot_hs_fa(rows, report.variants_present(judged), tmp / "hs_fa_vs_p.png")
         report.write_csv(tmp / "similarity.csv", report.SIMILARITY_COLUMNS, sim)
         plot_similarity(sim, tmp / "similarity.png")
-    written = [Path(p) for p, given in ((frontier_md, frontier_dir), (ablations_md, ablate_dir)) if given]
+    written = [Path(p) for p, given in ((frontier_md, frontier_dir), (ablations_md, ablate_dir),
+                                        (finetune_seeds_md, finetune_seeds_dir)) if given]
     _track([Path(metrics_file), Path(results_file), *written], Path(plots_dir), report.metrics(judged))
     click.echo(f"report: {len(judged)} cells -> {metrics_file}, {results_file}, {plots_dir}/ "
                f"({len(sim)} module similarities from {len(realigned)} realigned adapters)")

@@ -36,6 +36,7 @@ TINY = {
                  "grid_random_masks": [0.5], "grid_lambda": [0.5], "grid_gamma": [1.0]},
     "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
     "ablate": {"seeds": [0, 1]},
+    "finetune_seeds": {"seeds": [1]},
 }
 COPY = ["nlsr_core", "stages", "dvc.yaml", ".dvcignore", ".gitignore"]
 
@@ -116,7 +117,8 @@ def test_realign_param_change_reruns_only_downstream_of_realign(repo):
     stage_key = "sst2-0.1-dpo"  # DVC names matrix stages by joining the item values
     # the study stages start their grids from the pipeline's setting, so they re-run too (from the answer cache)
     assert ran_stages(out) == {f"realign@{stage_key}", f"judge@{stage_key}", f"frontier@{stage_key}",
-                               f"calibrate@{stage_key}", f"ablate@{stage_key}", "report"}
+                               f"calibrate@{stage_key}", f"ablate@{stage_key}", f"finetune-seeds@{stage_key}",
+                               "report"}
     diff = sh(["dvc", "params", "diff", "--json"], repo).stdout
     assert "layer_prune" in diff
     sh(["git", "add", "-A"], repo)
@@ -142,6 +144,15 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
                 "no amplification (beta 0)", "threshold selection", "seed 1", "Over 2 Bernoulli seeds"):
         assert row in ablations
     assert "◆" in (repo / "reports" / "frontier.md").read_text()
+    # the other fine-tuning seed: its own mix and adapter, every repair scored on both replicates
+    doc = json.loads((repo / "finetune-seeds" / "sst2-p0.1-dpo" / "finetune-seeds.json").read_text())
+    assert [r["name"] for r in doc["replicates"]] == ["pipeline", "seed 1"]
+    methods = {(r.get("point") or {}).get("method", r["name"]) for r in doc["replicates"][1]["rows"]}
+    assert methods == {"finetuned", "nlsr", "random-masks", "interpolate", "safety-vector", "safelora"}
+    lineage = json.loads((repo / "finetune-seeds" / "sst2-p0.1-dpo" / "finetuned-s1" / "lineage.json").read_text())
+    assert lineage["mix"]["seed"] == 1 and lineage["params"]["finetune"]["seed"] == 1
+    seeds_md = (repo / "reports" / "finetune-seeds.md").read_text()
+    assert "| HS pipeline | HS seed 1 |" in seeds_md and "NLSR − random masks" in seeds_md
     assert (repo / "reports" / "plots" / "frontier.png").stat().st_size > 0
 
 

@@ -1,0 +1,98 @@
+"""`nlsr finetune-seeds`: the study cell fine-tuned again with other seeds, every repair scored on each replicate.
+
+    nlsr finetune-seeds --cell sst2-p0.1-dpo --finetuned adapters/finetuned/sst2-p0.1-dpo \\
+        --aligned adapters/aligned/dpo/aligned --reference adapters/reference/dpo \\
+        --stats identify/dpo/stats.safetensors --seeds 1 --seeds 2 --out finetune-seeds/sst2-p0.1-dpo
+
+Seed s draws its own poisoned mix from the prepared task rows and poison pool and trains Wt_s from Wa with the
+pipeline's fine-tuning settings (nlsr_core.finetune_seeds). The pipeline's fine-tuned adapter is the first
+replicate. On each replicate NLSR, random masks, interpolation, safety-vector addition and SafeLoRA are scored
+at the pipeline's settings on the test split, like `nlsr frontier` (same judge, answer cache and per-prompt
+flags). Writes <out>/finetune-seeds.json, the trained adapters (<out>/finetuned-s<seed>/) and lineage.json;
+`nlsr report --finetune-seeds` renders reports/finetune-seeds.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stages.cell_options import cell_options
+from stages.options import PATH, config_option, config_options
+
+
+@click.command("finetune-seeds")
+@cell_options
+@config_option("finetune_seeds.seeds", "--seeds", "--seed", dest="seeds")
+@config_options("finetune", "n", "lr", "epochs", "batch_size", "max_length", prefix="finetune_")
+@config_option("realign.interpolate_lambda", "--lambda", dest="lam")
+@config_option("realign.safety_vector_gamma", "--gamma", dest="gamma")
+@config_option("safelora.tau", "--safelora-tau", "--safelora_tau", dest="safelora_tau")
+@click.option("--out", type=PATH, default=None, help="default finetune-seeds/<cell>")
+def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_batch_size, finetune_max_length,
+            lam, gamma, safelora_tau, out):
+    """Fine-tune the cell with other seeds; score every repair on each replicate."""
+    import tempfile
+
+    from nlsr_core.adapters import save_adapter
+    from nlsr_core.data.mixing import mix_poison
+    from nlsr_core.fileio import read_jsonl
+    from nlsr_core.finetune_seeds import check_seeds, replicate_points, train_replicate
+    from nlsr_core.judge.evaluate import load_splits, parse_cell
+    from nlsr_core.lineage import inherited_fields, input_record, read_lineage, write_lineage
+    from nlsr_core.study_points import builder, describe, score_points, settings_record
+    from nlsr_core.train import TrainSettings
+    from stages.cell_options import claim_result, write_result
+
+    cell = parse_cell(inputs["cell"])
+    data = Path(inputs["data_dir"])
+    task_file, pool_file = data / "tasks" / cell.task / "train.jsonl", data / "poison" / "pool.jsonl"
+    output = claim_result(Path(out or f"finetune-seeds/{cell.key}"), "finetune-seeds", inputs,
+                          (("task rows", task_file), ("poison pool", pool_file)))
+    settings = TrainSettings(lr=finetune_lr, epochs=finetune_epochs, batch_size=finetune_batch_size,
+                             max_length=finetune_max_length, template=inputs["template"])
+    settings.check("finetune")
+    task_rows, pool = read_jsonl(task_file), read_jsonl(pool_file)
+    pipeline_ft = read_lineage(Path(inputs["finetuned"]))
+    pipeline_mix = read_jsonl(Path(pipeline_ft["mix"]["path"]))
+    seeds = check_seeds(seeds, int(pipeline_ft["params"]["finetune"]["seed"]), [r["id"] for r in pipeline_mix],
+                        lambda s: [r["id"] for r in mix_poison(task_rows, pool, finetune_n, cell.p, s)[0]])
+    build = builder(inputs)          # every input checked before any training
+    named = [(method, point) for method, point in replicate_points(build.pipeline, safelora_tau, lam, gamma)]
+    splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
+    parent = read_lineage(Path(inputs["aligned"]))
+    train_params = {"n": finetune_n, "lr": finetune_lr, "epochs": finetune_epochs, "batch_size": finetune_batch_size,
+                    "max_length": finetune_max_length}
+
+    replicates, trained = [], {}
+    with tempfile.TemporaryDirectory(prefix="nlsr-finetune-seeds-") as tmp:
+        finetuned = {"pipeline": Path(inputs["finetuned"])}
+        for s in seeds:
+            click.echo(f"finetune-seeds {cell.key}: fine-tuning seed {s}")
+            result, rows, info = train_replicate(inputs["aligned"], task_rows, pool, finetune_n, cell.p, s, settings)
+            path = Path(tmp) / f"finetuned-s{s}"
+            save_adapter(result.adapter(), path)
+            write_lineage(path, "finetune-seeds", [input_record(Path(inputs["aligned"]), "aligned"),
+                                                   input_record(task_file, "task rows"),
+                                                   input_record(pool_file, "poison pool")],
+                          {"finetune": {**train_params, "seed": s}}, **inherited_fields(parent),
+                          mix={"seed": s, **{k: v for k, v in info.items() if k != "poison_rows"},
+                               "poison_ids": [r["id"] for r in rows if r["flag"] == "poison"]},
+                          train=result.loss_summary())
+            finetuned[f"seed {s}"], trained[path.name] = path, result.loss_summary()
+        for name, path in finetuned.items():
+            replicate_inputs = {**inputs, "finetuned": path}
+            references = ("aligned", "finetuned") if name == "pipeline" else ("finetuned",)
+            rows = score_points(replicate_inputs, named, builder(replicate_inputs), splits, references,
+                                echo=click.echo)
+            for row in rows:
+                click.echo(f"finetune-seeds {cell.key} {name}: {describe(row)}")
+            replicates.append({"name": name, "finetuned": path.name if name != "pipeline" else str(inputs["finetuned"]),
+                               "train": trained.get(path.name), "rows": rows})
+        document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
+                    "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
+                    "generation": settings_record(inputs), "seeds": seeds, "replicates": replicates}
+        params = {"seeds": seeds, "finetune": train_params, "lambda": lam, "gamma": gamma,
+                  "safelora_tau": safelora_tau, "pipeline": build.pipeline.record()}
+        write_result(output, "finetune-seeds", inputs, params, document,
+                     dirs={f"finetuned-s{s}": finetuned[f"seed {s}"] for s in seeds})
