@@ -297,8 +297,8 @@ SECTIONS = {
     "model": ModelConfig, "data": DataConfig, "grid": GridConfig, "lora": LoraConfig, "launch": LaunchConfig,
     "align": AlignConfig, "finetune": FinetuneConfig, "amplify": AmplifyConfig, "nlsr": NlsrConfig,
     "identify": IdentifyConfig, "realign": RealignConfig, "safelora": SafeloraConfig, "study": StudyConfig,
-    "frontier": FrontierConfig, "calibrate": CalibrateConfig, "ablate": AblateConfig, "finetune_seeds": FinetuneSeedsConfig,
-    "judge": JudgeConfig,
+    "frontier": FrontierConfig, "calibrate": CalibrateConfig, "ablate": AblateConfig,
+    "finetune_seeds": FinetuneSeedsConfig, "judge": JudgeConfig,
 }
 
 

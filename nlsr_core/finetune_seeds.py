@@ -11,8 +11,9 @@ trained. On every replicate the same repairs are scored on the test split, each 
     safety-vector  ΔWt + γ·ΔWa,       γ = realign.safety_vector_gamma
     safelora       SafeLoRA projection, τ = safelora.tau
 
-`finetune_seeds_markdown` turns the stage's documents into reports/finetune-seeds.md: HS and FA of each method per replicate with
-mean ± sd over replicates, and NLSR − random masks per replicate with a paired bootstrap interval over prompts.
+`finetune_seeds_markdown` turns the stage's documents into reports/finetune-seeds.md: HS and FA of each method
+per replicate with mean ± sd over replicates, and NLSR − random masks per replicate with a paired bootstrap
+interval over prompts.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
             cells += [mean_sd([v for v in hs if v is not None])]
             cells += [("–" if v is None else f"{v:.1f}") for v in fa]
             cells += [mean_sd([v for v in fa if v is not None])]
-            out.append(f"| {label if method != 'finetuned' else 'fine-tuned (no repair)'} | " + " | ".join(cells) + " |")
+            name = "fine-tuned (no repair)" if method == "finetuned" else label
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
         diffs = [(r["name"], replicate_contrast(r)) for r in reps]
         out += ["", "NLSR − random masks at the pipeline's P_SR (same kept count, selection and prompts; paired "
                 "bootstrap over prompts, 10000 resamples; negative = NLSR leaves fewer harmful answers):", ""]
