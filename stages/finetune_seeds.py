@@ -39,7 +39,8 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     from nlsr_core.fileio import read_jsonl
     from nlsr_core.finetune_seeds import check_seeds, replicate_points, train_replicate
     from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.lineage import inherited_fields, input_record, read_lineage, write_lineage
+    from nlsr_core.errors import NlsrError
+    from nlsr_core.lineage import inherited_fields, input_record, lineage_or_empty, read_lineage, write_lineage
     from nlsr_core.study_points import builder, describe, score_points, settings_record
     from nlsr_core.train import TrainSettings
     from stages.cell_options import claim_result, write_result
@@ -53,12 +54,16 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
                              max_length=finetune_max_length, template=inputs["template"])
     settings.check("finetune")
     task_rows, pool = read_jsonl(task_file), read_jsonl(pool_file)
-    pipeline_ft = read_lineage(Path(inputs["finetuned"]))
-    pipeline_mix = read_jsonl(Path(pipeline_ft["mix"]["path"]))
-    seeds = check_seeds(seeds, int(pipeline_ft["params"]["finetune"]["seed"]), [r["id"] for r in pipeline_mix],
+    pipeline_ft = lineage_or_empty(Path(inputs["finetuned"]))
+    try:
+        mix_path, pipeline_seed = Path(pipeline_ft["mix"]["path"]), int(pipeline_ft["params"]["finetune"]["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise NlsrError(f"{inputs['finetuned']}/lineage.json: no mix path or finetune.seed; expected the output of "
+                        "`nlsr finetune`") from None
+    seeds = check_seeds(seeds, pipeline_seed, [r["id"] for r in read_jsonl(mix_path)],
                         lambda s: [r["id"] for r in mix_poison(task_rows, pool, finetune_n, cell.p, s)[0]])
     build = builder(inputs)          # every input checked before any training
-    named = [(method, point) for method, point in replicate_points(build.pipeline, safelora_tau, lam, gamma)]
+    named = replicate_points(build.pipeline, safelora_tau, lam, gamma)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
     parent = read_lineage(Path(inputs["aligned"]))
     train_params = {"n": finetune_n, "lr": finetune_lr, "epochs": finetune_epochs, "batch_size": finetune_batch_size,

@@ -115,3 +115,17 @@ def test_cli_refuses_a_seed_that_repeats_the_pipeline_and_writes_nothing(tmp_pat
                             "--seeds", "1", "--out", "finetune-seeds/x"])
     assert code == 1 and "seed 0 repeats the pipeline's own fine-tune" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "finetune-seeds").exists()
+
+
+def test_cli_refuses_a_finetuned_adapter_without_its_mix_record(tmp_path, monkeypatch):
+    from tests.conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["prepare-data", "--eval_harmful", "6", "--task_test", "6", "--task_train", "40",
+                            "--poison_pool", "10", "--finetune-n", "20", "--out", "data/prepared"])
+    assert code == 0, err
+    (tmp_path / "ft").mkdir()
+    code, _, err = run_cli(["finetune-seeds", "--cell", "sst2-p0.1-dpo", "--finetuned", "ft", "--aligned", "al",
+                            "--reference", "ref", "--stats", "st", "--out", "finetune-seeds/x"])
+    assert code == 1 and "no mix path or finetune.seed" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "finetune-seeds").exists()
