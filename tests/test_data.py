@@ -615,7 +615,8 @@ def test_calibration_split_too_large_is_one_line_error(tmp_path):
 def test_local_paper_calibration_split_is_disjoint(tmp_path):
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
-    sizes = dataclasses.replace(FILE_SIZES, sft_refusal=200, calib_harmful=40, task_calib=40)  # local-paper profile
+    sizes = dataclasses.replace(FILE_SIZES, sft_refusal=200, eval_harmful=50, calib_harmful=40,
+                                task_calib=40)  # the local-paper profile's held-out and calibration sizes
     spec = DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=("sst2",), sizes=sizes)
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
     _calibration_disjoint(tmp_path / "out")
