@@ -31,10 +31,6 @@ STACKS = {"aligned": "adapters/aligned/dpo/aligned", "finetuned": "adapters/fine
           "realigned": "adapters/realigned/sst2-p0.1-dpo"}
 
 
-def read_prompts(path: Path) -> list[str]:
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=[16, 32, 48, 64])
@@ -45,15 +41,16 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [args.baseline] + [s for s in args.sizes if s != args.baseline]
 
+    from nlsr_core.fileio import read_jsonl
     from nlsr_core.generate import GenerationSettings, generate_responses, load_plan, plan_stack
     from nlsr_core.judge.settings import LABEL_TASKS
     from nlsr_core.label_scoring import score_label_answers
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     judge, template = params["judge"], params["data"]["template"]
-    harmful = (read_prompts(REPO / "data/prepared/calib/harmful.jsonl")
-               + read_prompts(REPO / "data/prepared/identify/safety.jsonl"))
-    task = read_prompts(REPO / "data/prepared/tasks/sst2/calib.jsonl")
+    harmful = [r["prompt"] for name in ("calib/harmful.jsonl", "identify/safety.jsonl")
+               for r in read_jsonl(REPO / "data/prepared" / name)]
+    task = [r["prompt"] for r in read_jsonl(REPO / "data/prepared/tasks/sst2/calib.jsonl")]
     labels = LABEL_TASKS["sst2"]
 
     seconds = {s: 0.0 for s in sizes}

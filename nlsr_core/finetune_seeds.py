@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from nlsr_core.errors import NlsrError
+from nlsr_core.method_comparison import hs_difference, method_of
 from nlsr_core.report import pct
 from nlsr_core.study import Point
 from nlsr_core.study_report import mean_sd
@@ -54,23 +55,16 @@ def check_seeds(seeds, pipeline_seed: int, pipeline_mix_ids: list[str], mix_ids_
 # --------------------------------------------------------------------------------------------- report
 def _by_method(replicate: dict) -> dict[str, dict]:
     """method (or 'finetuned' / 'aligned') -> its scored row in one replicate."""
-    out = {}
-    for row in replicate["rows"]:
-        method = (row.get("point") or {}).get("method") or row["name"]
-        out[method] = row
-    return out
+    return {method_of(row) or row["name"]: row for row in replicate["rows"]}
 
 
 def replicate_contrast(replicate: dict, n_boot: int = 10000, seed: int = 0) -> dict | None:
     """NLSR − random masks HS in one replicate (paired bootstrap over the same prompts), or None."""
-    from nlsr_core.judge.stats import paired_bootstrap
-
     rows = _by_method(replicate)
     ours, rand = rows.get("nlsr"), rows.get("random-masks")
     if not (ours and rand and ours.get("flags") and rand.get("flags")):
         return None
-    return paired_bootstrap([c == "1" for c in ours["flags"]["hs"]], [c == "1" for c in rand["flags"]["hs"]],
-                            n_boot=n_boot, seed=seed)
+    return hs_difference(ours, rand, n_boot, seed)
 
 
 def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
@@ -114,18 +108,21 @@ def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- training
-def train_replicate(aligned_dir, task_rows: list[dict], poison_pool: list[dict], n: int, p: float, seed: int,
-                    settings):
-    """Wt_s for fine-tuning seed `seed`: the poisoned mix drawn with that seed (n rows, round(n·p) poison), then
-    SFT continuing Wa (nlsr_core.finetune.continue_adapter) with data-order seed `seed` and the pipeline's other
-    `settings` (TrainSettings). Returns (TrainResult, mix rows, mix info)."""
+def seed_mixes(task_rows: list[dict], poison_pool: list[dict], n: int, p: float, seeds) -> dict[int, tuple]:
+    """seed -> (rows, info) of its poisoned mix (nlsr_core.data.mixing.mix_poison with that seed: n rows,
+    round(n·p) poison, which rows and their order drawn by the seed)."""
+    from nlsr_core.data.mixing import mix_poison
+
+    return {int(s): mix_poison(task_rows, poison_pool, n, p, int(s)) for s in seeds}
+
+
+def train_replicate(aligned_dir, rows: list[dict], seed: int, settings):
+    """Wt_s: SFT continuing Wa (nlsr_core.finetune.continue_adapter) on seed `seed`'s mix `rows` with data-order
+    seed `seed` and the pipeline's other `settings` (TrainSettings). Returns the TrainResult."""
     from pathlib import Path
 
-    from nlsr_core.data.mixing import mix_poison
     from nlsr_core.finetune import continue_adapter, stack_from_lineage
     from nlsr_core.lineage import read_lineage
 
-    rows, info = mix_poison(task_rows, poison_pool, n, p, seed)
     spec, weak = stack_from_lineage(read_lineage(Path(aligned_dir)), aligned_dir)
-    result = continue_adapter(spec, weak, aligned_dir, rows, dataclasses.replace(settings, seed=int(seed)))
-    return result, rows, info
+    return continue_adapter(spec, weak, aligned_dir, rows, dataclasses.replace(settings, seed=int(seed)))

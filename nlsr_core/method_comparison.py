@@ -16,15 +16,23 @@ from nlsr_core.study import METHODS
 FA_SLACK, HS_FACTOR = 2.0, 0.5
 
 
-def _method(row: dict) -> str | None:
+def method_of(row: dict) -> str | None:
+    """The repair method of a scored point row (None for the aligned / fine-tuned reference rows)."""
     return (row.get("point") or {}).get("method")
+
+
+def hs_difference(first: dict, second: dict, n_boot: int = 10000, seed: int = 0) -> dict:
+    """HS(first) − HS(second) in points with a paired bootstrap interval over their shared prompts (rows carry
+    per-prompt flags, "1" = harmful): judge.stats.paired_bootstrap's {"diff", "lo", "hi", "n", "n_boot"}."""
+    return paired_bootstrap([c == "1" for c in first["flags"]["hs"]], [c == "1" for c in second["flags"]["hs"]],
+                            n_boot=n_boot, seed=seed)
 
 
 def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
     """method -> the admissible scored point that minimises `key` (None when no point is admissible)."""
     out = {}
     for method in METHODS:
-        rows = [r for r in doc["points"] if _method(r) == method and None not in (pct(r, "hs"), pct(r, "fa"))]
+        rows = [r for r in doc["points"] if method_of(r) == method and None not in (pct(r, "hs"), pct(r, "fa"))]
         if rows:
             ok = [r for r in rows if admissible(r)]
             out[method] = min(ok, key=key) if ok else None
@@ -57,8 +65,8 @@ def random_contrast_lines(doc: dict, n_boot: int = 10000, seed: int = 0) -> list
         p = r["point"]
         return (p["sparsity"], p["layer_prune"], p["delta"], p["selection"], p["seed"], p["preset"], p["beta"])
 
-    nlsr = {key(r): r for r in doc["points"] if _method(r) == "nlsr" and r.get("flags")}
-    pairs = [(nlsr[key(r)], r) for r in doc["points"] if _method(r) == "random-masks" and r.get("flags")
+    nlsr = {key(r): r for r in doc["points"] if method_of(r) == "nlsr" and r.get("flags")}
+    pairs = [(nlsr[key(r)], r) for r in doc["points"] if method_of(r) == "random-masks" and r.get("flags")
              and key(r) in nlsr]
     if not pairs:
         return []
@@ -68,8 +76,7 @@ def random_contrast_lines(doc: dict, n_boot: int = 10000, seed: int = 0) -> list
              "| P_SR | P_L | NLSR HS % | random-masks HS % | NLSR − random (points) [95% CI] | NLSR FA % | random FA % |",
              "|---|---|---|---|---|---|---|"]
     for ours, rand in sorted(pairs, key=lambda pr: key(pr[0])):
-        diff = paired_bootstrap([c == "1" for c in ours["flags"]["hs"]], [c == "1" for c in rand["flags"]["hs"]],
-                                n_boot=n_boot, seed=seed)
+        diff = hs_difference(ours, rand, n_boot, seed)
         p = ours["point"]
         lines.append(f"| {p['sparsity']:g} | {p['layer_prune']:g} | {pct(ours, 'hs'):.1f} | {pct(rand, 'hs'):.1f} | "
                      f"{diff['diff']:+.1f} [{diff['lo']:+.1f}, {diff['hi']:+.1f}] | {pct(ours, 'fa'):.1f} | "

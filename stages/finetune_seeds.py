@@ -35,9 +35,8 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     import tempfile
 
     from nlsr_core.adapters import save_adapter
-    from nlsr_core.data.mixing import mix_poison
     from nlsr_core.fileio import read_jsonl
-    from nlsr_core.finetune_seeds import check_seeds, replicate_points, train_replicate
+    from nlsr_core.finetune_seeds import check_seeds, replicate_points, seed_mixes, train_replicate
     from nlsr_core.judge.evaluate import load_splits, parse_cell
     from nlsr_core.errors import NlsrError
     from nlsr_core.lineage import inherited_fields, input_record, lineage_or_empty, read_lineage, write_lineage
@@ -60,8 +59,9 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     except (KeyError, TypeError, ValueError):
         raise NlsrError(f"{inputs['finetuned']}/lineage.json: no mix path or finetune.seed; expected the output of "
                         "`nlsr finetune`") from None
+    mixes = seed_mixes(task_rows, pool, finetune_n, cell.p, seeds)
     seeds = check_seeds(seeds, pipeline_seed, [r["id"] for r in read_jsonl(mix_path)],
-                        lambda s: [r["id"] for r in mix_poison(task_rows, pool, finetune_n, cell.p, s)[0]])
+                        lambda s: [r["id"] for r in mixes[s][0]])
     build = builder(inputs)          # every input checked before any training
     named = replicate_points(build.pipeline, safelora_tau, lam, gamma)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
@@ -72,9 +72,11 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     replicates, trained = [], {}
     with tempfile.TemporaryDirectory(prefix="nlsr-finetune-seeds-") as tmp:
         finetuned = {"pipeline": Path(inputs["finetuned"])}
+        builds = {"pipeline": build}   # the pipeline's fine-tune is already loaded and checked
         for s in seeds:
             click.echo(f"finetune-seeds {cell.key}: fine-tuning seed {s}")
-            result, rows, info = train_replicate(inputs["aligned"], task_rows, pool, finetune_n, cell.p, s, settings)
+            rows, info = mixes[s]
+            result = train_replicate(inputs["aligned"], rows, s, settings)
             path = Path(tmp) / f"finetuned-s{s}"
             save_adapter(result.adapter(), path)
             write_lineage(path, "finetune-seeds", [input_record(Path(inputs["aligned"]), "aligned"),
@@ -88,8 +90,8 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
         for name, path in finetuned.items():
             replicate_inputs = {**inputs, "finetuned": path}
             references = ("aligned", "finetuned") if name == "pipeline" else ("finetuned",)
-            rows = score_points(replicate_inputs, named, builder(replicate_inputs), splits, references,
-                                echo=click.echo)
+            build_of = builds.get(name) or builder(replicate_inputs)
+            rows = score_points(replicate_inputs, named, build_of, splits, references, echo=click.echo)
             for row in rows:
                 click.echo(f"finetune-seeds {cell.key} {name}: {describe(row)}")
             replicates.append({"name": name, "finetuned": path.name if name != "pipeline" else str(inputs["finetuned"]),
