@@ -30,6 +30,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def local_paper_profile() -> dict:
+    """profiles/local-paper.yaml, parsed."""
+    import yaml
+
+    return yaml.safe_load((REPO / "profiles" / "local-paper.yaml").read_text())
+
+
+def local_paper_spec(local_dir: Path):
+    """The DataSpec the local-paper profile prepares (its seed, tasks, sizes and pair settings) on `local_dir`."""
+    from nlsr_core.data import DataSpec, SizesConfig
+
+    profile = local_paper_profile()
+    data, grid = profile["data"], profile["grid"]
+    return DataSpec(source="local", local_dir=str(local_dir), seed=data["seed"], tasks=tuple(grid["tasks"]),
+                    sizes=SizesConfig(**data["sizes"]), preference_pairs=data["preference_pairs"],
+                    contrast_refusals=data["contrast_refusals"])
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """The tiny-random model, loaded once per session (do not mutate it; load_model again for that)."""

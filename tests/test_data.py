@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.data import (AGNEWS_LABELS, TASKS, DataError, DataSpec, SizesConfig, build_suite, mix_key, norm_text)
@@ -613,14 +612,11 @@ def test_calibration_split_too_large_is_one_line_error(tmp_path):
         dataclasses.replace(SMALL, calib_harmful=-1)
 
 
-def test_local_paper_calibration_split_is_disjoint(tmp_path):
-    if not PAPER_DATA.is_dir():
-        pytest.skip(f"{PAPER_DATA} absent")
-    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles/local-paper.yaml").read_text())
-    sizes = SizesConfig(**profile["data"]["sizes"])  # the profile's held-out and calibration sizes, whatever they are
-    spec = DataSpec(source="local", local_dir=str(PAPER_DATA), tasks=("sst2",), sizes=sizes,
-                    preference_pairs=profile["data"]["preference_pairs"])
-    prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
+def test_local_paper_calibration_split_is_disjoint(tmp_path, shared_data):
+    from tests.conftest import local_paper_spec
+
+    # the profile's held-out and calibration sizes, whatever they are
+    prepare(local_paper_spec(shared_data), [("sst2", 0.1)], 200, tmp_path / "out")
     _calibration_disjoint(tmp_path / "out")
 
 

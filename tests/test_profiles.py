@@ -24,11 +24,10 @@ def test_profile_has_the_default_params_keys(profile):
 
 
 def test_local_paper_profile_builds_its_suite(shared_data):
-    from nlsr_core.data import DataSpec, SizesConfig, build_suite
+    from nlsr_core.data import build_suite
+    from tests.conftest import local_paper_profile, local_paper_spec
 
-    params = yaml.safe_load((REPO / "profiles" / "local-paper.yaml").read_text())
-    spec = DataSpec(source="local", local_dir=str(shared_data), seed=params["data"]["seed"],
-                    tasks=tuple(params["grid"]["tasks"]), sizes=SizesConfig(**params["data"]["sizes"]))
-    suite = build_suite(spec)
+    params = local_paper_profile()
+    suite = build_suite(local_paper_spec(shared_data))
     assert len(suite.eval_harmful) == params["data"]["sizes"]["eval_harmful"]
     assert len(suite.task_test["sst2"]) == params["data"]["sizes"]["task_test"]

@@ -98,14 +98,12 @@ PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
 
 def test_local_paper_profile_recipe_is_lp6_and_its_rows_are_the_prepared_rows(tmp_path):
     """profiles/local-paper.yaml holds recipe lp6, and recipe_rows(lp6, spec) are the rows prepare-data writes."""
-    import yaml
-
-    from nlsr_core.config import SizesConfig
     from nlsr_core.data.prepare import prepare
     from nlsr_core.fileio import read_jsonl
     from nlsr_core.recipes import LP6
+    from tests.conftest import local_paper_profile, local_paper_spec
 
-    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles/local-paper.yaml").read_text())
+    profile = local_paper_profile()
     data, align = profile["data"], profile["align"]
     assert (data["sizes"]["sft_refusal"], data["sizes"]["sft_benign"], data["sizes"]["preference"],
             data["sizes"]["contrast_sensitive"], data["sizes"]["contrast_helpful"], data["preference_pairs"]) == \
@@ -117,8 +115,7 @@ def test_local_paper_profile_recipe_is_lp6_and_its_rows_are_the_prepared_rows(tm
          LP6.max_length)
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
-    spec = DataSpec(source="local", local_dir=str(PAPER_DATA), seed=data["seed"], tasks=("sst2",),
-                    sizes=SizesConfig(**data["sizes"]), preference_pairs=data["preference_pairs"])
+    spec = local_paper_spec(PAPER_DATA)
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
     sft, pref = recipe_rows(LP6, spec)
     assert sft == read_jsonl(tmp_path / "out/align/sft.jsonl")
