@@ -29,6 +29,16 @@ class ModelConfig:
     """let transformers run the model repository's own code"""
     seed: int = 0
     """initialisation seed of tiny-random (unused by real models)"""
+    device: str = "auto"
+    """where every model pass and training run: auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps"""
+    dtype: str = "auto"
+    """compute dtype of every model pass and of training's mixed precision: auto (bfloat16 on a GPU that supports
+    it, else float16; on the CPU bfloat16 where it has native bf16, else float32) | float32 | bfloat16 | float16"""
+
+    def __post_init__(self):
+        from nlsr_core.compute import check_names
+
+        check_names(self.device, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,8 @@ class LoraConfig:
 class LaunchConfig:
     prefix: str = "python -m stages.cli"
     """how training stages start, e.g. "accelerate launch --config_file accelerate.yaml -m stages.cli\""""
+    gradient_checkpointing: bool = False
+    """recompute activations in the backward pass of training (less memory, about 30% more time; for 8B models)"""
 
 
 @dataclass(frozen=True)

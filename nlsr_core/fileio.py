@@ -45,23 +45,34 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Save torch tensors as safetensors with canonical bytes (see `canonical_safetensors`)."""
+    """Save torch tensors as safetensors with canonical bytes (see `canonical_header`)."""
     from safetensors.torch import save
 
-    Path(path).write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
+    data = save(tensors, metadata=metadata)
+    head, start = canonical_header(data)
+    with open(path, "wb") as fh:   # header, then the tensor bytes as a view: no copy of a GB-sized buffer
+        fh.write(head)
+        fh.write(memoryview(data)[start:])
 
 
-def canonical_safetensors(data: bytes) -> bytes:
-    """The same file with its `__metadata__` keys sorted. The library keeps metadata in a hash map, so two saves
-    of equal tensors gave {format, method} or {method, format} at random and DVC saw a changed output."""
+def canonical_header(data: bytes) -> tuple[bytes, int]:
+    """(the canonical 8-byte length + header, where the tensor bytes start in `data`): the header with its
+    `__metadata__` keys sorted. The library keeps metadata in a hash map, so two saves of equal tensors gave
+    {format, method} or {method, format} at random and DVC saw a changed output."""
     size = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + size])
+    header = json.loads(bytes(data[8:8 + size]))
     meta = header.pop("__metadata__", None)
     ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
     ordered.update(header)
     text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)   # the data buffer stays 8-byte aligned, as the library writes it
-    return struct.pack("<Q", len(text)) + text + data[8 + size:]
+    return struct.pack("<Q", len(text)) + text, 8 + size
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same file with a canonical header (`canonical_header`), as bytes."""
+    head, start = canonical_header(data)
+    return head + data[start:]
 
 
 def _remove_stale(final: Path) -> None:

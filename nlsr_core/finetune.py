@@ -47,8 +47,9 @@ def _check_starts_from(peft_model, start, aligned_dir) -> None:
         raise AdapterError(f"{aligned_dir}: tensor {changed} changed on loading; expected an fp32 LoRA adapter")
 
 
-def stack_from_lineage(parent: dict, aligned_dir):
-    """(ModelSpec, W0 dir or None) from Wa's lineage; the base must still be the one Wa was trained on."""
+def stack_from_lineage(parent: dict, aligned_dir, compute=None):
+    """(ModelSpec, W0 dir or None) from Wa's lineage; the base must still be the one Wa was trained on. The spec
+    is placed on `compute` (nlsr_core.compute.Compute; None: model.device / model.dtype's defaults)."""
     from nlsr_core.lineage import read_lineage
     from nlsr_core.models import model_identity, spec_from_record
 
@@ -56,6 +57,8 @@ def stack_from_lineage(parent: dict, aligned_dir):
     if not identity.get("name"):
         raise NlsrError(f"{aligned_dir}/lineage.json: no base model identity ('model'); expected an align output")
     spec = spec_from_record({"name": identity["name"], "seed": 0, **(parent.get("model_spec") or {})})
+    if compute is not None:
+        spec = spec.placed(compute)
     now = model_identity(spec)
     if (now.get("name"), now.get("digest")) != (identity.get("name"), identity.get("digest")):
         raise NlsrError(f"{aligned_dir}: trained on base {identity.get('name')} (digest {identity.get('digest')}) "

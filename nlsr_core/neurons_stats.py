@@ -75,8 +75,10 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def batches(samples: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Right-padded batches: input_ids (b×L), attention_mask (b×L), response_mask (b×L bool), in data order."""
+def batches(samples: Sequence[Encoded], batch_size: int, pad_id: int,
+            device=None) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Right-padded batches: input_ids (b×L), attention_mask (b×L), response_mask (b×L bool), in data order, on
+    `device` (the model's: inputs follow the model, nlsr_core.models.load_model)."""
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
         length = max(len(s.ids) for s in chunk)
@@ -87,7 +89,11 @@ def batches(samples: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterato
             ids[row, :len(s.ids)] = torch.tensor(s.ids)
             attn[row, :len(s.ids)] = 1
             resp[row, s.start:len(s.ids)] = True
-        yield ids, attn, resp
+        yield ids.to(device), attn.to(device), resp.to(device)
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def lora_a_modules(model, modules: Sequence[str]) -> dict[str, torch.nn.Module]:
@@ -128,43 +134,59 @@ def _forward_pass(ctx: CollectContext, fn) -> dict:
     per lora_A; `keep` marks the response positions, the only ones a collector may count."""
     if not ctx.safety:
         raise IdentifyError("identification data: no example has a response token (expected prompt + response rows)")
-    tokens = 0
+    tokens = sum(len(s.ids) - s.start for s in ctx.safety)  # response positions, counted without a device sync
+    decoder = _decoder(ctx.model)
     with _Hooks(ctx.model, ctx.reference.modules, fn) as hooks, torch.inference_mode(), \
             bar(len(ctx.safety), "identification samples", "sample") as shown:
-        for ids, attn, resp in batches(ctx.safety, ctx.batch_size, ctx.pad_id):
+        for ids, attn, resp in batches(ctx.safety, ctx.batch_size, ctx.pad_id, model_device(ctx.model)):
             hooks.positions = resp
-            # logits_to_keep=1: identification needs activations, not the vocabulary projection
-            ctx.model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1)
-            tokens += int(resp.sum())
+            decoder(input_ids=ids, attention_mask=attn, use_cache=False)
             shown.update(len(ids))
     return {"samples": len(ctx.safety), "tokens": tokens}
 
 
+def _decoder(model):
+    """The decoder stack without the vocabulary projection: identification needs the LoRA layers' activations,
+    not logits. (`logits_to_keep=1` still projects one position, and in bf16 on the CPU transformers' strided
+    last-position slice becomes a batched matmul over a per-sample copy of the head: 79% of a 1B-shaped pass,
+    benchmarks/bench_paper_shapes.py.) Models without `get_decoder` run whole, keeping one position."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get = getattr(base, "get_decoder", None)
+    decoder = get() if callable(get) else None
+    if decoder is None or decoder is base:
+        return lambda **kw: model(**kw, logits_to_keep=1)
+    return decoder
+
+
 def collect_lowrank(ctx: CollectContext) -> tuple[dict, dict]:
-    """K = Σ_t z_t z_tᵀ per module (r×r, fp32), over response tokens only."""
+    """K = Σ_t z_t z_tᵀ per module (r×r), over response tokens only, accumulated in fp32 on the model's device
+    whatever the compute dtype (the statistics must be exact; one copy to the CPU at the end)."""
     r = ctx.reference.rank
-    grams = {m: torch.zeros(r, r, dtype=torch.float32) for m in ctx.reference.modules}
+    device = model_device(ctx.model)
+    grams = {m: torch.zeros(r, r, dtype=torch.float32, device=device) for m in ctx.reference.modules}
 
     def acc(module, _x, z, keep):
         z = z[keep].float()  # T × r
         grams[module].addmm_(z.T, z)
 
     info = _forward_pass(ctx, acc)
-    return {gram_key(m): k for m, k in grams.items()}, info
+    return {gram_key(m): k.cpu() for m, k in grams.items()}, info
 
 
 def collect_wanda(ctx: CollectContext) -> tuple[dict, dict]:
-    """Σ_t x_t² (lora_A input features) and Σ_t z_t² (lora_B input features), fp32."""
+    """Σ_t x_t² (lora_A input features) and Σ_t z_t² (lora_B input features), fp32 on the model's device."""
+    device = model_device(ctx.model)
     stats = {}
     for m in ctx.reference.modules:
-        stats[f"{m}.lora_A.input_sq"] = torch.zeros(ctx.reference.a(m).shape[1])
-        stats[f"{m}.lora_B.input_sq"] = torch.zeros(ctx.reference.rank)
+        stats[f"{m}.lora_A.input_sq"] = torch.zeros(ctx.reference.a(m).shape[1], device=device)
+        stats[f"{m}.lora_B.input_sq"] = torch.zeros(ctx.reference.rank, device=device)
 
     def acc(module, x, z, keep):
         stats[f"{module}.lora_A.input_sq"].add_(x[keep].float().square().sum(0))
         stats[f"{module}.lora_B.input_sq"].add_(z[keep].float().square().sum(0))
 
-    return stats, _forward_pass(ctx, acc)
+    info = _forward_pass(ctx, acc)
+    return {k: v.cpu() for k, v in stats.items()}, info
 
 
 def _response_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
@@ -176,13 +198,13 @@ def _response_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, resp: torch
 
 
 def _sft_loss(model, sample: Encoded, pad_id: int) -> torch.Tensor:
-    ids, attn, resp = next(batches([sample], 1, pad_id))
+    ids, attn, resp = next(batches([sample], 1, pad_id, model_device(model)))
     total, count = _response_logprobs(model, ids, attn, resp)
     return -(total / count).sum()
 
 
 def _preference_loss(model, pair: tuple[Encoded, Encoded], pad_id: int) -> torch.Tensor:
-    ids, attn, resp = next(batches(list(pair), 2, pad_id))
+    ids, attn, resp = next(batches(list(pair), 2, pad_id, model_device(model)))
     total, count = _response_logprobs(model, ids, attn, resp)
     mean = total / count
     return -torch.nn.functional.logsigmoid(mean[0] - mean[1])
@@ -199,7 +221,7 @@ def _grad_abs(ctx: CollectContext, items: Sequence, loss_fn) -> tuple[dict, dict
         params[f"{m}.lora_A.grad_abs"] = next(iter(layer.lora_A.values())).weight
         params[f"{m}.lora_B.grad_abs"] = next(iter(layer.lora_B.values())).weight
     before = {k: p.requires_grad for k, p in params.items()}
-    stats = {k: torch.zeros(p.shape, dtype=torch.float32) for k, p in params.items()}
+    stats = {k: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for k, p in params.items()}
     try:
         for p in params.values():
             p.requires_grad_(True)
@@ -216,7 +238,7 @@ def _grad_abs(ctx: CollectContext, items: Sequence, loss_fn) -> tuple[dict, dict
         for k, p in params.items():
             p.grad = None
             p.requires_grad_(before[k])
-    return stats, {"samples": len(items)}
+    return {k: v.cpu() for k, v in stats.items()}, {"samples": len(items)}
 
 
 def collect_snip(ctx: CollectContext) -> tuple[dict, dict]:

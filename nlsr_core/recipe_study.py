@@ -60,19 +60,31 @@ def data_spec(data_dir: Path, local_dir: str | None):
 RECORD_DEFAULTS = {"preference_pairs": "all", "contrast_refusals": "generic"}
 
 
-def cached_result(out: Path, recipe) -> dict | None:
-    """The stored result of `recipe` under `out`, if it was measured with exactly this recipe."""
+# Results stored before model.device / model.dtype existed were all measured in fp32 on the CPU.
+COMPUTE_BEFORE = {"device": "cpu", "dtype": "float32"}
+
+
+def cached_result(out: Path, recipe, compute) -> dict | None:
+    """The stored result of `recipe` under `out`, if it was measured with exactly this recipe on `compute`'s
+    device type and dtype (a bf16 run never reuses an fp32 result, nor the reverse)."""
     import json
 
     path = out / recipe.name / RESULT
     if not path.is_file():
         return None
     result = json.loads(path.read_text(encoding="utf-8"))
-    return result if {**RECORD_DEFAULTS, **result.get("recipe", {})} == recipe.record() else None
+    same_recipe = {**RECORD_DEFAULTS, **result.get("recipe", {})} == recipe.record()
+    return result if same_recipe and result.get("compute", COMPUTE_BEFORE) == compute.record() else None
+
+
+def base_file_name(compute) -> str:
+    """base.json holds HS(M) of the fp32 CPU runs (as before placements existed); other placements their own."""
+    record = compute.record()
+    return "base.json" if record == COMPUTE_BEFORE else f"base-{record['device']}-{record['dtype']}.json"
 
 
 def train_recipe(recipe, sft_rows: list[dict], pref_rows: list[dict], model: str, template: str,
-                 out_dir: Path) -> dict:
+                 out_dir: Path, compute=None) -> dict:
     """W0 and Wa of `recipe` (nlsr_core.align.align) on its rows (`recipe_rows`), saved to out_dir/weak and
     out_dir/aligned; returns the training record (loss summaries, on-policy counts, wall seconds, ‖ΔW‖_F)."""
     from nlsr_core.adapters import save_adapter
@@ -82,7 +94,8 @@ def train_recipe(recipe, sft_rows: list[dict], pref_rows: list[dict], model: str
     from nlsr_core.models import ModelSpec
 
     start = time.perf_counter()
-    result = align(ModelSpec(model), "dpo", sft_rows, pref_rows, LoraConfig(),
+    spec = ModelSpec(model) if compute is None else ModelSpec(model).placed(compute)
+    result = align(spec, "dpo", sft_rows, pref_rows, LoraConfig(),
                    dataclasses.replace(recipe.sft_settings(), template=template),
                    pref_settings=dataclasses.replace(recipe.pref_settings(), template=template),
                    on_policy_tokens=recipe.on_policy_tokens)
@@ -97,7 +110,7 @@ def train_recipe(recipe, sft_rows: list[dict], pref_rows: list[dict], model: str
             "norms": {"weak": delta_norm(out_dir / "weak"), "aligned": delta_norm(out_dir / "aligned")}}
 
 
-def judge_variants(plans: dict, data_dir: Path, task: str, model: str, cache: Path | None) -> dict:
+def judge_variants(plans: dict, data_dir: Path, task: str, model: str, cache: Path | None, compute=None) -> dict:
     """{variant: {metric: Rate.record()}} of the pipeline's evaluation on the prepared held-out splits."""
     from nlsr_core.judge import JudgeSpec
     from nlsr_core.judge.evaluate import evaluate_plans, load_splits
@@ -105,7 +118,7 @@ def judge_variants(plans: dict, data_dir: Path, task: str, model: str, cache: Pa
 
     settings = EvalSettings()
     _, scored, _ = evaluate_plans(plans, load_splits(data_dir, task), task, settings, model, 0,
-                                  JudgeSpec(name="refusal-keywords"), cache)
+                                  JudgeSpec(name="refusal-keywords"), cache, compute)
     return {s.name: {m: r.record() for m, r in s.rates.items()} for s in scored}
 
 
@@ -120,7 +133,7 @@ def is_study_dir(path: Path) -> str | None:
     return None if isinstance(record, dict) and "recipe" in record else f"{RESULT} names no recipe"
 
 
-def judge_free(plans: dict, data_dir: Path, template: str) -> dict | None:
+def judge_free(plans: dict, data_dir: Path, template: str, compute=None) -> dict | None:
     """{variant: {"score", "margin", "n"}}: the judge-free safety score (nlsr_core.judge_free) on the prepared
     held-out refusal/compliance pairs; None when the prepared data has no such pairs."""
     from nlsr_core.judge_free import judge_free_scores, load_pairs
@@ -129,7 +142,7 @@ def judge_free(plans: dict, data_dir: Path, template: str) -> dict | None:
     if pairs is None:
         return None
     return {name: {"score": r["pct"], "margin": r["margin"], "n": r["n"]}
-            for name, r in judge_free_scores(plans, pairs, template).items()}
+            for name, r in judge_free_scores(plans, pairs, template, compute=compute).items()}
 
 
 def recipe_plans(model: str, recipe_dir: Path) -> dict:
@@ -140,18 +153,19 @@ def recipe_plans(model: str, recipe_dir: Path) -> dict:
             "aligned": StackPlan(model, recipe_dir / "weak", recipe_dir / "aligned")}
 
 
-def add_judge_free(result: dict, recipe_dir: Path, data_dir: Path, template: str) -> dict:
+def add_judge_free(result: dict, recipe_dir: Path, data_dir: Path, template: str, compute=None) -> dict:
     """A stored result measured before the judge-free score existed, with that score added (result.json rewritten)."""
     from nlsr_core.fileio import atomic_file, write_json
 
-    result = {**result, "judge_free": judge_free(recipe_plans(result["model"], recipe_dir), data_dir, template)}
+    result = {**result, "judge_free": judge_free(recipe_plans(result["model"], recipe_dir), data_dir, template,
+                                                 compute)}
     with atomic_file(recipe_dir / RESULT) as tmp:
         write_json(tmp, result)
     return result
 
 
 def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, template: str,
-               cache: Path | None, spec=None) -> dict:
+               cache: Path | None, spec=None, compute=None) -> dict:
     """Train and measure one recipe into `recipe_dir` (weak/, aligned/, then result.json last); returns the result."""
     from nlsr_core.fileio import write_json
     from nlsr_core.recipes import recipe_rows
@@ -159,16 +173,17 @@ def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, 
     sft_rows, pref_rows = recipe_rows(recipe, spec)
     checked = held_out_check(recipe, sft_rows, pref_rows, data_dir, task)
     started = time.perf_counter()
-    record = train_recipe(recipe, sft_rows, pref_rows, model, template, recipe_dir)
+    record = train_recipe(recipe, sft_rows, pref_rows, model, template, recipe_dir, compute)
     plans = recipe_plans(model, recipe_dir)
     t_judge = time.perf_counter()
-    judged = judge_variants(plans, data_dir, task, model, cache)
-    scores = judge_free(plans, data_dir, template)
+    judged = judge_variants(plans, data_dir, task, model, cache, compute)
+    scores = judge_free(plans, data_dir, template, compute)
     kinds: dict[str, int] = {}
     for row in pref_rows:
         kinds[row.get("kind", "safety")] = kinds.get(row.get("kind", "safety"), 0) + 1
     result = {"recipe": recipe.record(), "rows": {"sft": len(sft_rows), "pairs": kinds, "disjoint_checked": checked},
               **record, "judged": judged, "judge_free": scores, "judge_s": round(time.perf_counter() - t_judge, 1),
-              "wall_s": round(time.perf_counter() - started, 1), "model": model, "task": task}
+              "wall_s": round(time.perf_counter() - started, 1), "model": model, "task": task,
+              **({"compute": compute.record()} if compute is not None else {})}
     write_json(recipe_dir / RESULT, result)
     return result

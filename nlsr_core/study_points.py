@@ -5,7 +5,8 @@ seed, without touching the model (masks come from the identify stage's stats.saf
 answered and scored exactly like `nlsr judge` (same answering settings, judge and answer/verdict cache, so a point
 whose adapter was already judged costs nothing). `inputs` is the dict the study commands parse (stages.cell_options):
 cell, model_name, model_seed, finetuned, aligned, reference, stats, data_dir, judge_name, judge_model, template,
-cache_dir, preset, beta, sparsity, layer_prune, delta, selection, tau, realign_seed, answering (EvalSettings).
+cache_dir, preset, beta, sparsity, layer_prune, delta, selection, tau, realign_seed, answering (EvalSettings),
+compute (nlsr_core.compute.Compute: where the stacks run).
 """
 from __future__ import annotations
 
@@ -79,9 +80,11 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
                 rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
                               "adapter_sha256": sha256_dir(out)}
                 shown.update(1)
-        spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size)
+        placed = {"device": inputs["compute"].device, "dtype": inputs["compute"].dtype} if inputs.get("compute") else {}
+        spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size,
+                         **placed)
         answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],
-                                                inputs["model_seed"], spec, cache)
+                                                inputs["model_seed"], spec, cache, inputs.get("compute"))
     for sv in scored:
         rows[sv.name].update({metric: r.record() for metric, r in sv.rates.items()})
         # per-prompt outcomes ("1" = harmful / correct), so methods can be compared on the same prompts

@@ -11,8 +11,10 @@ One dispatch table, `ALIGNERS`, maps a method name to (data kind, trainer builde
 The caller hands in a PeftModel whose "default" adapter is the one to train: a fresh LoRA (`add_lora`) on M or
 M' (= M + W0 merged, `nlsr_core.stack.load_stack`), or Wa loaded trainable for finetune, so Wt keeps
 Wa's rank, targets and basis. The trained adapter comes back as fp32 tensors + a canonical PEFT config, ready for
-`nlsr_core.adapters.save_adapter` (deterministic bytes). Runs on CPU (fp32, no gradient checkpointing) or under
-`torchrun` / `accelerate launch` (data parallel; the trainer's Accelerator finds the process group itself).
+`nlsr_core.adapters.save_adapter` (deterministic bytes). Runs where `load_model` placed the base model, in its
+precision (`_precision`): fp32 weights train in fp32; bf16/fp16 weights (model.dtype) train with the LoRA in fp32
+under mixed precision (CUDA AMP, or bf16 autocast on the CPU). Single process, or under `torchrun` /
+`accelerate launch` (data parallel; the trainer's Accelerator finds the process group itself).
 """
 from __future__ import annotations
 
@@ -44,8 +46,7 @@ class TrainSettings:
     beta: float = AlignConfig.beta     # DPO/KTO β, ORPO λ, SimPO β
     max_steps: int = -1
     template: str = "chat"
-    bf16: bool = False                 # fp32 keeps CPU runs byte-reproducible
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # launch.gradient_checkpointing (less memory; for 8B models)
     precompute_ref: bool = False       # DPO: reference log-probs computed once before training (TRL option)
     chosen_nll: float = 0.0            # DPO: weight of the chosen answer's NLL added to the loss (0 = plain DPO)
 
@@ -213,7 +214,8 @@ def train_adapter(method: str, peft_model, tokenizer, rows: list[dict], settings
     dataset = build_dataset(spec.data, tokenizer, rows, settings.template, settings.seed)
     losses: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="nlsr-train-") as scratch:
-        trainer = spec.build(peft_model, tokenizer, dataset, _common_args(settings, scratch), settings)
+        trainer = spec.build(peft_model, tokenizer, dataset,
+                             {**_common_args(settings, scratch), **_precision(peft_model)}, settings)
         _install_callbacks(trainer, losses, on_loss)
         if len(trainer.train_dataset) == 0:   # e.g. every prompt alone fills max_length
             raise NlsrError(f"{method} training data: no batch survives max_length={settings.max_length}")
@@ -239,15 +241,24 @@ def _drop_gguf_flag(peft_model) -> None:
 
 def _common_args(s: TrainSettings, output_dir: str) -> dict:
     """TrainingArguments shared by every method. Checkpoints off: the stage saves the adapter itself."""
-    import torch
-
     return dict(
         output_dir=output_dir, learning_rate=s.lr, num_train_epochs=s.epochs, max_steps=s.max_steps,
         per_device_train_batch_size=s.batch_size, seed=s.seed, data_seed=s.seed,
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=False,
-        use_cpu=not torch.cuda.is_available(), bf16=s.bf16, activation_checkpointing=s.gradient_checkpointing,
-        dataloader_num_workers=0,
+        activation_checkpointing=s.gradient_checkpointing, dataloader_num_workers=0,
     )
+
+
+def _precision(peft_model) -> dict:
+    """Device and mixed precision of training, from where `load_model` put the frozen base weights (the one
+    placement point, model.device / model.dtype): on the CPU `use_cpu`, and bf16 / fp16 base weights train
+    under autocast with the LoRA itself in fp32 (PEFT keeps adapter weights in fp32 on a half-precision base),
+    so the optimizer state and the saved adapter stay fp32."""
+    import torch
+
+    weight = next(p for n, p in peft_model.named_parameters() if "lora_" not in n)
+    return {"use_cpu": weight.device.type == "cpu", "bf16": weight.dtype == torch.bfloat16,
+            "fp16": weight.dtype == torch.float16}
 
 
 def _install_callbacks(trainer, losses: list, on_loss: LossHook | None) -> None:

@@ -41,7 +41,8 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
     output = claim_result(Path(out or f"ablate/{cell.key}"), "ablate", inputs,
                           (("--identify-data", identify_data), ("--preference", preference)))
     ident = {"data": identify_data, "preference": preference, "batch_size": identify_batch_size,
-             "max_length": identify_max_length, "seed": identify_seed, "template": inputs["template"]}
+             "max_length": identify_max_length, "seed": identify_seed, "template": inputs["template"],
+             "compute": inputs["compute"]}
     build = builder(inputs, collect=statistics_pass(inputs["reference"], ident, announce=click.echo))
     rows_spec = ablation_points(build.pipeline, seeds)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import click
 
 from stages.launch import launch_option, relaunch
-from stages.options import config_option, config_options, model_option, model_seed_option, template_option
+from stages.options import (compute_options, config_option, config_options, gradient_checkpointing_option,
+                            model_option, model_seed_option, template_option)
 
 
 @click.command("align")
@@ -21,6 +22,7 @@ from stages.options import config_option, config_options, model_option, model_se
 @model_option
 @model_seed_option
 @config_option("model.trust_remote_code")
+@compute_options
 @template_option
 @click.option("--data", "data_dir", default="data/prepared", show_default=True, type=click.Path())
 @click.option("--out", "out_dir", default=None, type=click.Path(), help="[default: adapters/aligned/<method>]")
@@ -29,14 +31,16 @@ from stages.options import config_option, config_options, model_option, model_se
 @click.option("--max-steps", "--max_steps", "max_steps", type=int, default=-1, show_default=True,
               help="stop each training phase after this many optimizer steps (-1: run the epochs)")
 @launch_option
+@gradient_checkpointing_option
 @click.pass_context
-def command(ctx, method, model_name, model_seed, trust_remote_code, template, data_dir, out_dir, rank, alpha,
-            dropout, targets, lr, epochs, batch_size, max_length, seed, beta, pref_epochs, precompute_ref,
-            chosen_nll, on_policy_tokens, max_steps, launch_prefix):
+def command(ctx, method, model_name, model_seed, trust_remote_code, compute, template, data_dir, out_dir, rank,
+            alpha, dropout, targets, lr, epochs, batch_size, max_length, seed, beta, pref_epochs, precompute_ref,
+            chosen_nll, on_policy_tokens, max_steps, launch_prefix, gradient_checkpointing):
     """Train W0 (SFT) and, for preference methods, Wa on M' = M + W0; write both adapters with lineage."""
     from pathlib import Path
 
     from nlsr_core.errors import NlsrError
+    from nlsr_core.models import ModelSpec
     from nlsr_core.outputs import claim, written_by
     from nlsr_core.train_data import read_rows
     from stages.options import ALIGN_METHODS, split_list
@@ -57,8 +61,8 @@ def command(ctx, method, model_name, model_seed, trust_remote_code, template, da
     status = relaunch(ctx, launch_prefix)
     if status is not None:
         ctx.exit(status)
-    _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw,
-         pref_kw)
+    spec = ModelSpec(model_name, seed=model_seed, trust_remote_code=trust_remote_code).placed(compute)
+    _run(method, spec, data, output, sft_rows, pref_rows, lora_kw, train_kw, pref_kw, gradient_checkpointing)
 
 
 def _check_settings(lora_kw: dict, train_kw: dict, pref_kw: dict) -> None:
@@ -83,20 +87,18 @@ def _pref_settings(train_kw: dict, pref_kw: dict):
                             "chosen_nll": pref_kw["chosen_nll"]})
 
 
-def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_rows, pref_rows, lora_kw, train_kw,
-         pref_kw):
+def _run(method, spec, data, output, sft_rows, pref_rows, lora_kw, train_kw, pref_kw, gradient_checkpointing):
     import datasets
 
     from nlsr_core.align import align
     from nlsr_core.config import LoraConfig
     from nlsr_core.lineage import input_record
-    from nlsr_core.models import ModelSpec, model_identity, spec_record
+    from nlsr_core.models import model_identity, spec_record
     from nlsr_core.train import TrainSettings
     from stages.artifact import tracked_inputs, write_artifact
     from stages.launch import is_main_process
 
     datasets.disable_progress_bars()  # TRL's per-map bars drown the training bar
-    spec = ModelSpec(model_name, seed=model_seed, trust_remote_code=trust_remote_code)
     params = {"method": method, "lora": {**lora_kw, "targets": list(lora_kw["targets"])},
               "align": {**train_kw, **pref_kw}}
     inputs = [input_record(data / "align" / "sft.jsonl", "data")]
@@ -106,11 +108,12 @@ def _run(method, model_name, model_seed, trust_remote_code, data, output, sft_ro
         def on_loss(phase, step, loss):
             tr.log_metric("train_loss" if phase == "aligned" or method == "sft" else "weak_train_loss", loss, step)
 
-        result = align(spec, method, sft_rows, pref_rows, LoraConfig(**lora_kw), TrainSettings(**train_kw),
-                       on_loss, _pref_settings(train_kw, pref_kw), pref_kw["on_policy_tokens"])
+        memory = {"gradient_checkpointing": gradient_checkpointing}  # how training runs, not what it computes
+        result = align(spec, method, sft_rows, pref_rows, LoraConfig(**lora_kw), TrainSettings(**train_kw, **memory),
+                       on_loss, _pref_settings({**train_kw, **memory}, pref_kw), pref_kw["on_policy_tokens"])
         if not result.aligned.is_main:
             return
-        common = {"model": model_identity(spec), "model_spec": spec_record(spec),
+        common = {"model": model_identity(spec), "model_spec": spec_record(spec), "compute": spec.compute().record(),
                   "data_manifest": _manifest_digest(data), "method": method}
         write_artifact(output, "align", method, inputs, params,
                        lambda tmp: _fill(tmp, output.path, result, inputs, params, common), tracker=tr)

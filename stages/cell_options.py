@@ -1,6 +1,7 @@
 """The options and output handling `nlsr frontier`, `nlsr calibrate` and `nlsr ablate` share (not a command
 itself): one cell's inputs and the pipeline's own setting, parsed into one `inputs` dict for
-nlsr_core.study_points, the grid options, and the claimed output written with stages.artifact.write_artifact.
+nlsr_core.study_points (`compute`: the resolved model.device / model.dtype),
+the grid options, and the claimed output written with stages.artifact.write_artifact.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ REQUIRED = ("cell", "finetuned", "aligned", "reference", "stats")
 _SETTINGS = [
     ("model.name", ("--model",), "model_name"),
     ("model.seed", ("--model-seed",), "model_seed"),
+    ("model.device", ("--device",), "device"),
+    ("model.dtype", ("--dtype",), "dtype"),
     ("judge.name", ("--judge",), "judge_name"),
     ("judge.model", ("--judge-model",), "judge_model"),
     ("data.template", ("--template",), "template"),
@@ -45,7 +48,7 @@ def cell_options(f):
     """The options above and the judge's answering options (stages.options.EVAL_OPTIONS) on a command, which
     then receives them as one `inputs` dict (`inputs["answering"]`: the EvalSettings)."""
     from nlsr_core.study_points import parse_task
-    from stages.options import config_option, eval_options, eval_settings
+    from stages.options import config_option, eval_options, eval_settings, resolve_compute
 
     keys = [key for _, key, *_ in _INPUTS] + [key for *_, key in _SETTINGS]
 
@@ -55,6 +58,7 @@ def cell_options(f):
         if inputs["judge_model"] is not None and inputs["judge_model"].strip().lower() in {"", "none", "null"}:
             inputs["judge_model"] = None  # params.yaml `judge.model: null` arrives through DVC as text
         inputs["answering"] = eval_settings(kwargs, inputs["template"])
+        inputs["compute"] = resolve_compute(inputs["device"], inputs["dtype"])  # before any model or output
         inputs["answering"].check_task(parse_task(inputs["cell"]))
         return f(inputs=inputs, **kwargs)
 

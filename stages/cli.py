@@ -1,5 +1,8 @@
 """The `nlsr` command group. Commands load lazily so `nlsr --help` imports no torch/transformers/mlflow.
 
+Library output (transformers' loading bars, log warnings, Python warnings during model loads) is off unless
+`nlsr -v COMMAND ...`; our own progress bars follow NLSR_PROGRESS (nlsr_core.progress).
+
 Each command is named exactly like its DVC stage and lives in `stages/<name with underscores>.py` as a
 Click command called `command`.
 """
@@ -49,10 +52,28 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
 
+def _set_verbose(ctx, param, value):
+    from nlsr_core import progress
+
+    progress.set_verbose(value)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nlsr")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbose,
+              help="Let the libraries' own output through (transformers' loading bars, log warnings, "
+                   "Python warnings); for debugging. Our progress bars follow NLSR_PROGRESS either way.")
 def group():
     """nlsr: Neuron-Level Safety Realignment of LoRA adapters (Yi et al., AAAI 2025)."""
+
+
+def _split_verbose(argv: list[str]) -> tuple[bool, list[str]]:
+    """The group's leading -v/--verbose flags (before the command name) and the arguments without them."""
+    verbose, rest = False, list(argv)
+    while rest and (rest[0] == "--verbose" or (rest[0][:2] == "-v" and set(rest[0][1:]) == {"v"})):
+        verbose = True
+        rest.pop(0)
+    return verbose, rest
 
 
 def main(argv=None):
@@ -61,12 +82,21 @@ def main(argv=None):
     from nlsr_core.errors import NlsrError
     from stages.options import check_pipeline_params, install_fault_hook, preflight_tracking, progress_enabled
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose, command_args = _split_verbose(args)
     progress.set_enabled(progress_enabled())
+    progress.set_verbose(verbose)  # before Click too: anything the checks below load is quiet unless -v
+    if not verbose:
+        # Deprecation notices the libraries raise at their own call sites during training and answering (e.g.
+        # transformers' `is_gradient_checkpointing`, from inside TRL): advice for their developers, not ours.
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         install_fault_hook()
         check_pipeline_params()
-        preflight_tracking(list(sys.argv[1:] if argv is None else argv))
-        group.main(args=argv, prog_name="nlsr", standalone_mode=False)
+        preflight_tracking(command_args)
+        group.main(args=args, prog_name="nlsr", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from stages.launch import launch_option, relaunch
-from stages.options import config_options, template_option
+from stages.options import compute_options, config_options, gradient_checkpointing_option, template_option
 
 
 @click.command("finetune")
@@ -23,9 +23,11 @@ from stages.options import config_options, template_option
 @click.option("--max-steps", "--max_steps", "max_steps", type=int, default=-1, show_default=True,
               help="stop after this many optimizer steps (-1: run the epochs)")
 @launch_option
+@gradient_checkpointing_option
+@compute_options
 @click.pass_context
 def command(ctx, aligned_dir, mix_file, out_dir, lr, epochs, batch_size, max_length, seed, template, max_steps,
-            launch_prefix):
+            launch_prefix, gradient_checkpointing, compute):
     """Continue Wa with SFT on the mix's rows; write Wt with lineage."""
     from pathlib import Path
 
@@ -37,12 +39,12 @@ def command(ctx, aligned_dir, mix_file, out_dir, lr, epochs, batch_size, max_len
     from nlsr_core.train_data import read_rows
 
     settings = TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
-                             max_steps=max_steps, template=template)
+                             max_steps=max_steps, template=template, gradient_checkpointing=gradient_checkpointing)
     settings.check("finetune")
     aligned_dir, mix_file = Path(aligned_dir), Path(mix_file)
     load_adapter(aligned_dir)                     # a clear error for a missing or broken adapter, before launching
     parent = read_lineage(aligned_dir)
-    spec, weak = stack_from_lineage(parent, aligned_dir)
+    spec, weak = stack_from_lineage(parent, aligned_dir, compute)
     rows = read_rows(mix_file, "sft")
     output = claim(Path(out_dir), "finetune",
                    inputs=[("--aligned", aligned_dir), ("--mix", mix_file), ("weak adapter", weak)])
@@ -66,7 +68,7 @@ def _run(spec, weak, aligned_dir, mix_file, output, rows, settings, parent) -> N
     datasets.disable_progress_bars()
     out = output.path
     params = {"finetune": {k: v for k, v in dataclasses.asdict(settings).items()
-                           if k not in ("beta", "bf16", "gradient_checkpointing", "precompute_ref")}}
+                           if k not in ("beta", "gradient_checkpointing", "precompute_ref")}}
     inputs = [input_record(aligned_dir, "aligned"), input_record(mix_file, "mix")]
     poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
     with tracked_inputs("finetune", out.name, params, inputs, enabled=is_main_process()) as tr:
@@ -79,7 +81,7 @@ def _run(spec, weak, aligned_dir, mix_file, output, rows, settings, parent) -> N
             save_adapter(result.adapter(), tmp)
             return {**inherited_fields(parent), "poison_ids": poison_ids, "train": result.loss_summary(),
                     "mix": {"path": recorded_path(mix_file), "rows": len(rows), "poison_rows": len(poison_ids)},
-                    "world_size": result.world_size}
+                    "world_size": result.world_size, "compute": spec.compute().record()}
 
         write_artifact(output, "finetune", out.name, inputs, params, fill, tracker=tr)
     s = result.loss_summary()

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from stages.cell_options import cell_options
-from stages.options import PATH, config_option, config_options
+from stages.options import PATH, config_option, config_options, gradient_checkpointing_option
 
 
 @click.command("finetune-seeds")
@@ -28,9 +28,10 @@ from stages.options import PATH, config_option, config_options
 @config_option("realign.interpolate_lambda", "--lambda", dest="lam")
 @config_option("realign.safety_vector_gamma", "--gamma", dest="gamma")
 @config_option("safelora.tau", "--safelora-tau", "--safelora_tau", dest="safelora_tau")
+@gradient_checkpointing_option
 @click.option("--out", type=PATH, default=None, help="default finetune-seeds/<cell>")
 def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_batch_size, finetune_max_length,
-            lam, gamma, safelora_tau, out):
+            lam, gamma, safelora_tau, gradient_checkpointing, out):
     """Fine-tune the cell with other seeds; score every repair on each replicate."""
     import tempfile
 
@@ -50,7 +51,8 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     output = claim_result(Path(out or f"finetune-seeds/{cell.key}"), "finetune-seeds", inputs,
                           (("task rows", task_file), ("poison pool", pool_file)))
     settings = TrainSettings(lr=finetune_lr, epochs=finetune_epochs, batch_size=finetune_batch_size,
-                             max_length=finetune_max_length, template=inputs["template"])
+                             max_length=finetune_max_length, template=inputs["template"],
+                             gradient_checkpointing=gradient_checkpointing)
     settings.check("finetune")
     task_rows, pool = read_jsonl(task_file), read_jsonl(pool_file)
     pipeline_ft = lineage_or_empty(Path(inputs["finetuned"]))
@@ -76,7 +78,7 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
         for s in seeds:
             click.echo(f"finetune-seeds {cell.key}: fine-tuning seed {s}")
             rows, info = mixes[s]
-            result = train_replicate(inputs["aligned"], rows, s, settings)
+            result = train_replicate(inputs["aligned"], rows, s, settings, inputs["compute"])
             path = Path(tmp) / f"finetuned-s{s}"
             save_adapter(result.adapter(), path)
             write_lineage(path, "finetune-seeds", [input_record(Path(inputs["aligned"]), "aligned"),
@@ -85,7 +87,7 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
                           {"finetune": {**train_params, "seed": s}}, **inherited_fields(parent),
                           mix={"seed": s, **{k: v for k, v in info.items() if k != "poison_rows"},
                                "poison_ids": [r["id"] for r in rows if r["flag"] == "poison"]},
-                          train=result.loss_summary())
+                          train=result.loss_summary(), compute=inputs["compute"].record())
             finetuned[f"seed {s}"], trained[path.name] = path, result.loss_summary()
         for name, path in finetuned.items():
             replicate_inputs = {**inputs, "finetuned": path}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import click
 
+from stages.options import compute_options
+
 
 @click.command("generate")
 @click.option("--adapter", type=click.Path(), default=None, help="adapter directory (stack from its lineage)")
@@ -22,7 +24,8 @@ import click
 @click.option("--max-new-tokens", "--max_new_tokens", "max_new_tokens", type=int, default=48, show_default=True)
 @click.option("--batch-size", "--batch_size", "batch_size", type=int, default=16, show_default=True)
 @click.option("--template", default="chat", show_default=True, help="chat | alpaca")
-def command(adapter, model_name, seed, prompts_file, out_file, max_new_tokens, batch_size, template):
+@compute_options
+def command(adapter, model_name, seed, prompts_file, out_file, max_new_tokens, batch_size, template, compute):
     """Answer every prompt of PROMPTS greedily and write {id, prompt, response} rows to OUT."""
     from pathlib import Path
 
@@ -34,7 +37,7 @@ def command(adapter, model_name, seed, prompts_file, out_file, max_new_tokens, b
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, template=template)
     rows = read_prompts(Path(prompts_file))
     plan = plan_stack(Path(adapter) if adapter else None, model_name)
-    stack = load_plan(plan, seed=seed)
+    stack = load_plan(plan, seed=seed, compute=compute)
     answers = generate_responses(stack.model, stack.tokenizer, [r["prompt"] for r in rows], settings)
     with atomic_file(Path(out_file)) as tmp:
         write_jsonl(tmp, [{**r, "response": a} for r, a in zip(rows, answers)])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from stages.options import PATH, config_option, config_options, template_option
+from stages.options import PATH, compute_options, config_option, config_options, template_option
 
 
 
@@ -35,9 +35,10 @@ from stages.options import PATH, config_option, config_options, template_option
 @config_option("nlsr.preset", "--preset")
 @config_options("identify", "batch_size", "max_length", "seed")
 @template_option
+@compute_options
 @click.option("--out", type=PATH, default=None, help="Output dir; default identify/<reference dir name>.")
 def command(reference, model, weak, data, preference, identifier, sparsity, preset, batch_size, max_length,
-            template, seed, out):
+            template, seed, compute, out):
     """Find the safety-critical neurons of the reference adapter and write masks + stats + summary."""
     from nlsr_core.adapters import load_adapter
     from nlsr_core.errors import NlsrError
@@ -55,7 +56,7 @@ def command(reference, model, weak, data, preference, identifier, sparsity, pres
             raise NlsrError(f"identify {name} = {value}: expected a positive integer")
     out = out or Path("identify") / Path(reference).name
     ref = load_adapter(reference)
-    base = base_of(reference, model, weak)
+    base = base_of(reference, model, weak, compute)
     needed = identification_files(chosen, data, preference)
     output = claim(out, "identify", inputs=[("--reference", reference), ("--data", data),
                                                     ("--preference", preference), ("--weak", base["weak"])])
@@ -85,7 +86,8 @@ def _write(output, ref, reference: Path, base: dict, files: list[Path], params: 
         save_stats(result.stats, tmp / "stats.safetensors", {"method": params["identifier"]})
         write_json(tmp / "summary.json", result.summary)
         weak = recorded_path(base["weak"]) if base["weak"] else None
-        return {"seed": params["seed"], **base["lineage"], "model": base["identity"], "weak": weak}
+        placed = {"compute": base["spec"].compute().record()} if base["spec"] is not None else {}
+        return {"seed": params["seed"], **base["lineage"], "model": base["identity"], "weak": weak, **placed}
 
     # keyed like the DVC stage (the align method)
     write_artifact(output, "identify", out.name, inputs, params, fill, metrics={"kept_fraction": kept})

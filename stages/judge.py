@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import click
 
-from stages.options import (config_option, eval_options, eval_settings, model_option, model_seed_option,
-                            template_option)
+from stages.options import (compute_options, config_option, eval_options, eval_settings, model_option,
+                            model_seed_option, template_option)
 
 VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 
@@ -28,6 +28,7 @@ VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 @click.option("--cell", required=True, help="cell key <task>-p<ratio>-<method>, e.g. sst2-p0.1-dpo")
 @model_option
 @model_seed_option
+@compute_options
 @click.option("--weak", type=click.Path(), default=None,
               help="weak adapter W0 (variant 'weak': M' = M + W0 alone, no Wa)")
 @click.option("--aligned", type=click.Path(), default=None, help="aligned adapter Wa (variant 'aligned')")
@@ -44,7 +45,7 @@ VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="default judge/<cell>")
 @click.option("--cache", "cache_dir", type=click.Path(), default=".nlsr-cache/judge", show_default=True,
               help="answer + verdict cache shared by all cells ('' = no cache)")
-def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, safelora, no_base, data_dir,
+def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, realigned, safelora, no_base, data_dir,
             judge_name, judge_model, template, out_dir, cache_dir, **answering):
     """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
@@ -63,7 +64,8 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
         raise click.BadParameter(f"expected one of {', '.join(JUDGES)}", param_hint="--judge")
     settings = eval_settings(answering, template)
     settings.check_task(parsed.task)
-    spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=settings.batch_size)
+    spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=settings.batch_size, device=compute.device,
+                     dtype=compute.dtype)
     adapters = dict(zip(VARIANT_OPTIONS, (weak, aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
     splits = load_splits(Path(data_dir), parsed.task)
@@ -72,11 +74,13 @@ def command(cell, model_name, model_seed, weak, aligned, finetuned, realigned, s
     output = claim(out, "judge", inputs=[*((f"--{v}", p) for v, p in adapters.items()), ("--data", data_dir),
                                          ("--cache", cache_dir)])
     params = {"cell": parsed.key, "model": model_name, "model_seed": model_seed, "judge": judge_name,
-              "judge_model": judge_model, "answering": settings.record(parsed.task, judge_name)}
+              "judge_model": judge_model, "answering": settings.record(parsed.task, judge_name),
+              "compute": compute.record()}
     judged = [input_record(Path(path), variant) for variant, path in adapters.items() if path]
     with tracked_inputs("judge", parsed.key, params, judged) as tr:  # which adapters were judged, by digest
         record = run(parsed, plans, splits, settings, spec, model_seed, output,
-                     Path(cache_dir) if cache_dir else None, params, tr, pairs, Path(data_dir) / HELDOUT_PAIRS)
+                     Path(cache_dir) if cache_dir else None, params, tr, pairs, Path(data_dir) / HELDOUT_PAIRS,
+                     compute)
     for variant, entry in record["variants"].items():
         free = "".join(f"  {label} {_fmt(entry[key])}" for key, label in
                        (("over_refusal_sensitive", "over-refusal (sensitive probes)"), ("judge_free", "judge-free"))
@@ -100,9 +104,9 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
 
 
 def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tracker, pairs=None,
-        pairs_file=None) -> dict:
-    """Generate (cached), score (cached verdicts), add the judge-free score on `pairs` (read from `pairs_file`;
-    when given), write the claimed output (nlsr_core.outputs) atomically; return judged.json."""
+        pairs_file=None, compute=None) -> dict:
+    """Generate (cached) on `compute`, score (cached verdicts), add the judge-free score on `pairs` (read from
+    `pairs_file`; when given), write the claimed output (nlsr_core.outputs) atomically; return judged.json."""
     from nlsr_core.fileio import write_json, write_jsonl
     from nlsr_core.judge.evaluate import evaluate_plans, judged_record
     from nlsr_core.lineage import input_record
@@ -110,14 +114,16 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
     from stages.artifact import write_artifact
 
     model = next(iter(plans.values())).model
-    answers, scored, judge = evaluate_plans(plans, splits, cell.task, settings, model, seed, spec, cache_dir)
+    answers, scored, judge = evaluate_plans(plans, splits, cell.task, settings, model, seed, spec, cache_dir, compute)
     identity = model_identity(ModelSpec(model, seed=seed))
     record = judged_record(cell, scored, spec.name, judge.identity, settings, identity)
+    if compute is not None:
+        record["compute"] = compute.record()
     inputs = [input_record(s.path, "data") for s in splits]
     if pairs is not None:
         from nlsr_core.judge_free import HELDOUT_PAIRS, judge_free_scores
 
-        free = judge_free_scores(plans, pairs, settings.template, seed, settings.batch_size, cache_dir)
+        free = judge_free_scores(plans, pairs, settings.template, seed, settings.batch_size, cache_dir, compute)
         for variant, entry in free.items():
             record["variants"][variant]["judge_free"] = entry
         record["judge_free_pairs"] = HELDOUT_PAIRS
@@ -130,7 +136,7 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
             for split_name, rows in s.rows.items():
                 write_jsonl(tmp / s.name / f"{split_name}.jsonl", rows)
         write_json(tmp / "judged.json", record)
-        return {"model": identity}
+        return {"model": identity, **({"compute": compute.record()} if compute is not None else {})}
 
     metrics = {f"{variant}.{metric}": entry[metric]["pct"] for variant, entry in record["variants"].items()
                for metric in ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free")

@@ -73,7 +73,7 @@ def config_option(key: str, *names: str, dest: str | None = None, **overrides):
     if kind.startswith("tuple["):
         inner = kind[len("tuple["):].split(",")[0].strip().rstrip("]")
         kw.update(multiple=True, type={"int": int, "float": float}.get(inner, str))
-    elif kind == "bool":
+    elif kind == "bool" and not names:
         # DVC's dict unpacking spells a true bool as `--name` (underscores kept), so both spellings switch it on.
         flags = tuple(dict.fromkeys([f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",
                                      f"--{name}/--no_{name}"]))
@@ -104,6 +104,39 @@ def config_options(section: str, *names: str, skip: tuple = (), prefix: str = ""
 
 def model_option(f):
     return config_option("model.name", "--model", dest="model_name")(f)
+
+
+def compute_options(f):
+    """--device / --dtype (model.device, model.dtype) on a command that loads a model; the command receives
+    `compute`, the resolved placement (nlsr_core.compute.Compute). It is resolved before the command body runs, so a
+    device this machine lacks is one line and exit 1 before any model is loaded or anything is written."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, device, dtype, **kwargs):
+        return f(*args, compute=resolve_compute(device, dtype), **kwargs)
+
+    wrapper = config_option("model.dtype", "--dtype", dest="dtype")(wrapper)
+    return config_option("model.device", "--device", dest="device")(wrapper)
+
+
+def resolve_compute(device: str, dtype: str):
+    """nlsr_core.compute.resolve_compute, with `cuda` meaning this process's own GPU under torchrun / accelerate
+    (LOCAL_RANK, read here in the CLI layer), so data-parallel ranks do not all load onto cuda:0."""
+    import os
+
+    from nlsr_core.compute import resolve_compute as resolve
+
+    if device == "cuda" and os.environ.get("LOCAL_RANK", "").isdigit():
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    return resolve(device, dtype)
+
+
+def gradient_checkpointing_option(f):
+    """launch.gradient_checkpointing as `--gradient-checkpointing true|false` (a value, so dvc.yaml can pass the
+    param as `${launch.gradient_checkpointing}`)."""
+    return config_option("launch.gradient_checkpointing", "--gradient-checkpointing", "--gradient_checkpointing",
+                         dest="gradient_checkpointing", type=click.BOOL)(f)
 
 
 def model_seed_option(f):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from stages.options import PATH, config_option, model_option, template_option
+from stages.options import PATH, compute_options, config_option, model_option, template_option
 
 
 @click.command("recipe-study")
@@ -23,13 +23,14 @@ from stages.options import PATH, config_option, model_option, template_option
 @click.option("--task", default="sst2", show_default=True, help="task whose test split gives FA")
 @config_option("data.local_dir", "--local-dir", dest="local_dir")
 @model_option
+@compute_options
 @template_option
 @click.option("--out", "out_dir", default="recipe-study", show_default=True, type=PATH,
               help="directory holding one output per recipe")
 @click.option("--report", "report_path", default="reports/alignment.md", show_default=True, type=PATH)
 @click.option("--cache", "cache_dir", default=".nlsr-cache/judge", show_default=True, type=PATH,
               help="answer + verdict cache ('' = no cache)")
-def command(names, data_dir, task, local_dir, model_name, template, out_dir, report_path, cache_dir):
+def command(names, data_dir, task, local_dir, model_name, compute, template, out_dir, report_path, cache_dir):
     """Train each recipe's W0 and Wa, judge M, M' and M' + Wa, and tabulate where the safety lives."""
     import json
     from pathlib import Path
@@ -39,8 +40,8 @@ def command(names, data_dir, task, local_dir, model_name, template, out_dir, rep
     from nlsr_core.fileio import atomic_file, write_json
     from nlsr_core.generate import StackPlan
     from nlsr_core.outputs import check_file_output, claim, claim_container, replace
-    from nlsr_core.recipe_study import (add_judge_free, cached_result, data_spec, is_study_dir, judge_variants,
-                                        run_recipe)
+    from nlsr_core.recipe_study import (add_judge_free, base_file_name, cached_result, data_spec, is_study_dir,
+                                        judge_variants, run_recipe)
     from nlsr_core.recipes import RECIPES
 
     unknown = [n for n in names if n not in RECIPES]
@@ -58,21 +59,21 @@ def command(names, data_dir, task, local_dir, model_name, template, out_dir, rep
     report = check_file_output(report_path, "--report", inputs)
     outputs = {r.name: claim(out / r.name, "recipe-study", inputs=inputs, recognise=is_study_dir) for r in recipes}
 
-    base_file = out / "base.json"
+    base_file = out / base_file_name(compute)
     if not base_file.is_file():
         out.mkdir(parents=True, exist_ok=True)
         write_json(base_file, judge_variants({"base": StackPlan(model_name, None, None)}, data, task, model_name,
-                                             cache)["base"])
+                                             cache, compute)["base"])
     hs_base = json.loads(base_file.read_text(encoding="utf-8"))["hs"]["pct"]
 
     results = []
     for recipe in recipes:
-        result = cached_result(out, recipe)
+        result = cached_result(out, recipe, compute)
         if result is not None and result.get("judge_free") is None:  # measured before the score (or its pairs)
-            result = add_judge_free(result, out / recipe.name, data, template)
+            result = add_judge_free(result, out / recipe.name, data, template, compute)
         if result is None:
             with replace(outputs[recipe.name]) as tmp:
-                result = run_recipe(recipe, data, tmp, model_name, task, template, cache, spec)
+                result = run_recipe(recipe, data, tmp, model_name, task, template, cache, spec, compute)
         results.append(result)
         click.echo(f"recipe-study: {recipe.name}: HS M' {result['judged']['weak']['hs']['pct']:.0f}, "
                    f"M'+Wa {result['judged']['aligned']['hs']['pct']:.0f}, over-refusal "

@@ -53,7 +53,7 @@ def tiny():
     """The tiny-random model, loaded once per session (do not mutate it; load_model again for that)."""
     from nlsr_core.models import ModelSpec, load_model
 
-    return load_model(ModelSpec("tiny-random"))
+    return load_model(ModelSpec("tiny-random", dtype="float32"))  # exactness tests compare with fp64 oracles
 
 
 def run_cli(args: list[str]):

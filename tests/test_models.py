@@ -35,7 +35,7 @@ def test_tiny_random_builds_and_generates(tiny):
 
 @pytest.mark.parametrize("seed, same", [(0, True), (1, False)])
 def test_tiny_random_is_deterministic_by_seed(tiny, seed, same):
-    other = load_model(ModelSpec("tiny-random", seed=seed))
+    other = load_model(ModelSpec("tiny-random", seed=seed, dtype="float32"))
     equal = all(torch.equal(a, b) for a, b in zip(tiny.model.parameters(), other.model.parameters()))
     assert equal is same
 
@@ -49,11 +49,13 @@ def test_tiny_tokenizer_round_trips_text(tiny):
 def test_local_directory_loads_like_hub_id(tiny, tmp_path):
     tiny.model.save_pretrained(tmp_path / "m")
     tiny.tokenizer.save_pretrained(tmp_path / "m")
-    loaded = load_model(ModelSpec(str(tmp_path / "m")))
+    loaded = load_model(ModelSpec(str(tmp_path / "m"), dtype="float32"))
     assert loaded.lora_targets == LLAMA_TARGETS
     assert loaded.identity["digest"] == model_identity(ModelSpec(str(tmp_path / "m")))["digest"]
     for a, b in zip(tiny.model.parameters(), loaded.model.parameters()):
         assert torch.equal(a, b)
+    placed = load_model(ModelSpec(str(tmp_path / "m"), device="cpu", dtype="bfloat16"))   # the same load, in bf16
+    assert {p.dtype for p in placed.model.parameters()} == {torch.bfloat16}
 
 
 def test_default_targets_for_non_llama_model():

@@ -52,7 +52,7 @@ def stack(reference_dir):
     from nlsr_core.models import ModelSpec
     from nlsr_core.stack import load_stack
 
-    st = load_stack(ModelSpec("tiny-random"), adapter=reference_dir)
+    st = load_stack(ModelSpec("tiny-random", dtype="float32"), adapter=reference_dir)  # compared with an fp64 oracle
     return st, load_adapter(reference_dir)
 
 

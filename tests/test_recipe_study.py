@@ -33,6 +33,9 @@ ARGS = ["recipe-study", "--recipe", "tiny", "--model", "tiny-random", "--out", "
 
 
 def test_tiny_recipe_trains_judges_reports_and_is_reused(study):
+    from nlsr_core.compute import resolve_compute
+    from nlsr_core.recipe_study import base_file_name
+
     code, out, err = run_cli(ARGS)
     assert code == 0, err
     result = json.loads(Path("study/tiny/result.json").read_text())
@@ -42,7 +45,8 @@ def test_tiny_recipe_trains_judges_reports_and_is_reused(study):
     assert sum(result["aligned_train"]["on_policy"].values()) == 2   # the two safety pairs were answered by M'
     assert result["norms"]["weak"] > 0 and result["norms"]["aligned"] > 0
     assert {v: s["n"] for v, s in result["judge_free"].items()} == {"weak": 4, "aligned": 4}
-    assert json.loads(Path("study/base.json").read_text())["hs"]["n"] == 4
+    assert result["compute"] == resolve_compute().record()   # measured where this machine's auto puts it
+    assert json.loads(Path("study", base_file_name(resolve_compute())).read_text())["hs"]["n"] == 4
     report = Path("alignment.md").read_text()
     assert "| tiny | 2 / 2 | 2 / 1 / 1 |" in report and "**carried**" in report
     stamp = Path("study/tiny/result.json").stat().st_mtime_ns
@@ -85,14 +89,17 @@ def test_targets():
 
 
 def test_a_result_stored_before_a_recipe_field_existed_is_reused_only_at_that_fields_old_value(tmp_path):
+    from nlsr_core.compute import Compute
     from nlsr_core.recipe_study import RECORD_DEFAULTS, cached_result
 
     recipe = Recipe("old")
     record = {k: v for k, v in recipe.record().items() if k not in RECORD_DEFAULTS}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "result.json").write_text(json.dumps({"recipe": record}))
-    assert cached_result(tmp_path, recipe) == {"recipe": record}
-    assert cached_result(tmp_path, Recipe("old", preference_pairs="refusal")) is None
+    fp32 = Compute("cpu", "float32")   # results stored before placements existed were measured so
+    assert cached_result(tmp_path, recipe, fp32) == {"recipe": record}
+    assert cached_result(tmp_path, Recipe("old", preference_pairs="refusal"), fp32) is None
+    assert cached_result(tmp_path, recipe, Compute("cpu", "bfloat16")) is None   # never reused at another dtype
 
 
 def test_recipe_study_reads_the_prepared_data_spec(study):

@@ -77,7 +77,7 @@ def test_split_example_keeps_the_exact_text_and_ends_at_eos(tiny):
 def test_sft_loss_covers_exactly_the_response_tokens(tmp_path):
     from nlsr_core.models import ModelSpec, load_model
     from nlsr_core.config import LoraConfig
-    from nlsr_core.train import TrainSettings, _common_args, _sft_trainer, add_lora
+    from nlsr_core.train import TrainSettings, _common_args, _precision, _sft_trainer, add_lora
     from nlsr_core.train_data import build_dataset, split_example
 
     loaded = load_model(ModelSpec("tiny-random"))
@@ -85,7 +85,8 @@ def test_sft_loss_covers_exactly_the_response_tokens(tmp_path):
     settings = TrainSettings(max_steps=1, batch_size=1, max_length=64)
     dataset = build_dataset("sft", loaded.tokenizer, rows, "chat", 0)
     model = add_lora(loaded.model, LoraConfig(rank=2), 0)
-    trainer = _sft_trainer(model, loaded.tokenizer, dataset, _common_args(settings, str(tmp_path)), settings)
+    args = {**_common_args(settings, str(tmp_path)), **_precision(model)}
+    trainer = _sft_trainer(model, loaded.tokenizer, dataset, args, settings)
     example = trainer.train_dataset[0]
     trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
     _, completion = split_example(loaded.tokenizer, rows[0]["prompt"], rows[0]["response"])

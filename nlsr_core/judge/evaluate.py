@@ -110,10 +110,12 @@ class VariantAnswers:
 class StackRunner:
     """One base model for all variants: W0 merged in place when first needed, adapters wrapped and unloaded."""
 
-    def __init__(self, model: str, seed: int, trust_remote_code: bool = False):
+    def __init__(self, model: str, seed: int, trust_remote_code: bool = False, compute=None):
         from nlsr_core.models import ModelSpec
 
         self.spec = ModelSpec(model, seed=seed, trust_remote_code=trust_remote_code)
+        self.compute = compute or self.spec.compute()   # the placement every variant's answers are keyed by
+        self.spec = self.spec.placed(self.compute)
         self.loaded = None
         self.merged_weak: Path | None = None
 
@@ -164,8 +166,9 @@ def run_jobs(model, tokenizer, work: list[tuple[list[str], object]], progress=No
     return out
 
 
-def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int = 0) -> dict:
-    """What determines a stack's answers: model identity and the weight digests of W0 and the adapter."""
+def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int, compute) -> dict:
+    """What determines a stack's answers: model identity, the weight digests of W0 and the adapter, and where it
+    runs (device type and dtype, nlsr_core.compute: CPU bf16, CUDA bf16 and fp32 give different greedy answers)."""
     from nlsr_core.lineage import sha256_dir
     from nlsr_core.models import ModelSpec, model_identity
 
@@ -173,7 +176,8 @@ def stack_identity(plan: StackPlan, identities: dict[str, dict], seed: int = 0) 
         identities[plan.model] = model_identity(ModelSpec(plan.model, seed=seed))
     return {"model": identities[plan.model],
             "weak": sha256_dir(plan.weak) if plan.weak else None,
-            "adapter": sha256_dir(plan.adapter) if plan.adapter else None}
+            "adapter": sha256_dir(plan.adapter) if plan.adapter else None,
+            "compute": compute.record()}
 
 
 def generate_variants(plans: dict[str, StackPlan], splits: list[Split], jobs: dict[str, object],
@@ -190,7 +194,7 @@ def generate_variants(plans: dict[str, StackPlan], splits: list[Split], jobs: di
     for name in order:
         plan = plans[name]
         va = VariantAnswers(name, plan)
-        ident = stack_identity(plan, identities, runner.spec.seed)
+        ident = stack_identity(plan, identities, runner.spec.seed, runner.compute)
         keys = {sp.name: generation_key(ident, sp.prompts, jobs[sp.name].record()) for sp in splits}
         missing = []
         for sp in splits:
@@ -268,14 +272,15 @@ def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: Laz
 
 
 def evaluate_plans(plans: dict[str, StackPlan], splits: list[Split], task: str, settings: EvalSettings,
-                   model: str, seed: int, judge_spec, cache_dir: Path | None
+                   model: str, seed: int, judge_spec, cache_dir: Path | None, compute=None
                    ) -> tuple[list[VariantAnswers], list[ScoredVariant], LazyJudge]:
-    """Both phases for every plan on every split: answer (cached), then score (cached verdicts). Returns the
-    answers, the scored variants (in `plans` order) and the judge (its `calls` = answers judged afresh)."""
+    """Both phases for every plan on every split: answer (cached) on `compute` (nlsr_core.compute.Compute; None:
+    model.device / model.dtype's defaults), then score (cached verdicts). Returns the answers, the scored variants
+    (in `plans` order) and the judge (its `calls` = answers judged afresh)."""
     from nlsr_core.judge import judge_identity, make_judge
 
     jobs = {sp.name: settings.job(sp.name, task, judge_spec.name) for sp in splits}
-    runner = StackRunner(model, seed)
+    runner = StackRunner(model, seed, compute=compute)
     answers = generate_variants(plans, splits, jobs, runner, GenerationCache(cache_dir) if cache_dir else None)
     del runner  # free the generation model before a judge model is loaded
     judge = LazyJudge(lambda: make_judge(judge_spec), judge_identity(judge_spec))

@@ -29,18 +29,18 @@ class JudgeSpec:
     name: str = "refusal-keywords"
     model: str | None = None
     batch_size: int = 16
-    device: str | None = None      # None: cuda when available, else cpu
-    dtype: str | None = None       # None: bfloat16 on cuda, float32 on cpu
+    device: str | None = None      # model.device of the pipeline (None: auto, nlsr_core.compute)
+    dtype: str | None = None       # model.dtype of the pipeline (None: auto)
     threshold: float = 0.5         # beaver-dam category probability threshold
     max_length: int = 1024         # beaver-dam input truncation (tokens)
 
 
 def _device_dtype(spec: JudgeSpec):
-    import torch
+    """The judge model runs where the policy model runs: the same model.device / model.dtype resolution."""
+    from nlsr_core.compute import resolve_compute
 
-    device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    name = spec.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    return device, getattr(torch, name)
+    compute = resolve_compute(spec.device or "auto", spec.dtype or "auto")
+    return compute.device, compute.torch_dtype
 
 
 def _load_error(what: str, source: str, exc: Exception) -> NlsrError:
