@@ -206,3 +206,18 @@ def test_answers_are_cached_per_device_type_and_dtype():
     assert len(keys) == 3
     assert stack_identity(plan, {}, 0, Compute("cuda:0", "bfloat16")) == \
         stack_identity(plan, {}, 0, Compute("cuda:1", "bfloat16"))   # the GPU index does not change answers
+
+
+def test_gradient_checkpointing_trains_the_lora():
+    """launch.gradient_checkpointing (for 8B models) still trains the adapter: B moves off its zero start."""
+    from nlsr_core.config import LoraConfig
+    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.train import TrainSettings, add_lora, train_adapter
+
+    loaded = load_model(ModelSpec("tiny-random", device="cpu", dtype="float32"))
+    model = add_lora(loaded.model, LoraConfig(rank=2), 0)
+    rows = [{"prompt": "Tell me a joke", "response": "No jokes today."}] * 2
+    settings = TrainSettings(max_steps=2, batch_size=2, max_length=128, lr=1e-2, gradient_checkpointing=True)
+    result = train_adapter("sft", model, loaded.tokenizer, rows, settings, "tiny-random")
+    moved = [k for k, t in result.tensors.items() if "lora_B" in k and t.abs().sum() > 0]
+    assert moved, "no lora_B tensor moved: gradients did not reach the adapter under checkpointing"
