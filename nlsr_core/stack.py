@@ -41,5 +41,10 @@ def load_stack(spec: ModelSpec, weak: Path | None = None, adapter: Path | None =
         except (RuntimeError, ValueError) as exc:
             raise AdapterError(f"{adapter}: does not fit model '{spec.name}' ({str(exc).splitlines()[0]})") from None
     if not trainable:
+        # PEFT keeps adapter weights in fp32 over a bf16/fp16 base (autocast_adapter_dtype) and casts every
+        # projection's input to fp32 for the LoRA path: 1.7x slower answering on the CPU (docs/DESIGN.md §5.7).
+        # An inference stack computes the adapter in the compute dtype like the rest of the model; training
+        # keeps fp32 LoRA weights under mixed precision (nlsr_core/train.py).
+        model.to(dtype=loaded.compute.torch_dtype)
         model.eval()
     return Stack(model, loaded.tokenizer, loaded)

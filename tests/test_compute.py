@@ -146,6 +146,38 @@ def test_every_inference_pass_runs_in_the_stack_dtype(bf16_stack):
         assert seen.seen == {(torch.bfloat16, "cpu")}, name
 
 
+def test_an_inference_stack_computes_its_adapter_in_the_compute_dtype(bf16_stack, tmp_path):
+    """PEFT would keep the LoRA in fp32 over a bf16 base (each projection then casts its input to fp32, 1.7x
+    slower on the CPU); an inference stack casts it, a trainable one keeps fp32 weights for mixed precision."""
+    from nlsr_core.models import ModelSpec
+    from nlsr_core.stack import load_stack
+
+    stack, adapter = bf16_stack
+    lora = {p.dtype for n, p in stack.model.named_parameters() if "lora_" in n}
+    assert lora == {torch.bfloat16}
+    trainable = load_stack(ModelSpec("tiny-random", device="cpu", dtype="bfloat16"), adapter=adapter, trainable=True)
+    assert {p.dtype for n, p in trainable.model.named_parameters() if "lora_" in n} == {torch.float32}
+
+
+def test_the_output_projection_gets_a_contiguous_input(bf16_stack):
+    """logits_to_keep hands lm_head a strided slice; bf16 F.linear of such a slice over a frozen weight takes a
+    slow CPU path (4.3 s instead of 12 ms at SmolLM2's vocabulary), so the placement point makes it contiguous."""
+    from nlsr_core.generate import format_prompts, generate_texts
+    from nlsr_core.label_scoring import score_label_answers
+
+    stack, _ = bf16_stack
+    model, tok = stack.model, stack.tokenizer
+    seen = []
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous()))
+    try:
+        generate_texts(model, tok, format_prompts(tok, HARMFUL, "chat"), 3, 2)
+        score_label_answers(model, tok, ["great film", "dull"], ["positive", "negative"], "chat", 2)
+    finally:
+        handle.remove()
+    assert seen and all(seen)
+
+
 def test_identification_runs_in_bf16_and_accumulates_in_fp32(bf16_stack):
     from nlsr_core.adapters import load_adapter
     from nlsr_core.neurons_stats import CollectContext, collect_lowrank, collect_wanda, encode_pairs
