@@ -5,7 +5,9 @@
     python benchmarks/bench_dtype.py --device cuda --dtypes float32 bfloat16   # the same on a GPU
 
 **Speed.** The embedded model (model.name of params.yaml) is loaded once per dtype through the project's one
-placement point (`load_model(ModelSpec(..., device, dtype))`), and each pass the pipeline runs is timed with the
+placement point (`load_model(ModelSpec(..., device, dtype))`); the answering passes run on the stack the pipeline
+answers with most, M' + Wt (W0 merged, the fine-tuned LoRA on top, `load_stack`) when `dvc repro` has made it, else
+on M. Each pass the pipeline runs is timed with the
 library's own functions, the dtypes interleaved round by round (the best round counts, so a noisy neighbour slows
 both alike):
 
@@ -84,6 +86,20 @@ def inference_passes(loaded, data: Path, params) -> dict:
     }
 
 
+def answering_stack(spec, params):
+    """(model, what it is): the stack the pipeline answers with most, M' + Wt of the first cell (W0 merged, the
+    fine-tuned LoRA on top) when `dvc repro` has made it, else the base model M."""
+    from nlsr_core.models import load_model
+    from nlsr_core.stack import load_stack
+
+    method = params.grid.align_methods[0]
+    cell = f"{params.grid.tasks[0]}-p{params.grid.poison_ratios[0]:g}-{method}"
+    weak, finetuned = REPO / f"adapters/aligned/{method}/weak", REPO / f"adapters/finetuned/{cell}"
+    if weak.is_dir() and finetuned.is_dir():
+        return load_stack(spec, weak=weak, adapter=finetuned), f"M' + Wt ({finetuned.relative_to(REPO)})"
+    return load_model(spec), "M (no pipeline adapters: run `dvc repro` to time the LoRA stack)"
+
+
 def identification_pass(loaded, data: Path, params):
     """collect_lowrank over N rows of X̂ with a fresh rank-16 LoRA (B = 0, A seeded) on every projection."""
     from nlsr_core.adapters import Adapter
@@ -127,13 +143,14 @@ def same(a, b) -> float:
     return sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
 
 
-def speed(args, params, data: Path) -> dict:
+def speed(args, params, data: Path) -> tuple[dict, str]:
     from nlsr_core.models import ModelSpec, load_model
 
     specs = {d: ModelSpec(params.model.name, seed=params.model.seed, device=args.device, dtype=d) for d in args.dtypes}
-    loaded = {d: load_model(s) for d, s in specs.items()}
-    passes = {d: inference_passes(loaded[d], data, params) for d in args.dtypes}
-    ident = {d: identification_pass(loaded[d], data, params) for d in args.dtypes}
+    answering = {d: answering_stack(s, params) for d, s in specs.items()}
+    passes = {d: inference_passes(answering[d][0], data, params) for d in args.dtypes}
+    # identification wraps its model in a fresh LoRA: a model of its own, so the answering stack stays as it is
+    ident = {d: identification_pass(load_model(s), data, params) for d, s in specs.items()}
     times: dict[str, dict[str, list[float]]] = {}
     outputs: dict[str, dict] = {}
     for round_ in range(args.rounds):
@@ -166,7 +183,7 @@ def speed(args, params, data: Path) -> dict:
             else:
                 row["agreement"] = round(same(outputs[name][base], outputs[name][other]), 3)
         rows[name] = row
-    return rows
+    return rows, answering[base][1]
 
 
 def _sync(device: str) -> None:
@@ -280,10 +297,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="nlsr-bench-dtype-") as tmp:
         data = prepared_data(tmp)
         if not args.skip_speed:
-            rows = speed(args, params, data)
+            rows, stack = speed(args, params, data)
             base, other = args.dtypes
             print(f"\n{params.model.name} on {args.device}, {args.rounds} interleaved round(s), best; "
-                  f"ratio = {base} time / {other} time")
+                  f"ratio = {base} time / {other} time; answering passes on {stack}")
             print(f"{'pass':>15}  {base + ' s':>11}  {other + ' s':>12}  {'ratio':>6}  agreement")
             for name, r in rows.items():
                 agree = r.get("agreement", r.get("gram_rel_diff"))
@@ -291,7 +308,7 @@ def main(argv=None) -> int:
                 print(f"{name:>15}  {r[base + '_s']:11.3f}  {r[other + '_s']:12.3f}  {r['ratio']:6.2f}  "
                       f"{label if agree is None else f'{agree} ({label})'}")
             Path(args.json).write_text(json.dumps({"machine": machine, "rounds": args.rounds, "n": N,
-                                                   "passes": rows}, indent=2, sort_keys=True) + "\n")
+                                                   "answering_stack": stack, "passes": rows}, indent=2, sort_keys=True) + "\n")
         if args.rates:
             result = rates(args, params, data)
             print_rates(result, args.dtypes)
