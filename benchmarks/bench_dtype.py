@@ -306,7 +306,7 @@ def main(argv=None) -> int:
                 agree = r.get("agreement", r.get("gram_rel_diff"))
                 label = "same" if "agreement" in r else "Gram rel. diff"
                 print(f"{name:>15}  {r[base + '_s']:11.3f}  {r[other + '_s']:12.3f}  {r['ratio']:6.2f}  "
-                      f"{label if agree is None else f'{agree} ({label})'}")
+                      f"{'–' if agree is None else f'{agree} ({label})'}")
             Path(args.json).write_text(json.dumps({"machine": machine, "rounds": args.rounds, "n": N,
                                                    "answering_stack": stack, "passes": rows}, indent=2, sort_keys=True) + "\n")
         if args.rates:
