@@ -86,15 +86,25 @@ def inference_passes(loaded, data: Path, params) -> dict:
     }
 
 
+def pipeline_adapters(params) -> tuple[str, dict[str, Path]]:
+    """The first cell's key and the adapters `dvc repro` writes for it (W0, Wa, Wt, NLSR's Wt'')."""
+    from nlsr_core.judge.evaluate import Cell
+
+    method = params.grid.align_methods[0]
+    cell = Cell(params.grid.tasks[0], params.grid.poison_ratios[0], method).key
+    return cell, {"weak": REPO / f"adapters/aligned/{method}/weak",
+                  "aligned": REPO / f"adapters/aligned/{method}/aligned",
+                  "finetuned": REPO / f"adapters/finetuned/{cell}", "realigned": REPO / f"adapters/realigned/{cell}"}
+
+
 def answering_stack(spec, params):
     """(model, what it is): the stack the pipeline answers with most, M' + Wt of the first cell (W0 merged, the
     fine-tuned LoRA on top) when `dvc repro` has made it, else the base model M."""
     from nlsr_core.models import load_model
     from nlsr_core.stack import load_stack
 
-    method = params.grid.align_methods[0]
-    cell = f"{params.grid.tasks[0]}-p{params.grid.poison_ratios[0]:g}-{method}"
-    weak, finetuned = REPO / f"adapters/aligned/{method}/weak", REPO / f"adapters/finetuned/{cell}"
+    _, adapters = pipeline_adapters(params)
+    weak, finetuned = adapters["weak"], adapters["finetuned"]
     if weak.is_dir() and finetuned.is_dir():
         return load_stack(spec, weak=weak, adapter=finetuned), f"M' + Wt ({finetuned.relative_to(REPO)})"
     return load_model(spec), "M (no pipeline adapters: run `dvc repro` to time the LoRA stack)"
@@ -204,10 +214,7 @@ def rates(args, params, data: Path) -> dict:
     from nlsr_core.judge.settings import EvalSettings
     from nlsr_core.judge_free import judge_free_scores, load_pairs
 
-    cell = f"sst2-p{params.grid.poison_ratios[0]:g}-{params.grid.align_methods[0]}"
-    method = params.grid.align_methods[0]
-    adapters = {"weak": REPO / f"adapters/aligned/{method}/weak", "aligned": REPO / f"adapters/aligned/{method}/aligned",
-                "finetuned": REPO / f"adapters/finetuned/{cell}", "realigned": REPO / f"adapters/realigned/{cell}"}
+    cell, adapters = pipeline_adapters(params)
     missing = [str(p) for p in adapters.values() if not p.is_dir()]
     if missing:
         raise SystemExit(f"--rates: {missing[0]} is missing; run `dvc repro` first")
