@@ -67,9 +67,12 @@ def replicate_contrast(replicate: dict, n_boot: int = 10000, seed: int = 0) -> d
     return hs_difference(ours, rand, n_boot, seed)
 
 
+FINETUNE_SEEDS_TITLE = "# Fine-tuning seeds"   # the first line: how `nlsr report` recognises its own file
+
+
 def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
     """reports/finetune-seeds.md from {cell: finetune-seeds.json document}."""
-    out = ["# Fine-tuning seeds", "",
+    out = [FINETUNE_SEEDS_TITLE, "",
            "Each replicate fine-tunes Wa on its own poisoned mix (seed s draws the task rows, the poison rows and "
            "their order) and repairs it with every method at the pipeline's setting; the first replicate is the "
            "pipeline's own fine-tune. Test split; HS and FA in %.", ""]

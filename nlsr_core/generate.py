@@ -188,6 +188,34 @@ def plan_stack(adapter: Path | None, model: str | None) -> StackPlan:
     return StackPlan(name, weak, adapter)
 
 
+def plan_inputs(plan: StackPlan) -> list[tuple[str, Path]]:
+    """The files a stack loads besides the adapter, as (what, path) inputs for nlsr_core.outputs: W0 from the
+    adapter's lineage, and the base model when it is a local directory or file."""
+    found = [(f"W0 (the weak adapter {plan.adapter}/lineage.json names)", plan.weak)] if plan.weak else []
+    if Path(plan.model).exists():
+        found.append(("--model", Path(plan.model)))
+    return found
+
+
+ANSWER_KEYS = {"id", "prompt", "response"}
+
+
+def answer_file(path: Path) -> str | None:
+    """None when `path` is an answer file `nlsr generate` writes (JSONL rows with exactly id, prompt and
+    response), else why not: the recogniser of its --out (nlsr_core.outputs.claim_file)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                row = json.loads(line) if line.strip() else None
+                if row is not None and (not isinstance(row, dict) or set(row) != ANSWER_KEYS):
+                    return f"line {lineno} is not an {{id, prompt, response}} row"
+    except (UnicodeDecodeError, ValueError):
+        return "it is not a JSONL file of {id, prompt, response} rows"
+    return None
+
+
 def _lineage_model_name(record: dict) -> str | None:
     model = record.get("model")
     if isinstance(model, dict):
