@@ -11,7 +11,6 @@ probability, draw, patched).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -60,11 +59,8 @@ def _read(path: Path) -> dict:
     from nlsr_core.errors import NlsrError
     from nlsr_core.lineage import LINEAGE_FILE, read_lineage
 
-    try:
-        record = read_lineage(path)
-    except json.JSONDecodeError as exc:
-        raise NlsrError(f"{path / LINEAGE_FILE}: not valid JSON ({exc.msg})") from None
-    if not isinstance(record, dict) or "stage" not in record:
+    record = read_lineage(path)   # one-line LineageError for a damaged file
+    if "stage" not in record:
         raise NlsrError(f"{path / LINEAGE_FILE}: not an nlsr lineage record (expected a 'stage' field)")
     return record
 

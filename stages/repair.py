@@ -22,10 +22,21 @@ def repair(method: str, finetuned: list, out, **options) -> None:
 
     if method not in METHODS:
         raise NlsrError(f"realign --method '{method}': expected one of {', '.join(METHODS)}")
+    check_lineages([*finetuned, *(options.get(k) for k in ("reference", "aligned"))])
     inputs = [*(("--finetuned", f) for f in finetuned),
               *((f"--{k}", options.get(k)) for k in ("reference", "masks", "stats", "aligned"))]
     outs = output_dirs(finetuned, out, "safelora" if method == "safelora" else "realign", inputs)
     METHODS[method](finetuned=finetuned, outs=outs, method=method, **options)
+
+
+def check_lineages(adapters: list) -> None:
+    """Every input adapter's lineage.json, when it has one, must be readable (nlsr_core.lineage.read_lineage's
+    one-line error), before anything is claimed: outputs inherit the base and W0 from it."""
+    from nlsr_core.lineage import lineage_or_empty
+
+    for adapter in adapters:
+        if adapter is not None and Path(adapter).is_dir():
+            lineage_or_empty(Path(adapter))
 
 
 def output_dirs(finetuned: list[Path], out: Path, stage: str, inputs: list) -> list:

@@ -283,6 +283,23 @@ def test_generate_replaces_only_an_answer_file_it_wrote(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("command", ["generate", "realign", "audit"])
+def test_a_damaged_lineage_is_one_line_for_every_reader(repo, command):
+    """The issue's case 4: `echo '{"stage":' > ft/lineage.json`; generate raised a JSONDecodeError traceback and
+    realign accepted the adapter. Every reader now answers with the file and the JSON error."""
+    ft = "adapters/finetuned/sst2-p0.1-dpo"
+    (repo / ft / "lineage.json").write_text('{"stage":\n')
+    (repo / "p.txt").write_text("hi\n")
+    args = {"generate": ["generate", "--adapter", ft, "--prompts", "p.txt", "--out", "a.jsonl"],
+            "realign": [*REALIGN, "--finetuned", ft, "--out", "out"],
+            "audit": ["audit", ft]}[command]
+    before = tree(repo)
+    code, _, err = run_cli(args)
+    one_line_error(code, err, f"nlsr: error: {ft}/lineage.json: not valid JSON (Expecting value at line 2 column 1); "
+                              "expected the lineage record of an nlsr artifact")
+    assert tree(repo) == before and not (repo / "out").exists()
+
+
 def test_report_replaces_only_its_own_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "judge").mkdir()
