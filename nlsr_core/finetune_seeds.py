@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from nlsr_core.config import check_value
 from nlsr_core.errors import NlsrError
 from nlsr_core.method_comparison import hs_difference, method_of
 from nlsr_core.report import pct
@@ -40,9 +41,7 @@ def replicate_points(pipeline: Point, safelora_tau: float, lam: float, gamma: fl
 def check_seeds(seeds, pipeline_seed: int, pipeline_mix_ids: list[str], mix_ids_of) -> list[int]:
     """The seeds to train, as ints: at least one, no repeats, none that would re-train the pipeline's fine-tune
     (same data-order seed and the same mix rows in the same order). `mix_ids_of(seed)` gives a seed's mix ids."""
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise NlsrError("finetune_seeds.seeds: empty; expected at least one fine-tuning seed besides the pipeline's")
+    seeds = [int(s) for s in check_value("finetune_seeds.seeds", list(seeds))]
     if len(set(seeds)) != len(seeds):
         raise NlsrError(f"finetune_seeds.seeds {seeds}: a seed is listed twice; expected distinct seeds")
     for s in seeds:

@@ -72,6 +72,14 @@ class Output:
         if self.lock is not None:
             self.lock.release()
 
+    # `with claim(...) as output:` frees the lock when the block fails before `replace` (a library caller; the
+    # CLI frees every lock a failed command holds, nlsr_core.locks.release_all).
+    def __enter__(self) -> "Output":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
 
 def written_by(*stages: str, within: tuple[str, ...] = ()) -> Recogniser:
     """Recognise an output by its lineage.json stage; with `within`, the output holds only those subdirectories,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from nlsr_core.config import check_value, choices
 from nlsr_core.errors import NlsrError
 
 
@@ -174,15 +175,13 @@ def eval_settings(kwargs: dict, template: str):
     return EvalSettings(template=template, **{key: kwargs.pop(key) for _, key in EVAL_OPTIONS})
 
 
-# The alignment methods `nlsr align` knows (nlsr_core.train.ALIGNERS; a test keeps the two equal). Kept here
-# so prepare-data can check the sweep without importing TRL.
-ALIGN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+# The alignment methods `nlsr align` knows: grid.align_methods' choices (nlsr_core.train.ALIGNERS; a test keeps
+# the two equal), so prepare-data can check the sweep without importing TRL.
+ALIGN_METHODS = choices("grid", "align_methods")
 
 
 def check_align_methods(methods: list[str]) -> None:
-    unknown = [m for m in methods if m not in ALIGN_METHODS]
-    if unknown:
-        raise NlsrError(f"grid.align_methods: unknown method '{unknown[0]}'; expected one of {', '.join(ALIGN_METHODS)}")
+    check_value("grid.align_methods", list(methods))
 
 
 def repo_root():

@@ -113,12 +113,13 @@ def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safet
                method, **_):
     """The mask-free baselines: interpolate toward --reference (λ), or add γ·ΔWa of --aligned (safety-vector)."""
     from nlsr_core.adapters import load_adapter
-    from nlsr_core.baselines import check_fraction, interpolate, safety_vector
+    from nlsr_core.baselines import interpolate, safety_vector
+    from nlsr_core.config import check_value
     from nlsr_core.lineage import input_record
 
     # the knob first: a bad value fails before any adapter is read
-    check_fraction(interpolate_lambda, "realign.interpolate_lambda (λ)")
-    check_fraction(safety_vector_gamma, "realign.safety_vector_gamma (γ)", high=None)
+    for name, value in (("interpolate_lambda", interpolate_lambda), ("safety_vector_gamma", safety_vector_gamma)):
+        check_value(f"realign.{name}", value)
     if method == "interpolate":
         source, role, knob, value = reference, "reference", "interpolate_lambda", interpolate_lambda
         repair_one = interpolate
