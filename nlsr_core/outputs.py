@@ -315,7 +315,7 @@ def replace(output: Output) -> Iterator[Path]:
     final = output.path
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        output = _locked(output)
+        output = locked(output)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
             _fault("writing", final)
@@ -341,7 +341,7 @@ def replace_file(output: Output) -> Iterator[Path]:
     final = output.path
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        output = _locked(output)
+        output = locked(output)
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
         os.close(fd)
         tmp = Path(name)
@@ -359,7 +359,7 @@ def replace_file(output: Output) -> Iterator[Path]:
         output.release()
 
 
-def _locked(output: Output) -> Output:
+def locked(output: Output) -> Output:
     """The output with its lock: claimed before its directory existed, it is taken now (after mkdir)."""
     if output.lock is not None or not locks.ENABLED:
         return output

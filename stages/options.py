@@ -258,7 +258,8 @@ def tracked(stage: str, key: str | None, params: dict, enabled: bool = True):
 def install_fault_hook() -> None:
     """Test hook for tests/test_faults.py, off unless NLSR_FAULT_DIR is set: each output step of
     `nlsr_core.outputs` (`FAULT_POINTS`) then creates NLSR_FAULT_DIR/<step>, the step named by NLSR_FAULT_PAUSE
-    also stops the process there until it is killed or interrupted, and the step named by NLSR_FAULT_SLOW waits
+    also stops the process there until it is killed or interrupted (`STEP@NAME`: only the output named NAME, whose
+    steps alone are then marked), and the step named by NLSR_FAULT_SLOW waits
     3 s there (a step that runs with interrupts deferred, such as `cleaning`, cannot be paused for good)."""
     import os
     import time
@@ -269,10 +270,12 @@ def install_fault_hook() -> None:
         return
     from nlsr_core import outputs
 
-    pause = os.environ.get("NLSR_FAULT_PAUSE", "")
+    pause, _, only = os.environ.get("NLSR_FAULT_PAUSE", "").partition("@")   # `point@NAME`: that output only
     slow = os.environ.get("NLSR_FAULT_SLOW", "")
 
     def hook(point: str, path) -> None:
+        if only and Path(path).name != only:
+            return
         Path(where, point).write_text(f"{os.getpid()} {path}\n")
         if point == slow:
             time.sleep(3)

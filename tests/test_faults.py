@@ -200,7 +200,7 @@ def start_paused(args: list, cwd: Path, point: str, **env) -> tuple[subprocess.P
                             env={**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off",
                                  "NLSR_FAULT_DIR": str(faults), "NLSR_FAULT_PAUSE": point, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for(proc, faults / point)
+    wait_for(proc, faults / point.partition("@")[0])
     return proc, faults
 
 
@@ -281,6 +281,30 @@ def test_a_second_sigint_during_the_clean_up_waits_for_it(adapters):
     assert proc.wait(timeout=60) != 0
     shutil.rmtree(faults)
     assert tree(adapters / "out") == old and hidden(adapters) == [], hidden(adapters)
+
+
+def test_an_interrupted_multi_adapter_run_records_which_children_are_new(adapters):
+    """The issue's case 6: killed while writing the second of two adapters, the container says which child is
+    new; `audit --verify` reports the record and the temp sibling; the next run cleans both up."""
+    shutil.copytree(adapters / "ft", adapters / "ft2")
+    nlsr(realign_args("many", 0, "ft", "ft2"), adapters)
+    old = {name: tree(adapters / "many" / name) for name in ("ft", "ft2")}
+    proc, faults = start_paused(realign_args("many", 7, "ft", "ft2"), adapters, "filled@ft2")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shutil.rmtree(faults)
+    assert tree(adapters / "many" / "ft") != old["ft"] and tree(adapters / "many" / "ft2") == old["ft2"]
+    record = json.loads((adapters / "many" / "nlsr-progress.json").read_text())
+    assert (record["command"], record["complete"], record["pending"]) == ("realign", ["ft"], ["ft2"])
+    audit = run_nlsr(["audit", "--verify", "many/ft2"], adapters)
+    assert audit.returncode == 0, audit.stderr
+    lines = audit.stdout.splitlines()
+    assert "incomplete: many/nlsr-progress.json: the last nlsr realign into many stopped before rewriting ft2; " \
+           "it holds its earlier output" in lines, audit.stdout
+    assert any(line.startswith("leftover: many/.ft2.tmp-") and line.endswith(
+        "(an interrupted write of ft2; the next writing command in many removes it)") for line in lines), lines
+    nlsr(realign_args("many", 7, "ft", "ft2"), adapters)
+    assert sorted(p.name for p in (adapters / "many").iterdir()) == ["ft", "ft2"]
 
 
 # --------------------------------------------------------------------------------------------- model-backed commands
