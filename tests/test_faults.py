@@ -25,6 +25,42 @@ from tests.conftest import REPO, run_cli
 from tests.test_outputs import tree
 
 POINTS = ("claimed", "writing", "filled", "aside", "replaced")
+STARTED: list[subprocess.Popen] = []   # every `nlsr` this module starts in the background, stopped after each test
+
+
+def start(args: list, cwd: Path, env: dict, **popen) -> subprocess.Popen:
+    """`nlsr ARGS` in its own process group (session), recorded so that it ends with the test, pass or fail: a
+    process paused at a fault point (NLSR_FAULT_PAUSE) otherwise waits for ever."""
+    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, env=env,
+                            start_new_session=True, **popen)
+    STARTED.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End `proc`'s process group unless the test already reaped it: SIGTERM (its clean-up runs), then SIGKILL."""
+    for sig, timeout in ((signal.SIGTERM, 30), (signal.SIGKILL, 60)):
+        if proc.poll() is not None:     # reaped: its pid may be reused, signal nothing
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture(autouse=True)
+def no_orphans():
+    """Every background `nlsr` a test started ends with it, whatever the test's outcome."""
+    yield
+    while STARTED:
+        stop(STARTED.pop())
 
 
 def kill_at(args: list, cwd: Path, point: str, delay: float = 1.0) -> None:
@@ -33,8 +69,7 @@ def kill_at(args: list, cwd: Path, point: str, delay: float = 1.0) -> None:
     faults.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off", "NLSR_FAULT_DIR": str(faults),
            "NLSR_FAULT_PAUSE": "" if point == "mid-compute" else point}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start(args, cwd, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marker = faults / ("claimed" if point == "mid-compute" else point)
     deadline = time.monotonic() + 600
     try:
@@ -193,13 +228,13 @@ def test_report_killed_between_renames(tmp_path):
 # --------------------------------------------------------------------------------------------- writers and interrupts
 def start_paused(args: list, cwd: Path, point: str, **env) -> tuple[subprocess.Popen, Path]:
     """Start `nlsr ARGS` in its own process and wait until it stops at `point` (NLSR_FAULT_PAUSE); returns the
-    process and its fault directory. `env` adds variables (NLSR_FAULT_SLOW=...)."""
+    process and its fault directory. `env` adds variables (NLSR_FAULT_SLOW=...). The process is stopped after
+    the test (`no_orphans`) if the test has not reaped it."""
     faults = cwd / f".faults-{time.monotonic_ns()}"
     faults.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off",
-                                 "NLSR_FAULT_DIR": str(faults), "NLSR_FAULT_PAUSE": point, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start(args, cwd, {**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off",
+                             "NLSR_FAULT_DIR": str(faults), "NLSR_FAULT_PAUSE": point, **env},
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(proc, faults / point.partition("@")[0])
     return proc, faults
 
