@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from nlsr_core.adapters import Adapter, check_compatible
+from nlsr_core.config import choices
 from nlsr_core.errors import NlsrError
 
 # preset -> per-factor scale c(β): A ← c·A, B ← c·B, so ΔW ← c²·ΔW.
@@ -36,7 +37,7 @@ PRESETS: dict[str, Callable[[float], float]] = {
     "paper": lambda beta: math.sqrt(1.0 + beta),        # c² = 1 + β  (eq. 2)
     "official-code": lambda beta: 2.0 * beta,           # c² = (2β)²  (published code, its alpha = β)
 }
-MODES = ("extrapolate", "interpolate")
+MODES = choices("amplify", "mode")
 
 
 def product_factor(beta: float, preset: str = "paper") -> float:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from nlsr_core.adapters import Adapter, check_compatible
+from nlsr_core.config import check_value
 from nlsr_core.realign import (RealignError, RealignParams, RealignResult, check_masks, check_same_scaling,
                                frobenius_inner, patch_summary, realign)
 
@@ -45,15 +46,6 @@ class BlendResult:
         return patch_summary([r.patched for r in self.records])
 
 
-def check_fraction(value: float, name: str, low: float = 0.0, high: float | None = 1.0) -> float:
-    """A finite knob inside [low, high] (high None: no upper bound); one line naming it otherwise."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
-    if not ok or (high is not None and value > high):
-        bound = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise RealignError(f"{name} = {value}: expected a value {'in ' if high is not None else ''}{bound}")
-    return float(value)
-
-
 def _frobenius(b: torch.Tensor, a: torch.Tensor) -> float:
     """‖B A‖_F from the factors (eq. 8's Gram form), never a d_out×d_in matrix."""
     b, a = b.double(), a.double()
@@ -71,7 +63,7 @@ def _relative(before: Adapter, after: Adapter, module: str) -> float:
 
 def interpolate(finetuned: Adapter, reference: Adapter, lam: float) -> BlendResult:
     """W't = Wt + λ·(We − Wt) on every factor tensor; shapes (r×d_in, d_out×r) unchanged."""
-    lam = check_fraction(lam, "realign.interpolate_lambda (λ)")
+    lam = float(check_value("realign.interpolate_lambda", lam, error=RealignError))
     check_compatible(finetuned, reference, ("finetuned", "reference"))
     check_same_scaling(finetuned, reference, ("finetuned", "reference"))
     tensors = {k: torch.lerp(t, reference.tensors[k].to(t.dtype), lam) if lam else t
@@ -107,7 +99,7 @@ def random_mask_realign(finetuned: Adapter, reference: Adapter, masks: dict[str,
 
 def safety_vector(finetuned: Adapter, aligned: Adapter, gamma: float) -> BlendResult:
     """ΔW't = ΔWt + γ·ΔWa, exactly, as a LoRA of rank r_t + r_a (module docstring); γ ≥ 0."""
-    gamma = check_fraction(gamma, "realign.safety_vector_gamma (γ)", high=None)
+    gamma = float(check_value("realign.safety_vector_gamma", gamma, error=RealignError))
     check_compatible(finetuned, aligned, ("finetuned", "aligned"))
     ratio = gamma * aligned.scaling / finetuned.scaling
     tensors = {}

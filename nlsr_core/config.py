@@ -4,7 +4,9 @@ params.yaml (the default profile), the Click options of every command (`stages.c
 settings objects (`LoraConfig` itself, `nlsr_core.train.TrainSettings`, `nlsr_core.realign.RealignParams`,
 `nlsr_core.study.Point`, `nlsr_core.judge.settings.EvalSettings`, `nlsr_core.data.DataSpec`) all take their
 defaults from the fields below; `nlsr_core.params.load_params(path)` checks a params file against them. Each
-field's docstring is its `--help` text.
+field's docstring is its `--help` text. A field's range or choices sit beside it (`checked(...)`): load_params
+checks them for every section before any stage runs, and the library's own checks call `check_value`, so a bad
+value gets the same one line from either.
 
 This module imports nothing heavy, so `nlsr --help` and the consistency checks stay fast.
 """
@@ -19,6 +21,84 @@ from dataclasses import dataclass, field
 from nlsr_core.errors import NlsrError
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Check:
+    """The values a field accepts: `choices`, or a number in [low, high] (`open` ends excluded); a tuple field
+    checks each item and, with `nonempty`, must list at least one `what`. `label` is the paper's symbol."""
+
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    nonempty: bool = False
+    what: str = "value"
+    label: str = ""
+
+    def expected(self) -> str:
+        if self.choices is not None:
+            return f"one of {', '.join(map(str, self.choices))}"
+        if self.integer and self.high is None:
+            return "a positive integer" if self.low == 1 else f"an integer ≥ {self.low:g}"
+        if self.high is None:
+            return f"a value {'>' if self.low_open else '≥'} {self.low:g}"
+        return (f"a value in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+    def accepts(self, value) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:   # NaN != NaN
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+def checked(default, **check):
+    """A dataclass field with its Check beside it: `sparsity: float = checked(0.35, low=0, high=1, ...)`."""
+    return field(default=default, metadata={"check": Check(**check)})
+
+
+def field_check(section: str, name: str) -> Check | None:
+    """The Check of `section.name` (None when the field has none)."""
+    return config_field(SECTIONS[section], name, section).metadata.get("check")
+
+
+def choices(section: str, name: str) -> tuple:
+    """The choices of a field, for the dispatch code that needs them (one list: the field's)."""
+    return field_check(section, name).choices
+
+
+def check_value(key: str, value, check: Check | None = None, error: type = NlsrError):
+    """`value` of the params key `section.name` against its Check, else one NlsrError line: `identify.sparsity
+    (P_SR) = -0.1: expected a value in [0, 1)`, `identify.identifier 'bogus': expected one of ...`,
+    `grid.poison_ratios: empty; expected at least one poison ratio`, raised as `error`. Returns the value."""
+    section, name = key.split(".", 1)
+    check = check or field_check(section, name)
+    if check is None:
+        return value
+    label = f" ({check.label})" if check.label else ""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    if isinstance(value, (tuple, list)) and check.nonempty and not value:
+        raise error(f"{key}: empty; expected at least one {check.what}")
+    for item in items:
+        if not check.accepts(item):
+            shown = f" '{item}'" if check.choices is not None else f"{label} = {item}"
+            raise error(f"{key}{shown}: expected {check.expected()}")
+    return value
+
+
+def check_section(section: str, config) -> None:
+    """Every checked field of one section's config (load_params, for every section before any stage runs)."""
+    for f in dataclasses.fields(config):
+        if "check" in f.metadata:
+            check_value(f"{section}.{f.name}", getattr(config, f.name), f.metadata["check"])
 
 
 @dataclass(frozen=True)
@@ -107,11 +187,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    tasks: tuple[str, ...] = ("sst2",)
+    tasks: tuple[str, ...] = checked(("sst2",), choices=("sst2", "agnews", "gsm8k"), nonempty=True, what="task")
     """fine-tuning tasks of the pipeline's cells: sst2, agnews, gsm8k"""
-    poison_ratios: tuple[float, ...] = (0.1,)
+    poison_ratios: tuple[float, ...] = checked((0.1,), low=0, high=1, nonempty=True, what="poison ratio")
     """poison ratios p of the pipeline's cells"""
-    align_methods: tuple[str, ...] = ("dpo",)
+    align_methods: tuple[str, ...] = checked(("dpo",), choices=("sft", "dpo", "orpo", "kto", "simpo"),
+                                             nonempty=True, what="alignment method")
     """alignment methods of the pipeline's cells: sft, dpo, orpo, kto, simpo"""
 
 
@@ -192,25 +273,25 @@ class FinetuneConfig:
 class AmplifyConfig:
     beta: float = 0.9
     """amplification β of the reference We = M' + (1+β)·ΔWa (eq. 2)"""
-    mode: str = "extrapolate"
+    mode: str = checked("extrapolate", choices=("extrapolate", "interpolate"))
     """extrapolate (eq. 2) | interpolate (eq. 1, needs --strong)"""
 
 
 @dataclass(frozen=True)
 class NlsrConfig:
-    preset: str = "paper"
+    preset: str = checked("paper", choices=("paper", "official-code"))
     """paper | official-code: amplification, r*, mask scope and similarity direction (docs/DESIGN.md §4.7)"""
 
 
 @dataclass(frozen=True)
 class IdentifyConfig:
-    identifier: str = "lowrank"
+    identifier: str = checked("lowrank", choices=("lowrank", "wanda", "snip", "preference-snip", "random"))
     """identification method: lowrank | wanda | snip | preference-snip | random"""
-    sparsity: float = 0.35
+    sparsity: float = checked(0.35, low=0, high=1, high_open=True, label="P_SR")
     """P_SR, the share of each LoRA matrix that is not safety-critical (chosen by calibrate)"""
-    batch_size: int = 8
+    batch_size: int = checked(8, low=1, integer=True)
     """rows per forward pass of the identification pass"""
-    max_length: int = 160
+    max_length: int = checked(160, low=1, integer=True)
     """max tokens per identification row"""
     seed: int = 0
     """seed of the random identifier"""
@@ -218,19 +299,19 @@ class IdentifyConfig:
 
 @dataclass(frozen=True)
 class RealignConfig:
-    selection: str = "adaptive"
+    selection: str = checked("adaptive", choices=("adaptive", "threshold"))
     """adaptive (eqs. 9-10) | threshold"""
-    layer_prune: float = 0.0
+    layer_prune: float = checked(0.0, low=0, high=1, label="P_L")
     """P_L, base pruning probability (eq. 9); the paper's 0.5 patches too few modules at rank 16"""
-    delta: float = 0.2
+    delta: float = checked(0.2, low=0, label="δ")
     """δ, probability increment per similarity rank (eq. 9)"""
     tau: float = 0.5
     """τ, similarity threshold of selection threshold"""
     seed: int = 0
     """seed of the Bernoulli draws (and of the masks of --method random-masks)"""
-    interpolate_lambda: float = 0.5
+    interpolate_lambda: float = checked(0.5, low=0, high=1, label="λ")
     """λ of --method interpolate: W't = Wt + λ·(We − Wt), in [0, 1]"""
-    safety_vector_gamma: float = 1.0
+    safety_vector_gamma: float = checked(1.0, low=0, label="γ")
     """γ of --method safety-vector: ΔW't = ΔWt + γ·ΔWa, ≥ 0"""
 
 
@@ -242,7 +323,7 @@ class SafeloraConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    poison_ratios: tuple[float, ...] = (0.1,)
+    poison_ratios: tuple[float, ...] = checked((0.1,), low=0, high=1, nonempty=True, what="poison ratio")
     """poison ratios of the cells the frontier, calibrate and ablate stages study"""
 
 
@@ -274,33 +355,33 @@ class CalibrateConfig:
 
 @dataclass(frozen=True)
 class AblateConfig:
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = checked((0, 1, 2), nonempty=True, what="seed")
     """Bernoulli seeds of each ablation (mean ± sd)"""
 
 
 @dataclass(frozen=True)
 class FinetuneSeedsConfig:
-    seeds: tuple[int, ...] = (1, 2)
+    seeds: tuple[int, ...] = checked((1, 2), nonempty=True, what="fine-tuning seed besides the pipeline's")
     """fine-tuning seeds besides the pipeline's: each draws its own poisoned mix and data order (mean ± sd)"""
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    name: str = "refusal-keywords"
+    name: str = checked("refusal-keywords", choices=("refusal-keywords", "beaver-dam", "llama-guard"))
     """refusal-keywords | beaver-dam | llama-guard"""
     model: str | None = None
     """judge model id or directory (model-backed judges)"""
-    max_new_tokens: int = 48
+    max_new_tokens: int = checked(48, low=1, integer=True)
     """harmful-answer budget for a model judge, which reads the whole answer"""
-    opening_tokens: int = 24
+    opening_tokens: int = checked(24, low=1, integer=True)
     """budget of harmful answers for the keyword judge and of benign answers (over-refusal)"""
-    label_tokens: int = 48
+    label_tokens: int = checked(48, low=1, integer=True)
     """budget of generated sst2/agnews answers"""
-    gsm8k_tokens: int = 256
+    gsm8k_tokens: int = checked(256, low=1, integer=True)
     """budget of generated GSM8K answers"""
-    fa_mode: str = "score"
+    fa_mode: str = checked("score", choices=("score", "generate"))
     """score (rank the label strings; sst2, agnews) | generate"""
-    batch_size: int = 64
+    batch_size: int = checked(64, low=1, integer=True)
     """answering batch size (64: 1.28x faster than 16 with identical answers, benchmarks/bench_batch.py)"""
 
 

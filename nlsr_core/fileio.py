@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -75,28 +74,27 @@ def canonical_safetensors(data: bytes) -> bytes:
     return head + data[start:]
 
 
-def _remove_stale(final: Path) -> None:
-    """Drop temp siblings a killed earlier run of the same file left behind (stages run one at a time)."""
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
-    """Yield a temp file path beside `final`; rename it into place on success."""
+    """Yield a temp file path beside `final`; rename it into place on success. For files several processes may
+    write at once with equal contents (the answer cache); a command's own output file goes through
+    nlsr_core.outputs.claim_file instead. Temp siblings a killed earlier write left behind are removed only while
+    this process holds the name's lock (nlsr_core.locks), never those of a live writer."""
+    from nlsr_core import locks
+    from nlsr_core.outputs import recover
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(final)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are shared artifacts
-    os.replace(tmp, final)
+    with locks.held_if_free(final, "write") as mine:
+        if mine:
+            recover(final)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are shared artifacts
+        os.replace(tmp, final)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from nlsr_core.config import check_value
 from nlsr_core.errors import NlsrError
 from nlsr_core.method_comparison import hs_difference, method_of
 from nlsr_core.report import pct
@@ -40,9 +41,7 @@ def replicate_points(pipeline: Point, safelora_tau: float, lam: float, gamma: fl
 def check_seeds(seeds, pipeline_seed: int, pipeline_mix_ids: list[str], mix_ids_of) -> list[int]:
     """The seeds to train, as ints: at least one, no repeats, none that would re-train the pipeline's fine-tune
     (same data-order seed and the same mix rows in the same order). `mix_ids_of(seed)` gives a seed's mix ids."""
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise NlsrError("finetune_seeds.seeds: empty; expected at least one fine-tuning seed besides the pipeline's")
+    seeds = [int(s) for s in check_value("finetune_seeds.seeds", list(seeds))]
     if len(set(seeds)) != len(seeds):
         raise NlsrError(f"finetune_seeds.seeds {seeds}: a seed is listed twice; expected distinct seeds")
     for s in seeds:
@@ -67,9 +66,12 @@ def replicate_contrast(replicate: dict, n_boot: int = 10000, seed: int = 0) -> d
     return hs_difference(ours, rand, n_boot, seed)
 
 
+FINETUNE_SEEDS_TITLE = "# Fine-tuning seeds"   # the first line: how `nlsr report` recognises its own file
+
+
 def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
     """reports/finetune-seeds.md from {cell: finetune-seeds.json document}."""
-    out = ["# Fine-tuning seeds", "",
+    out = [FINETUNE_SEEDS_TITLE, "",
            "Each replicate fine-tunes Wa on its own poisoned mix (seed s draws the task rows, the poison rows and "
            "their order) and repairs it with every method at the pipeline's setting; the first replicate is the "
            "pipeline's own fine-tune. Test split; HS and FA in %.", ""]

@@ -188,6 +188,59 @@ def plan_stack(adapter: Path | None, model: str | None) -> StackPlan:
     return StackPlan(name, weak, adapter)
 
 
+def check_plans(plans: dict[str, StackPlan]) -> None:
+    """Load every adapter the plans will stack (W0s and adapters) and check it before the first answer: its files
+    and finite values (nlsr_core.adapters.load_adapter), and that every module has one (d_out, d_in) across all
+    of them, since they all sit on one base model. One-line AdapterError naming the adapter otherwise."""
+    from nlsr_core.adapters import AdapterError, load_adapter
+
+    seen: dict[str, tuple[tuple[int, int], Path]] = {}
+    paths = dict.fromkeys(p for plan in plans.values() for p in (plan.weak, plan.adapter) if p is not None)
+    for path in paths:
+        tensors = load_adapter(path).tensors
+        for key, a in sorted(tensors.items()):
+            if not key.endswith(".lora_A.weight"):
+                continue
+            module = key[:-len(".lora_A.weight")]
+            b = tensors.get(f"{module}.lora_B.weight")
+            if b is None or b.shape[1] != a.shape[0]:
+                raise AdapterError(f"{path}: module {module} has no lora_B of rank {a.shape[0]}; expected lora_A "
+                                   "(r, d_in) and lora_B (d_out, r) per module")
+            shape = (int(b.shape[0]), int(a.shape[1]))
+            first = seen.setdefault(module, (shape, path))
+            if first[0] != shape:
+                raise AdapterError(f"{path}: module {module} maps {shape[1]} -> {shape[0]} features, {first[1]} "
+                                   f"maps {first[0][1]} -> {first[0][0]}; expected adapters of one base model")
+
+
+def plan_inputs(plan: StackPlan) -> list[tuple[str, Path]]:
+    """The files a stack loads besides the adapter, as (what, path) inputs for nlsr_core.outputs: W0 from the
+    adapter's lineage, and the base model when it is a local directory or file."""
+    found = [(f"W0 (the weak adapter {plan.adapter}/lineage.json names)", plan.weak)] if plan.weak else []
+    if Path(plan.model).exists():
+        found.append(("--model", Path(plan.model)))
+    return found
+
+
+ANSWER_KEYS = {"id", "prompt", "response"}
+
+
+def answer_file(path: Path) -> str | None:
+    """None when `path` is an answer file `nlsr generate` writes (JSONL rows with exactly id, prompt and
+    response), else why not: the recogniser of its --out (nlsr_core.outputs.claim_file)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                row = json.loads(line) if line.strip() else None
+                if row is not None and (not isinstance(row, dict) or set(row) != ANSWER_KEYS):
+                    return f"line {lineno} is not an {{id, prompt, response}} row"
+    except (UnicodeDecodeError, ValueError):
+        return "it is not a JSONL file of {id, prompt, response} rows"
+    return None
+
+
 def _lineage_model_name(record: dict) -> str | None:
     model = record.get("model")
     if isinstance(model, dict):

@@ -11,9 +11,14 @@ import json
 from pathlib import Path
 
 from nlsr_core import __version__
+from nlsr_core.errors import NlsrError
 from nlsr_core.fileio import write_json
 
 LINEAGE_FILE = "lineage.json"
+
+
+class LineageError(NlsrError):
+    """A lineage.json that exists but cannot be read as a record: one line naming the file and the JSON error."""
 
 
 def sha256_file(path: Path) -> str:
@@ -84,19 +89,30 @@ def base_fields(adapter_dir: Path) -> dict:
 
 
 def lineage_or_empty(path: Path) -> dict:
-    """The lineage record of `path`, or {} when it has none (or an unreadable / non-object one): for inputs whose
-    lineage is optional, e.g. a customer adapter given to `nlsr realign`."""
+    """The lineage record of `path`, or {} when it has none: for inputs whose lineage is optional, e.g. a customer
+    adapter given to `nlsr realign`. A lineage.json that exists but cannot be read is still an error
+    (LineageError): an input whose history is damaged is not an input without history."""
     try:
-        record = read_lineage(path)
-    except (FileNotFoundError, json.JSONDecodeError):
+        return read_lineage(path)
+    except FileNotFoundError:
         return {}
-    return record if isinstance(record, dict) else {}
 
 
 def read_lineage(path: Path) -> dict:
-    """Read the lineage record of an artifact directory (or a lineage.json path)."""
+    """Read the lineage record of an artifact directory (or a lineage.json path): the one reader every command
+    uses. Missing: FileNotFoundError; not valid JSON or not a JSON object: one-line LineageError naming the file."""
     path = Path(path)
     f = path / LINEAGE_FILE if path.is_dir() else path
     if not f.is_file():
         raise FileNotFoundError(f"{f}: no lineage record (expected a directory produced by an nlsr stage)")
-    return json.loads(f.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(f.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LineageError(f"{f}: not UTF-8 text; expected the JSON lineage record of an nlsr artifact") from None
+    except json.JSONDecodeError as exc:
+        raise LineageError(f"{f}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected "
+                           "the lineage record of an nlsr artifact") from None
+    if not isinstance(record, dict):
+        raise LineageError(f"{f}: a JSON {type(record).__name__}, not an object; expected the lineage record of an "
+                           "nlsr artifact")
+    return record

@@ -177,8 +177,9 @@ IDENTIFIERS: dict[str, Identifier] = {
 
 
 def get_identifier(method: str) -> Identifier:
-    if method not in IDENTIFIERS:
-        raise IdentifyError(f"identify.identifier '{method}': expected one of {', '.join(IDENTIFIERS)}")
+    from nlsr_core.config import check_value
+
+    check_value("identify.identifier", method, error=IdentifyError)   # IDENTIFIERS has the field's choices
     return IDENTIFIERS[method]
 
 

@@ -1,7 +1,8 @@
-"""Output directories: what a command may replace, and how it replaces it (docs/DESIGN.md §3.4).
+"""Outputs: what a command may replace, and how it replaces it (docs/DESIGN.md §3.4).
 
-A command writes its output directory whole or not at all, and never deletes what it did not write itself.
-`claim` checks the rules before any compute, so a bad `--out` costs one line and writes nothing:
+A command writes its output (a directory, or one file: `claim_file`) whole or not at all, and never deletes what it
+did not write itself. `claim` checks the rules before any compute, so a bad `--out` costs one line and writes
+nothing:
 
   * the output is not an input of the call, does not contain one (an ancestor directory) and does not lie inside
     an input directory; it is not the working directory or one of its ancestors;
@@ -13,6 +14,12 @@ A command writes its output directory whole or not at all, and never deletes wha
 old or the new output complete. `claim` also finishes what a killed run left behind: temp siblings are removed;
 an aside sibling is restored when the output itself is missing (the kill fell between the two renames), else
 removed. Every file of an output gets mode 0644 and every directory 0755 (mkdtemp makes 0700, safetensors 0600).
+
+One writer at a time: `claim` takes the output's lock (nlsr_core.locks) before anything else and `replace` frees it,
+so a second writer of the same path is refused in one line naming the first one's pid. Hidden siblings belong to
+the lock's holder: `claim` cleans the leftovers of every output in the directory whose lock is free (`sweep`), and
+never touches those of a live writer. The clean-up after a failure and the two renames run with SIGINT and SIGTERM
+deferred, so an interrupt (the CLI turns SIGTERM into an exception) cannot leave them half done.
 """
 from __future__ import annotations
 
@@ -20,12 +27,16 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from nlsr_core import locks
 from nlsr_core.errors import NlsrError
 from nlsr_core.lineage import LINEAGE_FILE
 
@@ -36,7 +47,10 @@ Inputs = Iterable["tuple[str, Path | str | None]"]   # (option, path) of every i
 # Test hook (tests/test_faults.py): called with a point name at each step below; the CLI installs it from the
 # environment (stages/options.py), so nlsr_core itself reads no environment variable.
 FAULT_HOOK: Callable[[str, Path], None] | None = None
-FAULT_POINTS = ("claimed", "writing", "filled", "aside", "replaced")
+FAULT_POINTS = ("claimed", "writing", "filled", "aside", "replaced", "cleaning")
+
+# A hidden sibling a write leaves while it runs: `.NAME.tmp-XXXX` (the new output) or `.NAME.old-XXXX` (the old one).
+SIBLING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]+$")
 
 
 class OutputError(NlsrError):
@@ -45,12 +59,27 @@ class OutputError(NlsrError):
 
 @dataclass(frozen=True)
 class Output:
-    """An output directory checked by `claim`; `replace(output)` writes it."""
+    """An output checked by `claim` (a directory; `replace` writes it) or `claim_file` (`replace_file`), with its
+    lock (None until `replace` when its directory did not exist yet)."""
 
     path: Path
     command: str
     option: str
     recognise: Recogniser
+    lock: "locks.OutputLock | None" = field(default=None, compare=False)
+    is_file: bool = False
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    # `with claim(...) as output:` frees the lock when the block fails before `replace` (a library caller; the
+    # CLI frees every lock a failed command holds, nlsr_core.locks.release_all).
+    def __enter__(self) -> "Output":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def written_by(*stages: str, within: tuple[str, ...] = ()) -> Recogniser:
@@ -86,6 +115,28 @@ def only_files(names: Iterable[str]) -> Recogniser:
     return check
 
 
+def titled(title: str) -> Recogniser:
+    """Recognise a Markdown file by the title line its writer puts first (report's tables)."""
+    def check(path: Path) -> str | None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first = fh.readline().rstrip("\n")
+        except (OSError, UnicodeDecodeError):
+            return "it is not a text file"
+        return None if first == title else f"its first line is not '{title}'"
+    return check
+
+
+def json_of_mappings(path: Path) -> str | None:
+    """Recognise a JSON file holding an object of objects (report's metrics.json: cell -> variant -> rate)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "it is not a JSON file"
+    ok = isinstance(doc, dict) and all(isinstance(v, dict) for v in doc.values())
+    return None if ok else "it is not a JSON object of cells"
+
+
 def claim(path: Path | str, command: str, *, option: str = "--out", inputs: Inputs = (),
           recognise: Recogniser | None = None) -> Output:
     """Check that `command` may write `path` (rules in the module docstring), finish a killed run's leftovers
@@ -93,8 +144,20 @@ def claim(path: Path | str, command: str, *, option: str = "--out", inputs: Inpu
     one OutputError line, raised before the command computes or writes anything."""
     output = Output(Path(path), command, option, recognise or written_by(command))
     _check_place(output, inputs)
-    recover(output.path)
-    _check_existing(output)
+    return _lock_and_check(output)
+
+
+def _lock_and_check(output: Output) -> Output:
+    """Take the output's lock (refused in one line while another writer holds it), then clean the directory's
+    stale siblings and check the existing output; the lock is freed again when a check refuses."""
+    output = Output(output.path, output.command, output.option, output.recognise,
+                    locks.acquire(output.path, output.command, output.option), output.is_file)
+    try:
+        sweep(output.path.parent, own=output.path)
+        _check_existing(output)
+    except BaseException:
+        output.release()
+        raise
     _fault("claimed", output.path)
     return output
 
@@ -110,14 +173,16 @@ def claim_container(path: Path | str, *, option: str = "--out", inputs: Inputs =
     return path
 
 
-def check_file_output(path: Path | str, option: str, inputs: Inputs = ()) -> Path:
-    """A single-file output (written with fileio.atomic_file): not a directory, not an input, not inside an
-    input directory."""
+def claim_file(path: Path | str, command: str, option: str, *, inputs: Inputs = (),
+               recognise: Recogniser | None = None) -> Output:
+    """A single-file output (report's tables, generate's JSONL), under the rules of `claim`: not a directory, not
+    an input, not inside an input directory; when it exists, an empty file or one `recognise` says this command
+    wrote (its contents). `replace_file(output)` writes it."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a directory; expected a file path")
     _refuse_input_clash(path, option, inputs, ("is", "inside"), expected="expected a path outside every input")
-    return path
+    return _lock_and_check(Output(path, command, option, recognise or (lambda p: "no recogniser"), is_file=True))
 
 
 def _given(inputs: Inputs) -> list[tuple[str, Path]]:
@@ -168,8 +233,15 @@ def _check_existing(output: Output) -> None:
     """An existing output must be an empty directory or one this command wrote."""
     path, option = output.path, output.option
     if path.is_symlink():
-        raise OutputError(f"{option} {path}: is a symbolic link; expected a plain directory")
+        raise OutputError(f"{option} {path}: is a symbolic link; expected a plain "
+                          f"{'file' if output.is_file else 'directory'}")
     if not path.exists():
+        return
+    if output.is_file:
+        reason = output.recognise(path) if path.stat().st_size else None
+        if reason is not None:
+            raise OutputError(f"{option} {path}: an existing file that nlsr {output.command} did not write "
+                              f"({reason}); expected a new path or an earlier output of this command")
         return
     if not path.is_dir():
         raise OutputError(f"{option} {path}: is a file; expected a directory for the output of nlsr {output.command}")
@@ -183,20 +255,50 @@ def _check_existing(output: Output) -> None:
 
 def recover(final: Path) -> None:
     """Finish a killed run of `final`: drop its temp siblings; restore its aside sibling if `final` is missing
-    (killed between the two renames of `replace`), else drop it. Races with another rank are harmless."""
+    (killed between the two renames of `replace`), else drop it. Only the holder of `final`'s lock calls it."""
     final = Path(final)
     parent = final.parent
     if not parent.is_dir():
         return
     name = glob.escape(final.name)
-    for stale in sorted(parent.glob(f".{name}.tmp-*")):
-        _remove(stale)
-    asides = sorted(parent.glob(f".{name}.old-*"))
-    if asides and not os.path.lexists(final):
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(asides.pop(0), final)
-    for stale in asides:
-        _remove(stale)
+    with deferred_signals():
+        for stale in sorted(parent.glob(f".{name}.tmp-*")):
+            _remove(stale)
+        asides = sorted(parent.glob(f".{name}.old-*"))
+        if asides and not os.path.lexists(final):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(asides.pop(0), final)
+        for stale in asides:
+            _remove(stale)
+
+
+def stale_siblings(directory: Path) -> dict[str, list[Path]]:
+    """{output name: its hidden temp/aside siblings} in `directory`, for the outputs no live writer holds."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    found: dict[str, list[Path]] = {}
+    for p in sorted(directory.iterdir()):
+        m = SIBLING.match(p.name)
+        if m:
+            found.setdefault(m["name"], []).append(p)
+    return {name: paths for name, paths in found.items() if locks.is_free(directory / name)}
+
+
+def sweep(directory: Path, own: Path | None = None) -> None:
+    """Recover every output of `directory` that an interrupted run left siblings of: `own` (whose lock the caller
+    holds) and each other one whose lock is free, taken for the time of its recovery. A live writer's are kept."""
+    directory = Path(directory)
+    if own is not None:
+        recover(own)
+    if not directory.is_dir():
+        return
+    names = {m["name"] for m in map(SIBLING.match, os.listdir(directory)) if m}
+    names |= {n[1:-len(".lock")] for n in os.listdir(directory) if n.startswith(".") and n.endswith(".lock")}
+    for name in sorted(names - {own.name if own is not None else None}):   # a free lock file goes too
+        with locks.held_if_free(directory / name, "sweep") as mine:
+            if mine:
+                recover(directory / name)
 
 
 def _remove(path: Path) -> None:
@@ -212,18 +314,58 @@ def replace(output: Output) -> Iterator[Path]:
     """Yield an empty temp directory beside the output; when the block succeeds, swap it in (old aside, new in,
     old deleted); when it fails, remove it and leave the old output untouched."""
     final = output.path
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        _fault("writing", final)
-        yield tmp
-        normalise_modes(tmp)
-        _fault("filled", final)
-        _check_existing(output)   # still ours: the output may have changed during a long compute
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _swap(tmp, final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        output = locked(output)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            _fault("writing", final)
+            yield tmp
+            normalise_modes(tmp)
+            _fault("filled", final)
+            _check_existing(output)   # still ours: the output may have changed during a long compute
+        except BaseException:
+            with deferred_signals():
+                _fault("cleaning", final)
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        with deferred_signals():
+            _swap(tmp, final)
+    finally:
+        output.release()
+
+
+@contextlib.contextmanager
+def replace_file(output: Output) -> Iterator[Path]:
+    """`replace` for an output claimed with `claim_file`: yield a temp file beside it, rename it in (mode 0644)
+    when the block succeeds, remove it when it fails; the lock is freed either way."""
+    final = output.path
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        output = locked(output)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are shared artifacts
+            _check_existing(output)
+        except BaseException:
+            with deferred_signals():
+                _fault("cleaning", final)
+                tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, final)
+    finally:
+        output.release()
+
+
+def locked(output: Output) -> Output:
+    """The output with its lock: claimed before its directory existed, it is taken now (after mkdir)."""
+    if output.lock is not None or not locks.ENABLED:
+        return output
+    return Output(output.path, output.command, output.option, output.recognise,
+                  locks.acquire(output.path, output.command, output.option), output.is_file)
 
 
 def _swap(tmp: Path, final: Path) -> None:
@@ -236,6 +378,28 @@ def _swap(tmp: Path, final: Path) -> None:
     if aside is not None:
         _fault("replaced", final)
         shutil.rmtree(aside)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (a clean-up or the two renames run to the end; a second ^C
+    during them takes effect after). SIGKILL cannot be held: `recover` finishes what it interrupts.
+
+    The handlers are swapped, not the signal mask: a signal sent to the process group reaches whichever thread
+    does not block it (torch and tokenizers start threads), but Python runs every handler in the main thread."""
+    if threading.current_thread() is not threading.main_thread():   # signal.signal works there only
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)   # None: set outside Python
+        if received:
+            signal.raise_signal(received[0])   # now, to the handler that was in place before the block
 
 
 def normalise_modes(root: Path) -> None:

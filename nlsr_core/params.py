@@ -1,17 +1,23 @@
 """Read and check a params file (params.yaml or a profile) against the config dataclasses of nlsr_core.config.
 
-An unknown section or key, or a value of the wrong type, is a one-line NlsrError naming it (`align.lrr: unknown
-key; expected one of lr, epochs, ...`). `defaults()` is every section at its defaults, which equal params.yaml's
-values (tests/test_consistency.py).
+An unknown section or key, a value of the wrong type, or one outside the range or choices declared beside its
+field (nlsr_core.config.checked) is a one-line NlsrError naming it (`align.lrr: unknown key; expected one of lr,
+epochs, ...`), for every section before any stage runs. A float field also takes YAML's string reading of an
+exponent without a dot (`2e-4`), which every YAML config writes and YAML 1.1 does not call a float.
+`defaults()` is every section at its defaults, which equal params.yaml's values (tests/test_consistency.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlsr_core.config import SECTIONS, config_field
+from nlsr_core.config import SECTIONS, check_section, config_field
+
+# A number YAML 1.1 reads as a string: an exponent without a dot (2e-4, 1E3); nan and inf stay strings.
+EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 from nlsr_core.errors import NlsrError
 
 
@@ -43,6 +49,8 @@ def _scalar(value, kind: str, where: str):
     kind = kind.replace("| None", "").strip()
     if value is None and nullable:
         return None
+    if kind == "float" and isinstance(value, str) and EXPONENT.match(value.strip()):
+        value = float(value)
     ok = {"str": isinstance(value, str), "bool": isinstance(value, bool),
           "int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -85,6 +93,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     for name, cls in SECTIONS.items():
         try:
             sections[name] = build(cls, raw.get(name) or {}, name)
+            check_section(name, sections[name])
         except NlsrError as exc:
             raise NlsrError(f"{path}: {exc}") from None
     return Params(sections)

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from nlsr_core.config import check_value
 from nlsr_core.neuron_keys import IdentifyError
 
 
@@ -40,16 +41,13 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise IdentifyError(f"nlsr.preset '{name}': expected one of {', '.join(PRESETS)}")
+    check_value("nlsr.preset", name, error=IdentifyError)   # PRESETS has the field's choices
     return PRESETS[name]
 
 
 def check_sparsity(sparsity: float) -> float:
     """P_SR must be in [0, 1): P_SR = 1 would keep no neuron at all."""
-    if not (isinstance(sparsity, (int, float)) and math.isfinite(sparsity) and 0.0 <= sparsity < 1.0):
-        raise IdentifyError(f"identify.sparsity (P_SR) = {sparsity}: expected a value in [0, 1)")
-    return float(sparsity)
+    return float(check_value("identify.sparsity", sparsity, error=IdentifyError))
 
 
 def round_half_up(x: float) -> int:

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 
 from nlsr_core.adapters import Adapter, AdapterError, check_compatible
-from nlsr_core.config import NlsrConfig, RealignConfig
+from nlsr_core.config import NlsrConfig, RealignConfig, check_value, choices
 from nlsr_core.errors import NlsrError
 from nlsr_core.presets import get_preset
 
-SELECTIONS = ("adaptive", "threshold")
+SELECTIONS = choices("realign", "selection")
 
 
 class RealignError(NlsrError):
@@ -51,12 +51,8 @@ class RealignParams:
 
     def __post_init__(self):
         get_preset(self.preset)
-        if self.selection not in SELECTIONS:
-            raise RealignError(f"realign.selection '{self.selection}': expected one of {', '.join(SELECTIONS)}")
-        if not (_finite(self.layer_prune) and 0.0 <= self.layer_prune <= 1.0):
-            raise RealignError(f"realign.layer_prune (P_L) = {self.layer_prune}: expected a value in [0, 1]")
-        if not (_finite(self.delta) and self.delta >= 0.0):
-            raise RealignError(f"realign.delta (δ) = {self.delta}: expected a value ≥ 0")
+        for name in ("selection", "layer_prune", "delta"):   # the ranges beside RealignConfig's fields
+            check_value(f"realign.{name}", getattr(self, name), error=RealignError)
         if not _finite(self.tau):
             raise RealignError(f"realign.tau (τ) = {self.tau}: expected a finite number")
 

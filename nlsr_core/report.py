@@ -159,9 +159,12 @@ def interval_table(cells: list[Judged]) -> list[str]:
     return lines
 
 
+RESULTS_TITLE = "# Results"   # results.md's first line: how `nlsr report` recognises its own file
+
+
 def results_markdown(judged: list[Judged]) -> str:
     """The whole results.md: one section per (task, method)."""
-    out = ["# Results", "",
+    out = [RESULTS_TITLE, "",
            "HS = harmfulness score (% of held-out harmful prompts answered harmfully, lower is better); "
            "FA = fine-tuning accuracy on the task's test split (higher is better); over-refusal = % of benign "
            "prompts refused (a refusal phrase in the answer's opening; file-backed data adds the synthetic "

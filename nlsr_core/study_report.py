@@ -54,8 +54,13 @@ def _patched(row: dict) -> str:
     return f"{row['patched_count']}/{row['module_count']}" if "patched_count" in row else "–"
 
 
+# The first lines of frontier.md and ablations.md: how `nlsr report` recognises its own files.
+FRONTIER_TITLE = "# Operating points: the realign trade-off"
+ABLATIONS_TITLE = "# Ablations"
+
+
 def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict]) -> str:
-    out = ["# Operating points: the realign trade-off", "",
+    out = [FRONTIER_TITLE, "",
            "Every setting of the grid (`frontier` params) scored on the **test** split with the judge stage's "
            "settings; masks for each P_SR come from one identification pass (stats.safetensors). "
            f"✓ = HS ≤ {HS_FACTOR:g} × HS(fine-tuned) and FA ≥ FA(fine-tuned) − {FA_SLACK:g} points. "
@@ -134,7 +139,7 @@ def mean_sd(values: list[float]) -> str:
 
 
 def ablations_markdown(ablations: dict[str, dict]) -> str:
-    out = ["# Ablations", "",
+    out = [ABLATIONS_TITLE, "",
            "Each row is the pipeline's NLSR setting with one change, scored on the test split (training-free: "
            "only realignment, and an identification pass where the reference or method changes). "
            "Rates: % [95% Wilson interval] (k/n).", ""]

@@ -37,6 +37,9 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
     from nlsr_core.study_points import builder, describe, score_points, settings_record
     from stages.cell_options import claim_result, write_result
 
+    from nlsr_core.config import check_value
+
+    check_value("ablate.seeds", list(seeds))   # before the claim: an empty list would ablate nothing
     cell = parse_cell(inputs["cell"])
     output = claim_result(Path(out or f"ablate/{cell.key}"), "ablate", inputs,
                           (("--identify-data", identify_data), ("--preference", preference)))

@@ -11,7 +11,6 @@ probability, draw, patched).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -36,12 +35,31 @@ def command(path, verify, modules):
     for line in audit_lines(path, verify=checks if verify else None, modules=modules):
         click.echo(line)
     if verify:
+        for line in leftover_lines(path):
+            click.echo(line)
         bad = {mark: sum(c == mark for c in checks) for mark in ("changed", "missing")}
         click.echo(f"verify: {checks.count(OK)} of {len(checks)} recorded inputs unchanged, {bad['changed']} "
                    f"changed, {bad['missing']} missing")
         if bad["changed"] or bad["missing"]:
             raise NlsrError(f"audit --verify {path}: {bad['changed']} recorded input(s) changed and "
                             f"{bad['missing']} missing since the artifact was made (marked above)")
+
+
+def leftover_lines(path: Path) -> list[str]:
+    """What interrupted writes left beside the artifact: hidden temp/aside siblings no live writer holds (the
+    next writing command in that directory removes them), and a run record listing the artifact as not rewritten
+    (nlsr_core.batch_record)."""
+    from nlsr_core.batch_record import pending_in
+    from nlsr_core.outputs import stale_siblings
+
+    top = artifact_dir(path)
+    lines = [f"leftover: {p} (an interrupted write of {name}; the next writing command in {top.parent} removes it)"
+             for name, paths in stale_siblings(top.parent).items() for p in paths]
+    pending = pending_in(top)
+    if pending is not None:
+        lines.append(f"incomplete: {pending[0]}: the last nlsr {pending[1]} into {top.parent} stopped before "
+                     f"rewriting {top.name}; it holds its earlier output")
+    return lines
 
 
 def artifact_dir(path: Path) -> Path | None:
@@ -60,11 +78,8 @@ def _read(path: Path) -> dict:
     from nlsr_core.errors import NlsrError
     from nlsr_core.lineage import LINEAGE_FILE, read_lineage
 
-    try:
-        record = read_lineage(path)
-    except json.JSONDecodeError as exc:
-        raise NlsrError(f"{path / LINEAGE_FILE}: not valid JSON ({exc.msg})") from None
-    if not isinstance(record, dict) or "stage" not in record:
+    record = read_lineage(path)   # one-line LineageError for a damaged file
+    if "stage" not in record:
         raise NlsrError(f"{path / LINEAGE_FILE}: not an nlsr lineage record (expected a 'stage' field)")
     return record
 

@@ -78,9 +78,10 @@ def _split_verbose(argv: list[str]) -> tuple[bool, list[str]]:
 
 def main(argv=None):
     """Entry point: bad input (NlsrError) becomes one line on stderr and exit status 1."""
-    from nlsr_core import progress
+    from nlsr_core import locks, progress
     from nlsr_core.errors import NlsrError
-    from stages.options import check_pipeline_params, install_fault_hook, preflight_tracking, progress_enabled
+    from stages.options import (check_pipeline_params, install_fault_hook, install_interrupts, preflight_tracking,
+                                progress_enabled, set_locking)
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose, command_args = _split_verbose(args)
@@ -93,6 +94,8 @@ def main(argv=None):
 
         warnings.filterwarnings("ignore", category=FutureWarning)
     try:
+        install_interrupts()
+        set_locking()
         install_fault_hook()
         check_pipeline_params()
         preflight_tracking(command_args)
@@ -110,6 +113,8 @@ def main(argv=None):
             raise
         click.echo(f"nlsr: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
         sys.exit(1)
+    finally:
+        locks.release_all()   # a command that stopped between claim and replace frees its outputs' locks
 
 
 if __name__ == "__main__":

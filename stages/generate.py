@@ -5,7 +5,8 @@
 
 The stack comes from the adapter's lineage.json: base `model`, `weak` W0 merged, then the adapter.
 Prompt files: plain text (one prompt per line) or JSONL ({"prompt": ...} or {"id": ..., "prompt": ...}).
-Output: JSONL {id, prompt, response} in input order.
+Output: JSONL {id, prompt, response} in input order. `--out` may replace only such a file (an earlier answer
+file), never an input of the call or a file of the stack it loads (the adapter, W0, a base model directory).
 """
 from __future__ import annotations
 
@@ -29,17 +30,19 @@ def command(adapter, model_name, seed, prompts_file, out_file, max_new_tokens, b
     """Answer every prompt of PROMPTS greedily and write {id, prompt, response} rows to OUT."""
     from pathlib import Path
 
-    from nlsr_core.fileio import atomic_file, write_jsonl
-    from nlsr_core.generate import GenerationSettings, generate_responses, load_plan, plan_stack
-    from nlsr_core.outputs import check_file_output
+    from nlsr_core.fileio import write_jsonl
+    from nlsr_core.generate import (GenerationSettings, answer_file, generate_responses, load_plan, plan_inputs,
+                                    plan_stack)
+    from nlsr_core.outputs import claim_file, replace_file
 
-    check_file_output(out_file, "--out", [("--prompts", prompts_file), ("--adapter", adapter)])
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, template=template)
-    rows = read_prompts(Path(prompts_file))
     plan = plan_stack(Path(adapter) if adapter else None, model_name)
+    output = claim_file(out_file, "generate", "--out", recognise=answer_file,
+                        inputs=[("--prompts", prompts_file), ("--adapter", adapter), *plan_inputs(plan)])
+    rows = read_prompts(Path(prompts_file))
     stack = load_plan(plan, seed=seed, compute=compute)
     answers = generate_responses(stack.model, stack.tokenizer, [r["prompt"] for r in rows], settings)
-    with atomic_file(Path(out_file)) as tmp:
+    with replace_file(output) as tmp:
         write_jsonl(tmp, [{**r, "response": a} for r, a in zip(rows, answers)])
     click.echo(f"generate: {len(rows)} answers from {plan.adapter or plan.model} -> {out_file}")
 

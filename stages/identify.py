@@ -41,7 +41,7 @@ def command(reference, model, weak, data, preference, identifier, sparsity, pres
             template, seed, compute, out):
     """Find the safety-critical neurons of the reference adapter and write masks + stats + summary."""
     from nlsr_core.adapters import load_adapter
-    from nlsr_core.errors import NlsrError
+    from nlsr_core.config import check_value
     from nlsr_core.identification import base_of, identification_files, identify_model
     from nlsr_core.neurons import get_identifier
     from nlsr_core.presets import check_sparsity, get_preset
@@ -51,9 +51,8 @@ def command(reference, model, weak, data, preference, identifier, sparsity, pres
     if sparsity is not None:
         check_sparsity(sparsity)
     get_preset(preset)
-    for name, value in (("--batch-size", batch_size), ("--max-length", max_length)):
-        if value < 1:
-            raise NlsrError(f"identify {name} = {value}: expected a positive integer")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        check_value(f"identify.{name}", value)
     out = out or Path("identify") / Path(reference).name
     ref = load_adapter(reference)
     base = base_of(reference, model, weak, compute)

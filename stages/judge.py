@@ -50,6 +50,7 @@ def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, rea
     """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
 
+    from nlsr_core.generate import check_plans
     from nlsr_core.judge import JUDGES, JudgeSpec
     from nlsr_core.judge.evaluate import parse_cell, load_splits
     from nlsr_core.judge_free import HELDOUT_PAIRS, load_pairs
@@ -68,6 +69,7 @@ def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, rea
                      dtype=compute.dtype)
     adapters = dict(zip(VARIANT_OPTIONS, (weak, aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
+    check_plans(plans)   # every adapter loaded and checked before the first answer (or cache write)
     splits = load_splits(Path(data_dir), parsed.task)
     pairs = load_pairs(Path(data_dir))
     out = Path(out_dir or f"judge/{parsed.key}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from nlsr_core.config import check_value, choices
 from nlsr_core.errors import NlsrError
 
 
@@ -174,15 +175,13 @@ def eval_settings(kwargs: dict, template: str):
     return EvalSettings(template=template, **{key: kwargs.pop(key) for _, key in EVAL_OPTIONS})
 
 
-# The alignment methods `nlsr align` knows (nlsr_core.train.ALIGNERS; a test keeps the two equal). Kept here
-# so prepare-data can check the sweep without importing TRL.
-ALIGN_METHODS = ("sft", "dpo", "orpo", "kto", "simpo")
+# The alignment methods `nlsr align` knows: grid.align_methods' choices (nlsr_core.train.ALIGNERS; a test keeps
+# the two equal), so prepare-data can check the sweep without importing TRL.
+ALIGN_METHODS = choices("grid", "align_methods")
 
 
 def check_align_methods(methods: list[str]) -> None:
-    unknown = [m for m in methods if m not in ALIGN_METHODS]
-    if unknown:
-        raise NlsrError(f"grid.align_methods: unknown method '{unknown[0]}'; expected one of {', '.join(ALIGN_METHODS)}")
+    check_value("grid.align_methods", list(methods))
 
 
 def repo_root():
@@ -258,8 +257,10 @@ def tracked(stage: str, key: str | None, params: dict, enabled: bool = True):
 
 def install_fault_hook() -> None:
     """Test hook for tests/test_faults.py, off unless NLSR_FAULT_DIR is set: each output step of
-    `nlsr_core.outputs` (`FAULT_POINTS`) then creates NLSR_FAULT_DIR/<step>, and the step named
-    by NLSR_FAULT_PAUSE also stops the process there until it is killed."""
+    `nlsr_core.outputs` (`FAULT_POINTS`) then creates NLSR_FAULT_DIR/<step>, the step named by NLSR_FAULT_PAUSE
+    also stops the process there until it is killed or interrupted (`STEP@NAME`: only the output named NAME, whose
+    steps alone are then marked), and the step named by NLSR_FAULT_SLOW waits
+    3 s there (a step that runs with interrupts deferred, such as `cleaning`, cannot be paused for good)."""
     import os
     import time
     from pathlib import Path
@@ -269,14 +270,43 @@ def install_fault_hook() -> None:
         return
     from nlsr_core import outputs
 
-    pause = os.environ.get("NLSR_FAULT_PAUSE", "")
+    pause, _, only = os.environ.get("NLSR_FAULT_PAUSE", "").partition("@")   # `point@NAME`: that output only
+    slow = os.environ.get("NLSR_FAULT_SLOW", "")
 
     def hook(point: str, path) -> None:
+        if only and Path(path).name != only:
+            return
         Path(where, point).write_text(f"{os.getpid()} {path}\n")
+        if point == slow:
+            time.sleep(3)
         while point == pause:
             time.sleep(60)
 
     outputs.FAULT_HOOK = hook
+
+
+def install_interrupts() -> None:
+    """SIGTERM raises SystemExit(143) like ^C raises KeyboardInterrupt, so an output's clean-up runs (no temp
+    sibling is left behind) instead of the process vanishing mid-write. Main thread only (signal's rule)."""
+    import signal
+    import threading
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
+
+
+def set_locking() -> None:
+    """Output locks (nlsr_core.locks) are off in a launched training rank: the launcher that started it
+    (stages/launch.py, NLSR_LAUNCHED) or rank 0 (RANK) holds the output's lock for the whole run."""
+    import os
+
+    from nlsr_core import locks
+
+    launched = bool(os.environ.get("NLSR_LAUNCHED")) or os.environ.get("RANK", "0") not in ("", "0")
+    locks.ENABLED = not launched
 
 
 # Commands that never write to MLflow, so they need no reachable server.

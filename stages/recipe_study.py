@@ -14,6 +14,9 @@ import click
 
 from stages.options import PATH, compute_options, config_option, model_option, template_option
 
+# The report's first line: how `nlsr recipe-study` recognises its own --report file.
+REPORT_TITLE = "# Alignment recipes: where the safety lives"
+
 
 @click.command("recipe-study")
 @click.option("--recipe", "names", multiple=True, help="a recipe of nlsr_core.recipes.RECIPES (repeatable) "
@@ -37,9 +40,9 @@ def command(names, data_dir, task, local_dir, model_name, compute, template, out
 
     from nlsr_core.alignment_report import alignment_markdown
     from nlsr_core.errors import NlsrError
-    from nlsr_core.fileio import atomic_file, write_json
+    from nlsr_core.fileio import write_json
     from nlsr_core.generate import StackPlan
-    from nlsr_core.outputs import check_file_output, claim, claim_container, replace
+    from nlsr_core.outputs import claim, claim_container, claim_file, replace, replace_file, titled
     from nlsr_core.recipe_study import (add_judge_free, base_file_name, cached_result, data_spec, is_study_dir,
                                         judge_variants, run_recipe)
     from nlsr_core.recipes import RECIPES
@@ -56,7 +59,7 @@ def command(names, data_dir, task, local_dir, model_name, compute, template, out
     spec = data_spec(data, local_dir)
     inputs = [("--data", data), ("--local-dir", local_dir)]
     claim_container(out, inputs=inputs)
-    report = check_file_output(report_path, "--report", inputs)
+    report = claim_file(report_path, "recipe-study", "--report", inputs=inputs, recognise=titled(REPORT_TITLE))
     outputs = {r.name: claim(out / r.name, "recipe-study", inputs=inputs, recognise=is_study_dir) for r in recipes}
 
     base_file = out / base_file_name(compute)
@@ -79,9 +82,9 @@ def command(names, data_dir, task, local_dir, model_name, compute, template, out
                    f"M'+Wa {result['judged']['aligned']['hs']['pct']:.0f}, over-refusal "
                    f"{result['judged']['aligned']['over_refusal']['pct']:.0f}")
     text = alignment_markdown(results, {r.name: r.record() for r in recipes}, hs_base)
-    with atomic_file(report) as tmp:
-        tmp.write_text(f"# Alignment recipes: where the safety lives\n\nData: source `{spec.source}` "
+    with replace_file(report) as tmp:
+        tmp.write_text(f"{REPORT_TITLE}\n\nData: source `{spec.source}` "
                        f"(`{data}`). HS(M) = {hs_base:.0f} "
                        f"(`{base_file}`). Written by `nlsr recipe-study` from `{out}/<recipe>/result.json`.\n\n"
                        + text, encoding="utf-8")
-    click.echo(f"recipe-study: wrote {report} ({len(results)} recipes)")
+    click.echo(f"recipe-study: wrote {report.path} ({len(results)} recipes)")

@@ -22,10 +22,29 @@ def repair(method: str, finetuned: list, out, **options) -> None:
 
     if method not in METHODS:
         raise NlsrError(f"realign --method '{method}': expected one of {', '.join(METHODS)}")
+    check_lineages([*finetuned, *(options.get(k) for k in ("reference", "aligned"))])
     inputs = [*(("--finetuned", f) for f in finetuned),
               *((f"--{k}", options.get(k)) for k in ("reference", "masks", "stats", "aligned"))]
-    outs = output_dirs(finetuned, out, "safelora" if method == "safelora" else "realign", inputs)
-    METHODS[method](finetuned=finetuned, outs=outs, method=method, **options)
+    stage = "safelora" if method == "safelora" else "realign"
+    outs = output_dirs(finetuned, out, stage, inputs)
+    if len(outs) == 1:
+        METHODS[method](finetuned=finetuned, outs=outs, method=method, record=None, **options)
+        return
+    from nlsr_core.batch_record import batch_record
+
+    # several outputs in one container: which are complete is recorded while they are written
+    with batch_record(out, stage, [o.path.name for o in outs], commands=("realign", "safelora")) as record:
+        METHODS[method](finetuned=finetuned, outs=outs, method=method, record=record, **options)
+
+
+def check_lineages(adapters: list) -> None:
+    """Every input adapter's lineage.json, when it has one, must be readable (nlsr_core.lineage.read_lineage's
+    one-line error), before anything is claimed: outputs inherit the base and W0 from it."""
+    from nlsr_core.lineage import lineage_or_empty
+
+    for adapter in adapters:
+        if adapter is not None and Path(adapter).is_dir():
+            lineage_or_empty(Path(adapter))
 
 
 def output_dirs(finetuned: list[Path], out: Path, stage: str, inputs: list) -> list:
@@ -75,7 +94,7 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
 
 
 def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, selection, layer_prune, delta, tau,
-              seed, allow_pickle, method="nlsr", **_):
+              seed, allow_pickle, method="nlsr", record=None, **_):
     """NLSR (eqs. 8-11) with the identified masks, or with random masks at their kept count (random-masks)."""
     from nlsr_core.adapters import load_adapter
     from nlsr_core.baselines import random_mask_realign
@@ -95,19 +114,20 @@ def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, sel
     inputs = [input_record(reference, "reference"), input_record(mask_path, "masks")]
     record_params = {"method": method, **params.__dict__, **mask_info.pop("sparsity", {})}
     for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, inputs, record_params, fallback=reference, extra=mask_info)
+        _write(out, path, res, inputs, record_params, fallback=reference, extra=mask_info, record=record)
 
 
 def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safety_vector_gamma, allow_pickle,
-               method, **_):
+               method, record=None, **_):
     """The mask-free baselines: interpolate toward --reference (λ), or add γ·ΔWa of --aligned (safety-vector)."""
     from nlsr_core.adapters import load_adapter
-    from nlsr_core.baselines import check_fraction, interpolate, safety_vector
+    from nlsr_core.baselines import interpolate, safety_vector
+    from nlsr_core.config import check_value
     from nlsr_core.lineage import input_record
 
     # the knob first: a bad value fails before any adapter is read
-    check_fraction(interpolate_lambda, "realign.interpolate_lambda (λ)")
-    check_fraction(safety_vector_gamma, "realign.safety_vector_gamma (γ)", high=None)
+    for name, value in (("interpolate_lambda", interpolate_lambda), ("safety_vector_gamma", safety_vector_gamma)):
+        check_value(f"realign.{name}", value)
     if method == "interpolate":
         source, role, knob, value = reference, "reference", "interpolate_lambda", interpolate_lambda
         repair_one = interpolate
@@ -117,10 +137,11 @@ def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safet
     other = load_adapter(_require(source, f"--{role} DIR", method), allow_pickle=allow_pickle)
     results = [repair_one(load_adapter(p, allow_pickle=allow_pickle), other, value) for p in finetuned]
     for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, [input_record(source, role)], {"method": method, knob: value}, fallback=source)
+        _write(out, path, res, [input_record(source, role)], {"method": method, knob: value}, fallback=source, record=record)
 
 
-def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection, allow_pickle, **_):
+def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection, allow_pickle, record=None,
+                  **_):
     """SafeLoRA: project drifted modules onto the aligned adapter's safety subspace."""
     from nlsr_core.adapters import load_adapter
     from nlsr_core.lineage import input_record
@@ -131,7 +152,7 @@ def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection
     results = [safelora(load_adapter(p, allow_pickle=allow_pickle), al, params) for p in finetuned]
     record_params = {"method": "safelora", "safelora_tau": params.tau, "safelora_projection": params.projection}
     for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, [input_record(aligned, "aligned")], record_params, fallback=aligned)
+        _write(out, path, res, [input_record(aligned, "aligned")], record_params, fallback=aligned, record=record)
 
 
 # The repair methods of `nlsr realign --method` (docs/DESIGN.md §7.2): NLSR, SafeLoRA and the training-free
@@ -141,7 +162,8 @@ METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora, "random-masks": _run_nl
 
 
 def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,
-           extra: dict | None = None) -> None:
+           extra: dict | None = None, record=None) -> None:
+    """Write one repaired adapter; with `record` (nlsr_core.batch_record, several outputs), mark it complete."""
     from nlsr_core.adapters import save_adapter
     from nlsr_core.lineage import base_fields, input_record
     from stages.artifact import write_artifact
@@ -156,7 +178,11 @@ def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fa
         return {"seed": params.get("seed"), "modules": [r.as_dict() for r in result.records], **summary, **base,
                 **(extra or {})}
 
+    if record is not None:
+        record.begin()
     write_artifact(output, stage, out.name, [input_record(finetuned, "finetuned"), *inputs], params, fill,
                    metrics={k: summary[k] for k in ("patched_count", "patched_fraction")})
+    if record is not None:
+        record.done(out.name)
     click.echo(f"realign: {out}: patched {summary['patched_count']}/{summary['module_count']} modules")
 

@@ -42,23 +42,30 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
 
     from nlsr_core import report, study_report
     from nlsr_core.finetune_seeds import finetune_seeds_markdown
-    from nlsr_core.fileio import atomic_file, write_json
-    from nlsr_core.outputs import check_file_output, claim, only_files, replace
+    from nlsr_core.fileio import write_json
+    from nlsr_core.finetune_seeds import FINETUNE_SEEDS_TITLE
+    from nlsr_core.outputs import claim, claim_file, json_of_mappings, only_files, replace, replace_file, titled
     from nlsr_core.plots import plot_frontier, plot_hs_fa, plot_similarity
 
     inputs = [*(("--judged", p) for p in judged_paths), *(("--realigned", d) for d in realigned_dirs),
               ("--frontier", frontier_dir), ("--calibrate", calibrate_dir), ("--ablate", ablate_dir),
               ("--finetune-seeds", finetune_seeds_dir)]
-    for option, path in (("--metrics", metrics_file), ("--results", results_file), ("--frontier-md", frontier_md),
-                         ("--ablations-md", ablations_md), ("--finetune-seeds-md", finetune_seeds_md)):
-        check_file_output(path, option, inputs)
+    # Each file output may replace only what this command writes there (recognised by its contents).
+    files = {option: claim_file(path, "report", option, inputs=inputs, recognise=recognise)
+             for option, path, recognise, given in (
+                 ("--metrics", metrics_file, json_of_mappings, True),
+                 ("--results", results_file, titled(report.RESULTS_TITLE), True),
+                 ("--frontier-md", frontier_md, titled(study_report.FRONTIER_TITLE), frontier_dir),
+                 ("--ablations-md", ablations_md, titled(study_report.ABLATIONS_TITLE), ablate_dir),
+                 ("--finetune-seeds-md", finetune_seeds_md, titled(FINETUNE_SEEDS_TITLE), finetune_seeds_dir))
+             if given}
     plots = claim(Path(plots_dir), "report", option="--plots", inputs=inputs, recognise=only_files(PLOT_FILES))
     judged = report.load_judged([Path(p) for p in judged_paths])
     realigned = (report.expand_adapter_dirs([Path(d) for d in realigned_dirs]) if realigned_dirs
                  else report.realigned_dirs(judged))
-    with atomic_file(Path(metrics_file)) as tmp:
+    with replace_file(files["--metrics"]) as tmp:
         write_json(tmp, report.metrics(judged))
-    with atomic_file(Path(results_file)) as tmp:
+    with replace_file(files["--results"]) as tmp:
         tmp.write_text(report.results_markdown(judged), encoding="utf-8")
     columns, rows = report.hs_fa_rows(judged)
     sim = report.similarity_rows(realigned)
@@ -66,14 +73,14 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     calibrations = study_report.load_docs(Path(calibrate_dir) if calibrate_dir else None, "calibrate")
     ablations = study_report.load_docs(Path(ablate_dir) if ablate_dir else None, "ablate")
     if frontier_dir:
-        with atomic_file(Path(frontier_md)) as tmp:
+        with replace_file(files["--frontier-md"]) as tmp:
             tmp.write_text(study_report.frontier_markdown(frontiers, calibrations), encoding="utf-8")
     if ablate_dir:
-        with atomic_file(Path(ablations_md)) as tmp:
+        with replace_file(files["--ablations-md"]) as tmp:
             tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
     if finetune_seeds_dir:
         replicated = study_report.load_docs(Path(finetune_seeds_dir), "finetune-seeds", key="replicates")
-        with atomic_file(Path(finetune_seeds_md)) as tmp:
+        with replace_file(files["--finetune-seeds-md"]) as tmp:
             tmp.write_text(finetune_seeds_markdown(replicated), encoding="utf-8")
     with replace(plots) as tmp:
         if frontier_dir:

@@ -157,3 +157,84 @@ def test_misspelt_key_fails_a_stage_under_dvc(tmp_path, monkeypatch):
     assert out.stderr.strip().splitlines() == [
         f"nlsr: error: {tmp_path / 'params.yaml'}: realign.layer_prunee: unknown key; expected one of "
         "selection, layer_prune, delta, tau, seed, interpolate_lambda, safety_vector_gamma"]
+
+
+# The issue's case 3: out-of-range values, each caught by load_params (so by every DVC stage, before any of them
+# runs) with the line the command that uses the value gives.
+RANGE_CASES = [
+    ("identify", "sparsity", -0.1, "identify.sparsity (P_SR) = -0.1: expected a value in [0, 1)"),
+    ("identify", "identifier", "bogus",
+     "identify.identifier 'bogus': expected one of lowrank, wanda, snip, preference-snip, random"),
+    ("judge", "batch_size", 0, "judge.batch_size = 0: expected a positive integer"),
+    ("ablate", "seeds", [], "ablate.seeds: empty; expected at least one seed"),
+    ("grid", "poison_ratios", [], "grid.poison_ratios: empty; expected at least one poison ratio"),
+    ("grid", "poison_ratios", [0.1, 1.5], "grid.poison_ratios = 1.5: expected a value in [0, 1]"),
+    ("realign", "layer_prune", 2.0, "realign.layer_prune (P_L) = 2.0: expected a value in [0, 1]"),
+    ("finetune_seeds", "seeds", [], "finetune_seeds.seeds: empty; expected at least one fine-tuning seed besides "
+                                    "the pipeline's"),
+]
+
+
+@pytest.mark.parametrize("section, key, value, message", RANGE_CASES, ids=lambda v: str(v))
+def test_out_of_range_params_are_one_line(tmp_path, section, key, value, message):
+    from nlsr_core.errors import NlsrError
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump({**PARAMS, section: {**PARAMS[section], key: value}}))
+    with pytest.raises(NlsrError) as info:
+        load_params(bad)
+    assert str(info.value) == f"{bad}: {message}"
+
+
+@pytest.mark.parametrize("check, message", [
+    (lambda: __import__("nlsr_core.presets", fromlist=["x"]).check_sparsity(-0.1), RANGE_CASES[0][3]),
+    (lambda: __import__("nlsr_core.neurons", fromlist=["x"]).get_identifier("bogus"), RANGE_CASES[1][3]),
+    (lambda: __import__("nlsr_core.judge.settings", fromlist=["x"]).EvalSettings(batch_size=0), RANGE_CASES[2][3]),
+    (lambda: __import__("nlsr_core.realign", fromlist=["x"]).RealignParams(layer_prune=2.0), RANGE_CASES[6][3]),
+])
+def test_the_library_gives_the_same_line(check, message):
+    from nlsr_core.errors import NlsrError
+
+    with pytest.raises(NlsrError) as info:
+        check()
+    assert str(info.value) == message
+
+
+def test_an_empty_grid_axis_stops_the_first_stage_under_dvc(tmp_path):
+    """`grid.poison_ratios: []` let prepare-data write its own fallback mix while dvc.lock recorded []."""
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "grid": {**PARAMS["grid"], "poison_ratios": []}}))
+    out = subprocess.run([sys.executable, "-m", "stages.cli", "prepare-data", "--out", str(tmp_path / "data")],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={"DVC_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin", "NLSR_TRACKING": "off"})
+    assert out.returncode == 1 and not (tmp_path / "data").exists()
+    assert out.stderr.strip().splitlines() == [
+        f"nlsr: error: {tmp_path / 'params.yaml'}: grid.poison_ratios: empty; expected at least one poison ratio"]
+
+
+def test_an_exponent_without_a_dot_is_a_float_where_the_field_is_one(tmp_path):
+    """YAML 1.1 reads `2e-4` as a string; every YAML config writes learning rates that way."""
+    from nlsr_core.errors import NlsrError
+
+    text = yaml.safe_dump({**PARAMS, "align": {**PARAMS["align"], "lr": 1.0}}).replace("lr: 1.0", "lr: 2e-4")
+    (tmp_path / "params.yaml").write_text(text)
+    assert "lr: 2e-4" in text and load_params(tmp_path / "params.yaml").align.lr == 2e-4
+    (tmp_path / "params.yaml").write_text(text.replace("lr: 2e-4", "lr: inf"))
+    with pytest.raises(NlsrError, match=r"align\.lr: 'inf' is not a float"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_choices_are_the_dispatch_tables():
+    """One list of names per field: the dispatch tables hold exactly the choices declared beside the field."""
+    from nlsr_core.config import choices
+    from nlsr_core.data.base import TASKS
+    from nlsr_core.judge import JUDGES
+    from nlsr_core.neurons import IDENTIFIERS
+    from nlsr_core.presets import PRESETS
+
+    assert choices("identify", "identifier") == tuple(IDENTIFIERS)
+    assert choices("nlsr", "preset") == tuple(PRESETS)
+    assert choices("judge", "name") == tuple(JUDGES)
+    assert choices("grid", "tasks") == tuple(TASKS)

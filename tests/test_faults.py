@@ -25,6 +25,42 @@ from tests.conftest import REPO, run_cli
 from tests.test_outputs import tree
 
 POINTS = ("claimed", "writing", "filled", "aside", "replaced")
+STARTED: list[subprocess.Popen] = []   # every `nlsr` this module starts in the background, stopped after each test
+
+
+def start(args: list, cwd: Path, env: dict, **popen) -> subprocess.Popen:
+    """`nlsr ARGS` in its own process group (session), recorded so that it ends with the test, pass or fail: a
+    process paused at a fault point (NLSR_FAULT_PAUSE) otherwise waits for ever."""
+    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, env=env,
+                            start_new_session=True, **popen)
+    STARTED.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End `proc`'s process group unless the test already reaped it: SIGTERM (its clean-up runs), then SIGKILL."""
+    for sig, timeout in ((signal.SIGTERM, 30), (signal.SIGKILL, 60)):
+        if proc.poll() is not None:     # reaped: its pid may be reused, signal nothing
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture(autouse=True)
+def no_orphans():
+    """Every background `nlsr` a test started ends with it, whatever the test's outcome."""
+    yield
+    while STARTED:
+        stop(STARTED.pop())
 
 
 def kill_at(args: list, cwd: Path, point: str, delay: float = 1.0) -> None:
@@ -33,8 +69,7 @@ def kill_at(args: list, cwd: Path, point: str, delay: float = 1.0) -> None:
     faults.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off", "NLSR_FAULT_DIR": str(faults),
            "NLSR_FAULT_PAUSE": "" if point == "mid-compute" else point}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start(args, cwd, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marker = faults / ("claimed" if point == "mid-compute" else point)
     deadline = time.monotonic() + 600
     try:
@@ -62,8 +97,12 @@ def nlsr(args: list, cwd: Path) -> None:
 
 
 def leftovers(out: Path) -> list[str]:
-    """Hidden temp/aside siblings of `out`."""
-    return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
+    """Hidden temp/aside siblings of `out`, and its lock file while someone holds it (a SIGKILLed writer leaves
+    the file, free: flock dies with its holder, and the next writer removes it)."""
+    from nlsr_core.locks import is_free, lock_path
+
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.*")
+                  if p != lock_path(out) or not is_free(out))
 
 
 def aside_of(out: Path) -> Path:
@@ -184,6 +223,123 @@ def test_report_killed_between_renames(tmp_path):
     doc.write_text(json.dumps(changed))
     new = kill_then_rerun(args, tmp_path, tmp_path / "plots", "aside")
     assert set(new) >= {"hs_fa_vs_p.csv", "hs_fa_vs_p.png", "similarity.csv"}
+
+
+# --------------------------------------------------------------------------------------------- writers and interrupts
+def start_paused(args: list, cwd: Path, point: str, **env) -> tuple[subprocess.Popen, Path]:
+    """Start `nlsr ARGS` in its own process and wait until it stops at `point` (NLSR_FAULT_PAUSE); returns the
+    process and its fault directory. `env` adds variables (NLSR_FAULT_SLOW=...). The process is stopped after
+    the test (`no_orphans`) if the test has not reaped it."""
+    faults = cwd / f".faults-{time.monotonic_ns()}"
+    faults.mkdir()
+    proc = start(args, cwd, {**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off",
+                             "NLSR_FAULT_DIR": str(faults), "NLSR_FAULT_PAUSE": point, **env},
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(proc, faults / point.partition("@")[0])
+    return proc, faults
+
+
+def wait_for(proc: subprocess.Popen, marker: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited ({proc.returncode}) before {marker.name}:\n{proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"never reached {marker.name}"
+        time.sleep(0.05)
+
+
+def run_nlsr(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    """`nlsr ARGS` to completion in its own process (a second writer beside a paused one)."""
+    return subprocess.run([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO), "NLSR_TRACKING": "off"})
+
+
+def hidden(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and not p.name.startswith(".faults"))
+
+
+def test_a_second_writer_of_the_same_out_is_refused_while_the_first_writes(adapters):
+    """Two real writers of one --out: the second gets one line naming the first's pid, deletes nothing of its
+    work in progress, and the first then completes its output."""
+    nlsr(realign_args("expected", 7), adapters)
+    first, faults = start_paused(realign_args("out", 7), adapters, "filled")   # its new output is in its temp dir
+    work = [p for p in hidden(adapters) if p.startswith(".out.tmp-")]
+    second = run_nlsr(realign_args("out", 3), adapters)
+    assert second.returncode == 1 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert f"--out out: nlsr realign (pid {first.pid}) is writing it now; expected one writer at a time" \
+        in second.stderr
+    assert work and all((adapters / w).exists() for w in work)   # the first one's temp dir survived
+    assert not (adapters / "out").exists()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    shutil.rmtree(faults)
+    nlsr(realign_args("out", 7), adapters)   # the lock died with its holder: the next writer recovers and writes
+    assert tree(adapters / "out") == tree(adapters / "expected") and leftovers(adapters / "out") == []
+
+
+def test_a_writer_cleans_only_the_stale_siblings_of_its_directory(adapters):
+    """Siblings of another output whose writer is alive are kept; those nobody holds are cleaned by the next
+    writing command in that directory."""
+    live, faults = start_paused(realign_args("busy", 7), adapters, "filled")
+    (adapters / ".gone.tmp-abc123").mkdir()          # an interrupted write of `gone`, nobody holds it
+    (adapters / ".gone.tmp-abc123" / "f").write_text("x")
+    nlsr(realign_args("out", 0), adapters)
+    names = hidden(adapters)
+    assert not any(n.startswith(".gone.") for n in names), names
+    assert any(n.startswith(".busy.tmp-") for n in names) and ".busy.lock" in names, names
+    os.killpg(live.pid, signal.SIGKILL)
+    live.wait()
+    shutil.rmtree(faults)
+
+
+@pytest.mark.parametrize("point", ["writing", "filled"])
+def test_sigterm_leaves_no_hidden_sibling(adapters, point):
+    """SIGTERM mid-write: the old output stays and the temp directory goes with the process, not at the next
+    run."""
+    nlsr(realign_args("out", 0), adapters)
+    old = tree(adapters / "out")
+    proc, faults = start_paused(realign_args("out", 7), adapters, point)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    shutil.rmtree(faults)
+    assert tree(adapters / "out") == old and hidden(adapters) == [], hidden(adapters)
+
+
+def test_a_second_sigint_during_the_clean_up_waits_for_it(adapters):
+    """^C stops the write; a second ^C while its temp directory is being removed takes effect only after."""
+    nlsr(realign_args("out", 0), adapters)
+    old = tree(adapters / "out")
+    proc, faults = start_paused(realign_args("out", 7), adapters, "filled", NLSR_FAULT_SLOW="cleaning")
+    os.killpg(proc.pid, signal.SIGINT)
+    wait_for(proc, faults / "cleaning")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    shutil.rmtree(faults)
+    assert tree(adapters / "out") == old and hidden(adapters) == [], hidden(adapters)
+
+
+def test_an_interrupted_multi_adapter_run_records_which_children_are_new(adapters):
+    """The issue's case 6: killed while writing the second of two adapters, the container says which child is
+    new; `audit --verify` reports the record and the temp sibling; the next run cleans both up."""
+    shutil.copytree(adapters / "ft", adapters / "ft2")
+    nlsr(realign_args("many", 0, "ft", "ft2"), adapters)
+    old = {name: tree(adapters / "many" / name) for name in ("ft", "ft2")}
+    proc, faults = start_paused(realign_args("many", 7, "ft", "ft2"), adapters, "filled@ft2")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shutil.rmtree(faults)
+    assert tree(adapters / "many" / "ft") != old["ft"] and tree(adapters / "many" / "ft2") == old["ft2"]
+    record = json.loads((adapters / "many" / "nlsr-progress.json").read_text())
+    assert (record["command"], record["complete"], record["pending"]) == ("realign", ["ft"], ["ft2"])
+    audit = run_nlsr(["audit", "--verify", "many/ft2"], adapters)
+    assert audit.returncode == 0, audit.stderr
+    lines = audit.stdout.splitlines()
+    assert "incomplete: many/nlsr-progress.json: the last nlsr realign into many stopped before rewriting ft2; " \
+           "it holds its earlier output" in lines, audit.stdout
+    assert any(line.startswith("leftover: many/.ft2.tmp-") and line.endswith(
+        "(an interrupted write of ft2; the next writing command in many removes it)") for line in lines), lines
+    nlsr(realign_args("many", 7, "ft", "ft2"), adapters)
+    assert sorted(p.name for p in (adapters / "many").iterdir()) == ["ft", "ft2"]
 
 
 # --------------------------------------------------------------------------------------------- model-backed commands

@@ -437,3 +437,26 @@ def test_judge_scores_the_benign_sensitive_probes_separately(cell_fixture, tmp_p
     rows = [json.loads(x) for x in (tmp_path / "out" / "base" / "benign_sensitive.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [p["id"] for p in probes] and all("refused" in r for r in rows)
     assert "over-refusal (sensitive probes)" in stdout
+
+
+def test_judge_checks_every_adapter_before_the_first_answer(cell_fixture, tmp_path):
+    """The issue's case 5: a NaN --realigned used to fail only after the other variants were answered (and their
+    answers cached). Now every adapter is loaded and checked first: one line, no output, no cache written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    fx = cell_fixture
+    bad = tmp_path / "realigned-nan"
+    shutil.copytree(fx["realigned"], bad)
+    tensors = load_file(bad / "adapter_model.safetensors")
+    first = sorted(tensors)[0]
+    tensors[first][0, 0] = float("nan")
+    save_file(tensors, bad / "adapter_model.safetensors")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = _judge_args(fx, out, extra=["--realigned", bad])
+    args[args.index("--cache") + 1] = cache
+    code, _, err = run_cli(args)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"nlsr: error: {bad}: tensor {first} contains NaN or Inf" in err
+    assert not out.exists() and not cache.exists()

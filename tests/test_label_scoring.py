@@ -96,9 +96,9 @@ def test_jobs_and_cache_keys():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"fa_mode": "vote"}, "judge.fa_mode 'vote'"),
-    ({"opening_tokens": 0}, "judge.opening_tokens=0"),
-    ({"max_new_tokens": -1}, "judge.max_new_tokens=-1"),
-    ({"gsm8k_tokens": 0}, "judge.gsm8k_tokens=0"),
+    ({"opening_tokens": 0}, "judge.opening_tokens = 0"),
+    ({"max_new_tokens": -1}, "judge.max_new_tokens = -1"),
+    ({"gsm8k_tokens": 0}, "judge.gsm8k_tokens = 0"),
 ])
 def test_eval_settings_errors(kwargs, message):
     from nlsr_core.errors import NlsrError
@@ -133,7 +133,7 @@ def test_judge_scores_fa_and_keys_the_cache_by_mode(cell_fixture, one_torch_thre
 
 @pytest.mark.parametrize("extra, cell, message", [
     (["--fa-mode", "vote"], "sst2-p0.1-dpo", "judge.fa_mode 'vote': expected one of score, generate"),
-    (["--opening-tokens", "0"], "sst2-p0.1-dpo", "judge.opening_tokens=0: expected a positive integer"),
+    (["--opening-tokens", "0"], "sst2-p0.1-dpo", "judge.opening_tokens = 0: expected a positive integer"),
     (["--fa-mode", "score"], "gsm8k-p0.1-dpo", "task 'gsm8k' has no label strings to score"),
 ])
 def test_answering_bad_input(cell_fixture, extra, cell, message):  # noqa: F811

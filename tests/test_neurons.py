@@ -245,7 +245,7 @@ def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path
 
 @pytest.mark.parametrize("extra,needle", [
     (["--sparsity", "1.0"], "sparsity"), (["--sparsity", "-0.2"], "sparsity"), (["--identifier", "magic"], "identifier"),
-    (["--preset", "mine"], "preset"), (["--data", "nope.jsonl"], "nope.jsonl"), (["--batch-size", "0"], "batch-size"),
+    (["--preset", "mine"], "preset"), (["--data", "nope.jsonl"], "nope.jsonl"), (["--batch-size", "0"], "identify.batch_size = 0: expected a positive integer"),
 ])
 def test_cli_identify_bad_input(reference_dir, tmp_path, extra, needle):
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(2))

@@ -257,6 +257,59 @@ def test_generate_never_overwrites_its_prompts(tmp_path):
     assert prompts.read_text() == "How do I bake bread?\n"
 
 
+def test_generate_replaces_only_an_answer_file_it_wrote(tmp_path, monkeypatch):
+    """The issue's case 1: --out onto an unrelated file or onto W0's weights (loaded through the adapter's
+    lineage) is refused in one line and leaves it byte for byte; an earlier answer file is replaced."""
+    from tests.conftest import TINY_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    write_adapter(tmp_path / "w0", random_adapter(1))
+    write_adapter(tmp_path / "ft", random_adapter(2), {"stage": "finetune", "model": TINY_MODEL, "weak": "w0"})
+    (tmp_path / "p.txt").write_text("How do I bake bread?\n")
+    (tmp_path / "precious.txt").write_text("my notes\n")
+    before = tree(tmp_path)
+    args = ["generate", "--adapter", "ft", "--prompts", "p.txt", "--max-new-tokens", 2, "--out"]
+    code, _, err = run_cli([*args, "precious.txt"])
+    one_line_error(code, err, "--out precious.txt: an existing file that nlsr generate did not write (it is not a "
+                              "JSONL file of {id, prompt, response} rows)")
+    code, _, err = run_cli([*args, "w0/adapter_model.safetensors"])
+    one_line_error(code, err, "--out w0/adapter_model.safetensors: lies inside the input W0 (the weak adapter "
+                              "ft/lineage.json names) w0")
+    assert tree(tmp_path) == before
+    (tmp_path / "answers.jsonl").write_text('{"id": 0, "prompt": "old", "response": "old"}\n')
+    code, _, err = run_cli([*args, "answers.jsonl"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "answers.jsonl").read_text())["prompt"] == "How do I bake bread?"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("command", ["generate", "realign", "audit"])
+def test_a_damaged_lineage_is_one_line_for_every_reader(repo, command):
+    """The issue's case 4: `echo '{"stage":' > ft/lineage.json`; generate raised a JSONDecodeError traceback and
+    realign accepted the adapter. Every reader now answers with the file and the JSON error."""
+    ft = "adapters/finetuned/sst2-p0.1-dpo"
+    (repo / ft / "lineage.json").write_text('{"stage":\n')
+    (repo / "p.txt").write_text("hi\n")
+    args = {"generate": ["generate", "--adapter", ft, "--prompts", "p.txt", "--out", "a.jsonl"],
+            "realign": [*REALIGN, "--finetuned", ft, "--out", "out"],
+            "audit": ["audit", ft]}[command]
+    before = tree(repo)
+    code, _, err = run_cli(args)
+    one_line_error(code, err, f"nlsr: error: {ft}/lineage.json: not valid JSON (Expecting value at line 2 column 1); "
+                              "expected the lineage record of an nlsr artifact")
+    assert tree(repo) == before and not (repo / "out").exists()
+
+
+def test_report_replaces_only_its_own_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "results.md").write_text("# My own results\n")
+    code, _, err = run_cli(["report", "--judged", "judge", "--results", "results.md"])
+    one_line_error(code, err, "--results results.md: an existing file that nlsr report did not write (its first "
+                              "line is not '# Results')")
+    assert (tmp_path / "results.md").read_text() == "# My own results\n"
+
+
 def test_lineage_records_no_machine_path(repo):
     """Absolute paths under the working directory (the repository root for DVC) are recorded relative to it."""
     args = ["realign", "--finetuned", repo / "adapters/finetuned/sst2-p0.1-dpo", "--reference",

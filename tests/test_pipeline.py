@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nlsr_core import locks
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -253,7 +254,11 @@ def test_killed_stage_leaves_no_partial_output(repo):
     # temp dirs from the killed run are hidden (.name.tmp-*) and ignored by DVC; the next repro completes
     sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"})
     assert (target / "adapter_model.safetensors").is_file()
-    assert [p.name for p in target.parent.iterdir()] == ["sst2-p0.1-dpo"]  # stale temp dirs were cleared
+    # DVC restores the output from its run cache without running nlsr there, so the killed writer's lock file
+    # may stay: it is free (the kernel freed it with its holder) and the next writer in the directory removes it
+    rest = sorted(p.name for p in target.parent.iterdir())
+    assert set(rest) <= {".sst2-p0.1-dpo.lock", "sst2-p0.1-dpo"} and "sst2-p0.1-dpo" in rest, rest
+    assert locks.is_free(target)
     assert ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout) == set()
 
 

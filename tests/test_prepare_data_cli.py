@@ -28,7 +28,7 @@ def test_same_params_give_byte_identical_outputs(tmp_path):
     (["--finetune-n", "0"], "n"),
     (["--tasks", "mnli"], "mnli"),
     (["--source", "nope"], "unknown source"),
-    (["--align_methods", "ppo"], "unknown method 'ppo'"),
+    (["--align_methods", "ppo"], "grid.align_methods 'ppo': expected one of sft, dpo"),
     (["--poison_pool", "2", "--finetune-n", "100", "--poison_ratios", "0.5"], "poison"),
     (["--source", "local", "--local-dir", "/nonexistent/paper", "--contrast_sensitive", "0"], "/nonexistent/paper"),
     (["--source", "local", "--local-dir", "/nonexistent/paper"], "source 'local' has no benign-sensitive prompts"),

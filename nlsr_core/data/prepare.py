@@ -143,31 +143,31 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
     `finalize(tmp_dir)` (optional) runs inside the temporary directory before it is renamed into place, so a
     caller can add e.g. its `lineage.json` atomically with the data.
     """
-    output = claim(out_dir, "prepare-data", inputs=inputs or [], recognise=written_by_prepare)
-    suite = build_suite(spec)
-    files = suite_files(suite, spec.tasks)
-    mix_rows, mix_entries = build_mixes(suite, spec, list(mixes), finetune_n)
-    files.update(mix_rows)
-    files.update(calibration_files(suite, spec, files))
-    files.update(heldout_pair_file(suite, files))
-    with replace(output) as tmp:
-        for rel, rows in files.items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_jsonl(tmp / rel, rows)
-        manifest = {
-            "source": spec.source,
-            "seed": spec.seed,
-            "preference_pairs": spec.preference_pairs,
-            # only when set, so a suite built before the lever keeps its manifest bytes (readers default to generic)
-            **({"contrast_refusals": spec.contrast_refusals} if spec.contrast_refusals != "generic" else {}),
-            "sizes": asdict(spec.sizes),
-            "tasks": list(spec.tasks),
-            "finetune_n": finetune_n,
-            "mixes": mix_entries,
-            "counts": {rel: len(rows) for rel, rows in sorted(files.items())},
-            "sha256": {rel: sha256_file(tmp / rel) for rel in sorted(files)},
-        }
-        write_json(tmp / MANIFEST, manifest)
-        if finalize is not None:
-            finalize(tmp)
-    return manifest
+    with claim(out_dir, "prepare-data", inputs=inputs or [], recognise=written_by_prepare) as output:
+        suite = build_suite(spec)
+        files = suite_files(suite, spec.tasks)
+        mix_rows, mix_entries = build_mixes(suite, spec, list(mixes), finetune_n)
+        files.update(mix_rows)
+        files.update(calibration_files(suite, spec, files))
+        files.update(heldout_pair_file(suite, files))
+        with replace(output) as tmp:
+            for rel, rows in files.items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                write_jsonl(tmp / rel, rows)
+            manifest = {
+                "source": spec.source,
+                "seed": spec.seed,
+                "preference_pairs": spec.preference_pairs,
+                # only when set, so a suite built before the lever keeps its manifest bytes (readers default to generic)
+                **({"contrast_refusals": spec.contrast_refusals} if spec.contrast_refusals != "generic" else {}),
+                "sizes": asdict(spec.sizes),
+                "tasks": list(spec.tasks),
+                "finetune_n": finetune_n,
+                "mixes": mix_entries,
+                "counts": {rel: len(rows) for rel, rows in sorted(files.items())},
+                "sha256": {rel: sha256_file(tmp / rel) for rel in sorted(files)},
+            }
+            write_json(tmp / MANIFEST, manifest)
+            if finalize is not None:
+                finalize(tmp)
+        return manifest

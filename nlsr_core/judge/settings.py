@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nlsr_core.config import DataConfig, JudgeConfig
+from nlsr_core.config import DataConfig, JudgeConfig, check_value, choices
 from nlsr_core.errors import NlsrError
 from nlsr_core.generate import GenerationSettings
 from nlsr_core.judge.scorers import AGNEWS_LABELS, SST2_LABELS
 
-FA_MODES = ("score", "generate")
+FA_MODES = choices("judge", "fa_mode")
 # Tasks whose answer is one of a few label strings (the training response), so FA can be scored.
 LABEL_TASKS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
 KEYWORD_JUDGES = ("refusal-keywords",)  # judges that read only the opening of an answer
@@ -66,12 +66,8 @@ class EvalSettings:
     template: str = DataConfig.template
 
     def __post_init__(self):
-        if self.fa_mode not in FA_MODES:
-            raise NlsrError(f"judge.fa_mode '{self.fa_mode}': expected one of {', '.join(FA_MODES)}")
-        for name in ("max_new_tokens", "opening_tokens", "label_tokens", "gsm8k_tokens", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NlsrError(f"judge.{name}={value!r}: expected a positive integer")
+        for name in ("fa_mode", "max_new_tokens", "opening_tokens", "label_tokens", "gsm8k_tokens", "batch_size"):
+            check_value(f"judge.{name}", getattr(self, name))   # the ranges beside JudgeConfig's fields
 
     def check_task(self, task: str) -> None:
         """A task without label strings cannot be scored: one line naming the setting."""
