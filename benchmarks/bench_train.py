@@ -49,7 +49,7 @@ def refusal_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, temp
     from nlsr_core.generate import GenerationSettings, generate_responses
 
     try:
-        from nlsr_core.judge.keywords import RefusalMatcher
+        from nlsr_core.data.refusals import RefusalMatcher
         is_refusal = RefusalMatcher().is_refusal
     except ImportError:   # the judge module is optional here: a minimal keyword check
         def is_refusal(text: str) -> bool:

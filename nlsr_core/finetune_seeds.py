@@ -21,10 +21,9 @@ import dataclasses
 
 from nlsr_core.config import check_value
 from nlsr_core.errors import NlsrError
+from nlsr_core.judge.formatting import mean_sd, pct
 from nlsr_core.method_comparison import hs_difference, method_of
-from nlsr_core.report import pct
 from nlsr_core.study import Point
-from nlsr_core.study_report import mean_sd
 
 REPLICATE_METHODS = ("nlsr", "random-masks", "interpolate", "safety-vector", "safelora")
 

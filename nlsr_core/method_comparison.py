@@ -10,10 +10,15 @@ A method with no point under the floor (ceiling) is reported as such: a missed t
 from __future__ import annotations
 
 from nlsr_core.judge.stats import paired_bootstrap
-from nlsr_core.report import ci_text, pct, reference
+from nlsr_core.judge.formatting import ci_text, pct
 from nlsr_core.study import METHODS
 
 FA_SLACK, HS_FACTOR = 2.0, 0.5
+
+
+def reference(doc: dict, name: str) -> dict | None:
+    """The reference row (`aligned`, `finetuned`: no point) of a study document."""
+    return next((r for r in doc["points"] if r["name"] == name and r.get("point") is None), None)
 
 
 def method_of(row: dict) -> str | None:

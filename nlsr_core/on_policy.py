@@ -32,7 +32,7 @@ class OnPolicyCounts:
 
 def safety_pair_indices(pairs: Sequence[dict], matcher=None) -> list[int]:
     """Indices of refusal/compliance pairs: the chosen answer refuses and the rejected one does not."""
-    from nlsr_core.judge.keywords import RefusalMatcher
+    from nlsr_core.data.refusals import RefusalMatcher
 
     m = matcher or RefusalMatcher()
     return [i for i, p in enumerate(pairs) if m.is_refusal(p["chosen"]) and not m.is_refusal(p["rejected"])]
@@ -46,7 +46,7 @@ def with_answers_rejected(pairs: Sequence[dict], answers: dict[int, str], matche
     Returns new row dicts (the input is not modified) and the counts; a replaced row gets `rejected_source:
     "on-policy"`, the others `"template"`.
     """
-    from nlsr_core.judge.keywords import RefusalMatcher
+    from nlsr_core.data.refusals import RefusalMatcher
 
     m = matcher or RefusalMatcher()
     stray = sorted(i for i in answers if not 0 <= i < len(pairs))

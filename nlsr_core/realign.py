@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from nlsr_core.adapters import Adapter, AdapterError, check_compatible
+from nlsr_core.adapters import Adapter, AdapterError, check_compatible, load_adapter
 from nlsr_core.config import NlsrConfig, RealignConfig, check_value, choices
 from nlsr_core.errors import NlsrError
 from nlsr_core.presets import get_preset
@@ -233,3 +234,12 @@ def load_masks(path) -> dict[str, torch.Tensor]:
     from nlsr_core.neurons import load_tensor_file
 
     return load_tensor_file(path, "masks")
+
+
+def delta_norm(adapter_dir: Path | str) -> float:
+    """‖ΔW‖_F of a LoRA adapter: sqrt(Σ_modules ‖s·B·A‖_F²), with ‖BA‖_F² = Σ (BᵀB) ⊙ (AAᵀ) (rank-space, exact).
+    B: d_out×r, A: r×d_in, s = alpha / r."""
+    adapter = load_adapter(adapter_dir)
+    total = sum(float(frobenius_inner(adapter.b(m), adapter.a(m), adapter.b(m), adapter.a(m)))
+                for m in adapter.modules)
+    return adapter.scaling * math.sqrt(max(total, 0.0))

@@ -89,7 +89,7 @@ def train_recipe(recipe, sft_rows: list[dict], pref_rows: list[dict], model: str
     out_dir/aligned; returns the training record (loss summaries, on-policy counts, wall seconds, ‖ΔW‖_F)."""
     from nlsr_core.adapters import save_adapter
     from nlsr_core.align import align
-    from nlsr_core.alignment_report import delta_norm
+    from nlsr_core.realign import delta_norm
     from nlsr_core.config import LoraConfig
     from nlsr_core.models import ModelSpec
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nlsr_core.errors import NlsrError
+from nlsr_core.judge.formatting import ci_text
 
 # The paper's row order, with M' alone (W0 merged, no Wa) after the base: where the safety lives shows in every run.
 VARIANTS = ("base", "weak", "aligned", "finetuned", "safelora", "realigned")
@@ -115,24 +116,6 @@ def table1(task: str, method: str, cells: list[Judged]) -> list[str]:
         row = [LABELS.get(v, v)] + [_num(x) for x in hs] + [_num(_mean(hs))] + [_num(x) for x in fa] + [_num(_mean(fa))]
         lines.append(f"| {' | '.join(row)} |")
     return lines
-
-
-def pct(row: dict, metric: str) -> float | None:
-    """The percentage of a rate record in a row (None when absent)."""
-    entry = row.get(metric)
-    return entry.get("pct") if isinstance(entry, dict) else None
-
-
-def reference(doc: dict, name: str) -> dict | None:
-    """The reference row (`aligned`, `finetuned`: no point) of a study document."""
-    return next((r for r in doc["points"] if r["name"] == name and r.get("point") is None), None)
-
-
-def ci_text(entry: dict | None) -> str:
-    if not entry or entry.get("pct") is None:
-        return "–"
-    lo, hi = entry["ci95"]
-    return f"{entry['pct']:.1f} [{lo:.1f}, {hi:.1f}] ({entry['k']}/{entry['n']})"
 
 
 def judge_free_text(entry: dict | None) -> str:

@@ -110,7 +110,7 @@ def point_stack(build, point, out: Path, inherited: dict, model_name: str):
 
 
 def describe(row: dict) -> str:
-    from nlsr_core.study_report import pct
+    from nlsr_core.judge.formatting import pct
 
     fa = pct(row, "fa")
     return (f"{row['label']:>28}: HS {pct(row, 'hs'):5.1f}%  FA {'n/a' if fa is None else f'{fa:5.1f}%'}"

@@ -6,12 +6,11 @@ aligned / fine-tuned references), hs, fa (rate records: pct, k, n, ci95), patche
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from nlsr_core.errors import NlsrError
-from nlsr_core.method_comparison import matched_fa_lines, random_contrast_lines
-from nlsr_core.report import ci_text, pct, reference
+from nlsr_core.judge.formatting import ci_text, mean_sd, pct
+from nlsr_core.method_comparison import matched_fa_lines, random_contrast_lines, reference
 
 # The frontier criterion of the study (issue 8): realignment at least halves HS and costs at most 2 FA points.
 HS_FACTOR, FA_SLACK = 0.5, 2.0
@@ -129,13 +128,6 @@ def calibration_lines(calib: dict) -> list[str]:
 def _setting_text(point: dict) -> str:
     keys = ("preset", "identifier", "beta", "sparsity", "layer_prune", "delta", "selection", "seed")
     return ", ".join(f"{k} {point[k]}" for k in keys if k in point) or "unrecorded"
-
-
-def mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
 
 
 def ablations_markdown(ablations: dict[str, dict]) -> str:

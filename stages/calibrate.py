@@ -34,7 +34,7 @@ def command(inputs, target, out, **grid):
     from nlsr_core.judge.evaluate import load_splits, parse_cell
     from nlsr_core.study import check_disjoint, choose_point, grid_points, grid_record, params_yaml, parse_target
     from nlsr_core.study_points import builder, describe, score_points, settings_record
-    from nlsr_core.study_report import pct
+    from nlsr_core.judge.formatting import pct
     from stages.cell_options import claim_result, grid_axes, write_result
 
     goal = parse_target(target)

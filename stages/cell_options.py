@@ -119,7 +119,7 @@ def write_result(output, stage: str, inputs: dict, params: dict, document: dict,
 
     from nlsr_core.fileio import write_json
     from nlsr_core.lineage import input_record
-    from nlsr_core.study_report import pct
+    from nlsr_core.judge.formatting import pct
     from stages.artifact import write_artifact
 
     records = [input_record(Path(inputs[r]), r) for r in ("finetuned", "aligned", "reference", "stats")]

@@ -60,7 +60,7 @@ def test_keyword_judge_on_synthetic_suite():
 
 
 def test_keyword_identity_changes_with_phrases():
-    from nlsr_core.judge.keywords import RefusalMatcher
+    from nlsr_core.data.refusals import RefusalMatcher
 
     assert RefusalMatcher().identity() != RefusalMatcher(phrases=("i cannot",)).identity()
     assert judge_identity(JudgeSpec()) == KeywordJudge().identity

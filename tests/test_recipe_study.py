@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nlsr_core.alignment_report import delta_norm, targets
+from nlsr_core.alignment_report import targets
+from nlsr_core.realign import delta_norm
 from nlsr_core.recipes import RECIPES, Recipe
 from tests.conftest import random_adapter, run_cli, write_adapter
 

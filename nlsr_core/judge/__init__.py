@@ -14,7 +14,8 @@ model judges rate harm, not refusal.
 from __future__ import annotations
 
 from nlsr_core.errors import NlsrError
-from nlsr_core.judge.keywords import KeywordJudge, RefusalMatcher
+from nlsr_core.data.refusals import RefusalMatcher
+from nlsr_core.judge.keywords import KeywordJudge
 from nlsr_core.judge.models import BeaverDamJudge, JudgeSpec, LlamaGuardJudge
 from nlsr_core.judge.scorers import SCORERS, get_scorer
 
