@@ -2,7 +2,7 @@
 
 Used to score (the keyword judge, over-refusal), to filter data (local safety refusals) and to pick on-policy
 rejected answers; it lives with the data so that each of them reads it downward. The decisions behind the phrase
-list and the window are in `nlsr_core/judge/keywords.py`.
+list and the window are in `nlsr_core/eval/keywords.py`.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class RefusalMatcher:
 
     def identity(self) -> str:
         """Everything that changes a verdict: used in the verdict-cache key."""
-        from nlsr_core.lineage import sha256_text
+        from nlsr_core.io.lineage import sha256_text
 
         digest = sha256_text("\n".join(self.phrases))[:12]
         return f"refusal-keywords:w{self.window}:m{self.min_words}:{digest}"
