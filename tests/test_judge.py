@@ -390,7 +390,7 @@ def _data_with_pairs(fx, dest, pairs):
 
 def test_judge_adds_the_judge_free_score_of_every_variant(cell_fixture, monkeypatch, tmp_path):
     from nlsr_core.lora.generate import StackPlan, load_plan
-    from nlsr_core.eval.judges import preference_score as ps
+    from nlsr_core.eval import preference_score as ps
 
     fx = cell_fixture
     data = _data_with_pairs(fx, tmp_path / "data", PAIRS)

@@ -47,34 +47,22 @@ def label_loglik(model, prompt_ids: Sequence[list[int]], candidates: list[list[i
     Each forward pass holds `batch_size` (prompt, candidate) sequences, i.e. (B, T) ids -> (B, K, V) logits
     with K = max candidate length + 1.
     """
-    import torch
+    from nlsr_core.lora.generate import continuation_logliks
 
-    from nlsr_core.lora.generate import _left_pad
+    pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(candidates))]   # row-major: N × L
+    L = len(candidates)
 
-    pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(candidates))]
-    # longest first, like generation: less padding per batch, and a memory problem shows at once
-    pairs.sort(key=lambda ij: (-(len(prompt_ids[ij[0]]) + len(candidates[ij[1]])), ij))
-    keep = max(len(c) for c in candidates) + 1
-    # per candidate: its token ids and the logits rows that predict them (the token at T-m+k, k < m, is
-    # predicted at T-m+k-1, i.e. logits row K-m+k-1 of the K kept)
-    targets = [torch.tensor(c) for c in candidates]
-    rows_of = [torch.arange(keep - len(c) - 1, keep - 1) for c in candidates]
-    ll = [[0.0] * len(candidates) for _ in prompt_ids]
-    first = [0] * len(prompt_ids)
-    device = next(model.parameters()).device
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        ids, mask = _left_pad([list(prompt_ids[i]) + candidates[j] for i, j in chunk], pad=0)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), logits_to_keep=keep).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, K, V): positions T-K .. T-1
-        for b, (i, j) in enumerate(chunk):
-            ll[i][j] = float(logp[b, rows_of[j], targets[j]].sum())
-            first[i] = int(logp[b, rows_of[j][0]].argmax())  # the prediction after the prompt's last token
-        if progress is not None:  # the bar counts rows (answers): each row has one pair per candidate
-            progress.update(len(chunk) / len(candidates))
+    def advance(n: int) -> None:   # the bar counts rows (answers): each row has one pair per candidate
+        if progress is not None:
+            progress.update(n / L)
+
+    sums, greedy = continuation_logliks(model, [prompt_ids[i] for i, _ in pairs], [candidates[j] for _, j in pairs],
+                                        batch_size, keep=max(len(c) for c in candidates) + 1, on_batch=advance)
+    ll = [sums[i * L:(i + 1) * L] for i in range(len(prompt_ids))]
+    # the greedy first token depends on the prompt only; it is read from the row's pair scored last (the
+    # shortest candidate, the later one on a tie), as its batch composition decides the low bits
+    last = max(range(L), key=lambda j: (-len(candidates[j]), j))
+    first = [greedy[i * L + last] for i in range(len(prompt_ids))]
     return ll, first
 
 

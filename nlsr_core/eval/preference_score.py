@@ -21,31 +21,14 @@ from nlsr_core.errors import NlsrError
 def answer_logliks(model, prompt_ids: Sequence[list[int]], answer_ids: Sequence[list[int]],
                    batch_size: int) -> list[float]:
     """Length-normalised log-likelihood of answer_ids[i] after prompt_ids[i] (N values, nats per token)."""
-    import torch
-
-    from nlsr_core.lora.generate import _left_pad
+    from nlsr_core.lora.generate import continuation_logliks
 
     if len(prompt_ids) != len(answer_ids):
         raise NlsrError(f"preference score: {len(prompt_ids)} prompts but {len(answer_ids)} answers")
-    order = sorted(range(len(prompt_ids)), key=lambda i: (-(len(prompt_ids[i]) + len(answer_ids[i])), i))
-    out = [0.0] * len(prompt_ids)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        if any(not answer_ids[i] for i in chunk):
-            raise NlsrError("preference score: an answer encodes to no tokens; expected non-empty answers")
-        keep = max(len(answer_ids[i]) for i in chunk) + 1
-        ids, mask = _left_pad([list(prompt_ids[i]) + list(answer_ids[i]) for i in chunk], pad=0)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), logits_to_keep=keep).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)   # (B, K, V): positions T-K .. T-1
-        for b, i in enumerate(chunk):
-            m = len(answer_ids[i])
-            rows = torch.arange(keep - m - 1, keep - 1)     # the rows predicting the answer's m tokens
-            out[i] = float(logp[b, rows, torch.tensor(answer_ids[i])].sum()) / m
-    return out
+    if any(not a for a in answer_ids):
+        raise NlsrError("preference score: an answer encodes to no tokens; expected non-empty answers")
+    sums, _ = continuation_logliks(model, prompt_ids, answer_ids, batch_size)
+    return [total / len(answer) for total, answer in zip(sums, answer_ids)]
 
 
 def preference_score(model, tokenizer, pairs: Sequence[dict], template: str, batch_size: int) -> dict:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from nlsr_core.data.base import AGNEWS_LABELS
 from nlsr_core.errors import NlsrError
 
 SST2_LABELS = ("negative", "positive")
-AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 _AGNEWS_ALIASES = {
     "World": ("world",),
     "Sports": ("sports", "sport"),

@@ -99,6 +99,40 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_toke
     return results
 
 
+def continuation_logliks(model, prefixes: Sequence[list[int]], continuations: Sequence[list[int]], batch_size: int,
+                         keep: int | None = None, on_batch=None) -> tuple[list[float], list[int]]:
+    """Σ_k log p(continuation_i[k] | prefix_i, continuation_i[:k]) for each i, and the greedy token after prefix_i.
+
+    prefixes, continuations: N token lists each (continuations non-empty). The sequences run longest first,
+    `batch_size` per forward pass: (B, T) ids -> (B, K, V) logits, K = `keep` when given (callers that want the
+    same K in every batch), else the batch's longest continuation + 1; log-softmax in fp32 whatever the compute
+    dtype. The token at T-m+k (k < m) is predicted at logits row K-m+k-1. `on_batch(n)` is called after each
+    batch of n sequences. Used by label scoring (FA) and the judge-free preference score.
+    """
+    import torch
+
+    order = sorted(range(len(prefixes)), key=lambda i: (-(len(prefixes[i]) + len(continuations[i])), i))
+    sums, first = [0.0] * len(prefixes), [0] * len(prefixes)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        k = keep if keep is not None else max(len(continuations[i]) for i in chunk) + 1
+        ids, mask = _left_pad([list(prefixes[i]) + list(continuations[i]) for i in chunk], pad=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), logits_to_keep=k).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, K, V): positions T-K .. T-1
+        for b, i in enumerate(chunk):
+            m = len(continuations[i])
+            rows = torch.arange(k - m - 1, k - 1)   # the rows predicting the continuation's m tokens
+            sums[i] = float(logp[b, rows, torch.tensor(list(continuations[i]))].sum())
+            first[i] = int(logp[b, rows[0]].argmax())  # the prediction after the prefix's last token
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return sums, first
+
+
 def _left_pad(rows: Sequence[list[int]], pad: int):
     """(B, L) ids padded on the left with `pad` and the (B, L) attention mask (0 on padding)."""
     import torch

@@ -24,19 +24,13 @@ deviation from eq. (1) is recorded, never hidden. Ranks, targets and shapes must
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 
 from nlsr_core.lora.adapters import Adapter, check_compatible
 from nlsr_core.config import choices
 from nlsr_core.errors import NlsrError
+from nlsr_core.method.presets import PRESETS
 
-# preset -> per-factor scale c(β): A ← c·A, B ← c·B, so ΔW ← c²·ΔW.
-PRESETS: dict[str, Callable[[float], float]] = {
-    "paper": lambda beta: math.sqrt(1.0 + beta),        # c² = 1 + β  (eq. 2)
-    "official-code": lambda beta: 2.0 * beta,           # c² = (2β)²  (published code, its alpha = β)
-}
 MODES = choices("amplify", "mode")
 
 
@@ -96,4 +90,4 @@ def _factor_scale(beta: float, preset: str) -> float:
         raise NlsrError(f"nlsr.preset: '{preset}' is unknown (expected one of {', '.join(PRESETS)})")
     if not (isinstance(beta, (int, float)) and math.isfinite(beta)) or beta < 0:
         raise NlsrError(f"amplify.beta: {beta} (expected a finite number >= 0)")
-    return PRESETS[preset](float(beta))
+    return PRESETS[preset].factor_scale(float(beta))   # per-factor c(β): A ← c·A, B ← c·B, so ΔW ← c²·ΔW

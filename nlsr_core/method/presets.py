@@ -25,18 +25,22 @@ class Preset:
     """The paper / official-code differences of docs/DESIGN.md §4.7 that identification and realign depend on.
 
     rank_rule(r, P_SR) -> retained rank before rounding; mask_scope "row" (eq. 5 per row) or "matrix";
-    patch_high_similarity: False = low S_j -> more likely patched (paper), True = the official code's direction.
+    patch_high_similarity: False = low S_j -> more likely patched (paper), True = the official code's direction;
+    factor_scale(β) -> c, the pre-amplification scale of each LoRA factor (eq. 2: A ← c·A, B ← c·B, ΔW ← c²·ΔW).
     """
 
     name: str
     rank_rule: Callable[[int, float], float]
     mask_scope: str
     patch_high_similarity: bool
+    factor_scale: Callable[[float], float]
 
 
 PRESETS: dict[str, Preset] = {
-    "paper": Preset("paper", _rank_paper, "row", False),
-    "official-code": Preset("official-code", _rank_official, "matrix", True),
+    "paper": Preset("paper", _rank_paper, "row", False,
+                    lambda beta: math.sqrt(1.0 + beta)),        # c² = 1 + β  (eq. 2)
+    "official-code": Preset("official-code", _rank_official, "matrix", True,
+                            lambda beta: 2.0 * beta),           # c² = (2β)²  (published code, its alpha = β)
 }
 
 

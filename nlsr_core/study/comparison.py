@@ -13,6 +13,8 @@ from nlsr_core.eval.stats import paired_bootstrap
 from nlsr_core.eval.formatting import ci_text, pct
 from nlsr_core.study.points import METHODS
 
+# The study's criterion for a repair: at most 2 FA points below the fine-tuned adapter (the matched-FA floor,
+# and the frontier's ✓), HS at most half of the fine-tuned HS.
 FA_SLACK, HS_FACTOR = 2.0, 0.5
 
 
