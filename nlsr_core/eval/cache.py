@@ -22,8 +22,10 @@ from nlsr_core.io.fileio import atomic_file, write_json
 from nlsr_core.io.lineage import sha256_text
 
 Judge = Callable[[list[str], list[str]], list[bool]]
-# Bump when the decoder's output can change for the same inputs (EOS handling, decoding, prompt encoding).
-DECODER_VERSION = 1
+# Bump when the decoder's output can change for the same inputs (EOS handling, decoding, prompt encoding, the
+# numerics of a pass). 2: bf16 answering on LoRA stacks computes the adapter in bf16 and gives the output
+# projection a contiguous input, which changes some greedy answers; answers cached before must not be served.
+DECODER_VERSION = 2
 
 
 def item_digest(prompt: str, response: str) -> str:
