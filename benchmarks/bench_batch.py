@@ -1,6 +1,6 @@
 """Answering batch size: greedy answers and label scores of the judge's stacks at several `judge.batch_size`s.
 
-The judge and the study stages answer every prompt of a split in length-sorted batches (nlsr_core.generate);
+The judge and the study stages answer every prompt of a split in length-sorted batches (nlsr_core.lora.generate);
 on 2 CPU cores a larger batch keeps both cores busy through the decoding steps. This prints, per batch size,
 the time of each side (interleaved stack by stack and repetition by repetition, so a noisy neighbour slows all
 alike), the ratio to --baseline, and how many answers / label choices are identical to the baseline's (greedy
@@ -41,10 +41,10 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [args.baseline] + [s for s in args.sizes if s != args.baseline]
 
-    from nlsr_core.fileio import read_jsonl
-    from nlsr_core.generate import GenerationSettings, generate_responses, load_plan, plan_stack
-    from nlsr_core.judge.settings import LABEL_TASKS
-    from nlsr_core.label_scoring import score_label_answers
+    from nlsr_core.io.fileio import read_jsonl
+    from nlsr_core.lora.generate import GenerationSettings, generate_responses, load_plan, plan_stack
+    from nlsr_core.eval.settings import LABEL_TASKS
+    from nlsr_core.eval.label_scoring import score_label_answers
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     judge, template = params["judge"], params["data"]["template"]

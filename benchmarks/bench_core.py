@@ -36,9 +36,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from nlsr_core.adapters import Adapter, save_adapter  # noqa: E402
-from nlsr_core.neurons import save_masks  # noqa: E402
-from nlsr_core.realign import RealignParams, realign, select_modules, similarities, transplant  # noqa: E402
+from nlsr_core.lora.adapters import Adapter, save_adapter  # noqa: E402
+from nlsr_core.method.neurons import save_masks  # noqa: E402
+from nlsr_core.method.realign import RealignParams, realign, select_modules, similarities, transplant  # noqa: E402
 
 HIDDEN, INTERMEDIATE, KV, RANK, BLOCKS = 576, 1536, 192, 16, 30
 SHAPES = {"self_attn.q_proj": (HIDDEN, HIDDEN), "self_attn.k_proj": (HIDDEN, KV), "self_attn.v_proj": (HIDDEN, KV),
@@ -182,12 +182,12 @@ def boundary_report(fast: dict, slow: dict, ref: Adapter, stats: dict) -> str:
 def bench_identify(samples: int, batch_size: int, sparsity: float) -> dict:
     from peft import LoraConfig, get_peft_model
 
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
     from nlsr_core.data.templates import format_example
     from nlsr_core.config import LLAMA_TARGETS
-    from nlsr_core.models import ModelSpec, load_model
-    from nlsr_core.neurons import identify
-    from nlsr_core.neurons_stats import CollectContext, encode_pairs
+    from nlsr_core.lora.models import ModelSpec, load_model
+    from nlsr_core.method.neurons import identify
+    from nlsr_core.method.neurons_stats import CollectContext, encode_pairs
     from oracle_neurons import oracle_masks
 
     t = time.perf_counter()

@@ -60,7 +60,7 @@ def prepared_data(tmp: str) -> Path:
 
 
 def read(path: Path, n: int | None = N) -> list[dict]:
-    from nlsr_core.fileio import read_jsonl
+    from nlsr_core.io.fileio import read_jsonl
 
     rows = read_jsonl(path)
     return rows[:n] if n else rows
@@ -69,10 +69,10 @@ def read(path: Path, n: int | None = N) -> list[dict]:
 # --------------------------------------------------------------------------------------------- speed
 def inference_passes(loaded, data: Path, params) -> dict:
     """name -> (callable returning what the pass produced, how many items)."""
-    from nlsr_core.generate import format_prompts, generate_texts
-    from nlsr_core.judge.preference_score import preference_score
-    from nlsr_core.judge.scorers import SST2_LABELS
-    from nlsr_core.label_scoring import score_label_answers
+    from nlsr_core.lora.generate import format_prompts, generate_texts
+    from nlsr_core.eval.preference_score import preference_score
+    from nlsr_core.eval.scorers import SST2_LABELS
+    from nlsr_core.eval.label_scoring import score_label_answers
 
     model, tok, template = loaded.model, loaded.tokenizer, params.data.template
     harmful = [r["prompt"] for r in read(data / "eval" / "harmful.jsonl")]
@@ -88,7 +88,7 @@ def inference_passes(loaded, data: Path, params) -> dict:
 
 def pipeline_adapters(params) -> tuple[str, dict[str, Path]]:
     """The first cell's key and the adapters `dvc repro` writes for it (W0, Wa, Wt, NLSR's Wt'')."""
-    from nlsr_core.judge.evaluate import Cell
+    from nlsr_core.eval.evaluate import Cell
 
     method = params.grid.align_methods[0]
     cell = Cell(params.grid.tasks[0], params.grid.poison_ratios[0], method).key
@@ -100,8 +100,8 @@ def pipeline_adapters(params) -> tuple[str, dict[str, Path]]:
 def answering_stack(spec, params):
     """(model, what it is): the stack the pipeline answers with most, M' + Wt of the first cell (W0 merged, the
     fine-tuned LoRA on top) when `dvc repro` has made it, else the base model M."""
-    from nlsr_core.models import load_model
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.models import load_model
+    from nlsr_core.lora.stack import load_stack
 
     _, adapters = pipeline_adapters(params)
     weak, finetuned = adapters["weak"], adapters["finetuned"]
@@ -112,11 +112,11 @@ def answering_stack(spec, params):
 
 def identification_pass(loaded, data: Path, params):
     """collect_lowrank over N rows of X̂ with a fresh rank-16 LoRA (B = 0, A seeded) on every projection."""
-    from nlsr_core.adapters import Adapter
+    from nlsr_core.lora.adapters import Adapter
     from nlsr_core.config import LoraConfig
     from nlsr_core.data.templates import format_example
-    from nlsr_core.neurons_stats import CollectContext, collect_lowrank, encode_pairs
-    from nlsr_core.train import adapter_state, add_lora
+    from nlsr_core.method.neurons_stats import CollectContext, collect_lowrank, encode_pairs
+    from nlsr_core.train.trainers import adapter_state, add_lora
 
     peft = add_lora(loaded.model, LoraConfig(rank=16), seed=0)
     peft.eval()
@@ -132,8 +132,8 @@ def identification_pass(loaded, data: Path, params):
 def train_step_seconds(spec, method: str, data: Path, params, steps: int) -> float:
     """Seconds per optimizer step of `steps` steps of `method` on a fresh LoRA of a freshly loaded model."""
     from nlsr_core.config import LoraConfig
-    from nlsr_core.models import load_model
-    from nlsr_core.train import TrainSettings, add_lora, train_adapter
+    from nlsr_core.lora.models import load_model
+    from nlsr_core.train.trainers import TrainSettings, add_lora, train_adapter
 
     a = params.align
     loaded = load_model(spec)
@@ -154,7 +154,7 @@ def same(a, b) -> float:
 
 
 def speed(args, params, data: Path) -> tuple[dict, str]:
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.models import ModelSpec, load_model
 
     specs = {d: ModelSpec(params.model.name, seed=params.model.seed, device=args.device, dtype=d) for d in args.dtypes}
     answering = {d: answering_stack(s, params) for d, s in specs.items()}
@@ -208,11 +208,11 @@ def rates(args, params, data: Path) -> dict:
     """Rates of the pipeline's variants at each dtype on the calibration split (and, for information, over-refusal
     on the benign probes and the judge-free score on the held-out pairs)."""
     from nlsr_core.compute import resolve_compute
-    from nlsr_core.generate import StackPlan, plan_stack
-    from nlsr_core.judge import JudgeSpec
-    from nlsr_core.judge.evaluate import evaluate_plans, load_splits
-    from nlsr_core.judge.settings import EvalSettings
-    from nlsr_core.judge_free import judge_free_scores, load_pairs
+    from nlsr_core.lora.generate import StackPlan, plan_stack
+    from nlsr_core.eval.judges import JudgeSpec
+    from nlsr_core.eval.evaluate import evaluate_plans, load_splits
+    from nlsr_core.eval.settings import EvalSettings
+    from nlsr_core.eval.judge_free import judge_free_scores, load_pairs
 
     cell, adapters = pipeline_adapters(params)
     missing = [str(p) for p in adapters.values() if not p.is_dir()]
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     from nlsr_core.compute import resolve_compute
     from nlsr_core.errors import NlsrError
     from nlsr_core.params import load_params
-    from nlsr_core.progress import set_enabled
+    from nlsr_core.io.progress import set_enabled
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default=str(REPO / "params.yaml"))

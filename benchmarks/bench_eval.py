@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from nlsr_core.judge.settings import EvalSettings  # noqa: E402
+from nlsr_core.eval.settings import EvalSettings  # noqa: E402
 
 BUDGETS = (8, 12, 16, 24, 32, 48)
 
@@ -51,11 +51,11 @@ def after_settings(params: dict, overrides: dict) -> EvalSettings:
 
 def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) -> dict:
     """The judge's variants and the first `points` calibrate-grid settings, as StackPlans (base first); the grid
-    points are built as `nlsr calibrate` builds them (nlsr_core.study_points)."""
-    from nlsr_core.generate import StackPlan, plan_stack
-    from nlsr_core.lineage import base_fields
-    from nlsr_core.study import grid_points
-    from nlsr_core.study_points import builder, point_stack
+    points are built as `nlsr calibrate` builds them (nlsr_core.study.scoring)."""
+    from nlsr_core.lora.generate import StackPlan, plan_stack
+    from nlsr_core.io.lineage import base_fields
+    from nlsr_core.study.points import grid_points
+    from nlsr_core.study.scoring import builder, point_stack
 
     model = params["model"]["name"]
     adapters = {"aligned": f"adapters/aligned/{method}/aligned", "finetuned": f"adapters/finetuned/{cell}",
@@ -100,8 +100,8 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(REPO)  # lineage paths (W0) are relative to the repository root, as in the pipeline
 
-    from nlsr_core.judge import JudgeSpec, is_refusal, judge_identity, make_judge
-    from nlsr_core.judge.evaluate import (LazyJudge, StackRunner, generate_variants, load_splits, parse_cell,
+    from nlsr_core.eval.judges import JudgeSpec, is_refusal, judge_identity, make_judge
+    from nlsr_core.eval.evaluate import (LazyJudge, StackRunner, generate_variants, load_splits, parse_cell,
                                           score_variant)
 
     params = load_params()

@@ -4,7 +4,7 @@
     python benchmarks/bench_generate.py --model tiny-random --batch-size 8
     python benchmarks/bench_generate.py --threads 1          # shared CPU: avoid OpenMP thread contention
 
-Both runs use the same decoder (`nlsr_core.generate.generate_ids`, greedy, KV cache); the baseline feeds one
+Both runs use the same decoder (`nlsr_core.lora.generate.generate_ids`, greedy, KV cache); the baseline feeds one
 prompt at a time (no padding), the batched run sorts prompts by length and left-pads. Target: ratio >= 4 with
 identical outputs. Prints one line per measurement and a final summary line.
 """
@@ -54,7 +54,7 @@ PROMPTS = [
 
 def _format(tok, prompts):
     try:
-        from nlsr_core.generate import format_prompts
+        from nlsr_core.lora.generate import format_prompts
 
         return format_prompts(tok, prompts, "chat")
     except ImportError:  # nlsr_core.data.templates not there yet: the tokenizer's chat template directly
@@ -76,8 +76,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread avoids OpenMP contention stalls
 
-    from nlsr_core.generate import encode_texts, generate_ids
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.generate import encode_texts, generate_ids
+    from nlsr_core.lora.models import ModelSpec, load_model
 
     t0 = time.perf_counter()
     lm = load_model(ModelSpec(args.model))

@@ -1,6 +1,6 @@
 """Run time of each identification method (the paper's Table 5 "run time" column; tracker issue 13).
 
-For every identifier of nlsr_core.neurons.IDENTIFIERS, one `identify_model` call on the pipeline's reference adapter
+For every identifier of nlsr_core.method.neurons.IDENTIFIERS, one `identify_model` call on the pipeline's reference adapter
 (adapters/reference/<method>) with params.yaml's identify settings: the model stack M' + We is built, the method's
 input (X̂ for lowrank / wanda / snip, the preference pairs for preference-snip, none for random) is encoded and
 its statistics are collected, exactly what `nlsr identify` and the ablate stage run. The methods run interleaved,
@@ -27,9 +27,9 @@ sys.path[:0] = [str(REPO)]
 
 
 def main(argv=None) -> int:
-    from nlsr_core.identification import base_of, identification_files, identify_model
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.neurons import IDENTIFIERS, get_identifier, masks_from_stats
+    from nlsr_core.method.identification import base_of, identification_files, identify_model
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.method.neurons import IDENTIFIERS, get_identifier, masks_from_stats
     from nlsr_core.params import load_params
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

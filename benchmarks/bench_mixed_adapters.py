@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 def mixed_generate(model, tokenizer, texts, names, max_new_tokens, batch_size):
     """Greedy answers of rows that each name their adapter: the judge's batched decoder (length-sorted batches),
     with PEFT's per-row `adapter_names` passed to each batch."""
-    from nlsr_core.generate import generate_texts
+    from nlsr_core.lora.generate import generate_texts
 
     return generate_texts(model, tokenizer, texts, max_new_tokens, batch_size,
                           batch_kwargs=lambda rows: {"adapter_names": [names[i] for i in rows]})
@@ -44,10 +44,10 @@ def main() -> None:
     import yaml
     from peft import PeftModel
 
-    from nlsr_core.fileio import read_jsonl
-    from nlsr_core.generate import format_prompts, generate_texts, plan_stack
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    from nlsr_core.io.fileio import read_jsonl
+    from nlsr_core.lora.generate import format_prompts, generate_texts, plan_stack
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     grid = params["grid"]

@@ -18,8 +18,8 @@ and down: 224 modules, about 1.34 GB per adapter in fp32. Two measurements, both
    one adapter-sized safetensors file (Wt's bytes, already in memory) and fsync-ing it. The printed ratio is
    command / limit (target ≤ 3x). With `--layers N` < 32 the per-layer part is extrapolated linearly to 32
    (start-up, measured as a fresh interpreter importing what the command imports, is not scaled).
-2. The lowrank identification statistics pass (`nlsr_core.neurons.identify("lowrank", ...)`, i.e. the
-   `collect_lowrank` forward hooks of nlsr_core.neurons_stats, exactly what `identify_model` runs once the stack
+2. The lowrank identification statistics pass (`nlsr_core.method.neurons.identify("lowrank", ...)`, i.e. the
+   `collect_lowrank` forward hooks of nlsr_core.method.neurons_stats, exactly what `identify_model` runs once the stack
    is built) on a random-weight `transformers.LlamaForCausalLM` with Llama-3.2-1B shapes (16 blocks, hidden 2048,
    32 heads / 8 KV heads, intermediate 8192, vocab 128256, tied embeddings), built from a config (no download)
    on the CPU, with a rank-r PEFT LoRA on the seven projections and random token samples of `--tokens` tokens
@@ -150,8 +150,8 @@ def write_inputs(tmp: Path, layers: int, rank: int, sparsity: float, seed: int) 
     """Wt, We, masks.safetensors and stats.safetensors under tmp; one adapter in memory at a time."""
     import torch
 
-    from nlsr_core.neurons import save_masks, save_stats
-    from nlsr_core.neuron_keys import gram_key
+    from nlsr_core.method.neurons import save_masks, save_stats
+    from nlsr_core.method.neuron_keys import gram_key
 
     paths = {"finetuned": tmp / "ft", "reference": tmp / "ref", "masks": tmp / "masks.safetensors",
              "stats": tmp / "stats.safetensors"}
@@ -282,8 +282,8 @@ def run_nlsr(args: list[str], threads: str = "default") -> dict:
 def startup() -> dict:
     """Interpreter start-up plus the modules `nlsr realign` imports: the part of its wall time and RSS that does
     not grow with the adapter (`nlsr realign --help` alone would miss torch, which the command imports lazily)."""
-    modules = ("stages.cli", "stages.realign", "stages.repair", "stages.artifact", "nlsr_core.adapters",
-               "nlsr_core.realign", "nlsr_core.neurons", "nlsr_core.lineage", "safetensors.torch")
+    modules = ("stages.cli", "stages.realign", "stages.repair", "stages.artifact", "nlsr_core.lora.adapters",
+               "nlsr_core.method.realign", "nlsr_core.method.neurons", "nlsr_core.io.lineage", "safetensors.torch")
     return run_child([sys.executable, "-c", "import " + ", ".join(modules)])
 
 
@@ -437,7 +437,7 @@ def reference_of(model, rank: int):
     """The PEFT model's own LoRA tensors as an nlsr Adapter (same keys as a saved adapter; no copy)."""
     from peft import get_peft_model_state_dict
 
-    from nlsr_core.adapters import Adapter
+    from nlsr_core.lora.adapters import Adapter
 
     return Adapter(adapter_config(rank), dict(get_peft_model_state_dict(model)))
 
@@ -446,7 +446,7 @@ def samples(count: int, tokens: int, vocab: int, seed: int):
     """Random token sequences of `tokens` ids; the last 60% are the response (what the hooks count)."""
     import torch
 
-    from nlsr_core.neurons_stats import Encoded
+    from nlsr_core.method.neurons_stats import Encoded
 
     gen = torch.Generator().manual_seed(seed)
     start = max(1, round(tokens * 0.4))
@@ -476,9 +476,9 @@ class ModuleTimer:
 def bench_identify(args) -> dict:
     import torch
 
-    from nlsr_core.neurons import identify
-    from nlsr_core.neurons_stats import CollectContext
-    from nlsr_core.progress import set_enabled
+    from nlsr_core.method.neurons import identify
+    from nlsr_core.method.neurons_stats import CollectContext
+    from nlsr_core.io.progress import set_enabled
 
     set_enabled(False)
     layers, rank = args.id_layers, args.rank
@@ -542,7 +542,7 @@ def bench_identify(args) -> dict:
         "shapes": {**s.__dict__, "layers": layers, "vocab": args.id_vocab}, "rank": rank,
         "modules": 7 * layers, "samples": len(data), "tokens_per_sample": args.tokens,
         "response_tokens": response_tokens, "batch_size": args.batch_size, "model_build_s": round(build_s, 1),
-        "code": "nlsr_core.neurons.identify('lowrank', CollectContext(...), sparsity=None) -> "
+        "code": "nlsr_core.method.neurons.identify('lowrank', CollectContext(...), sparsity=None) -> "
                 "neurons_stats.collect_lowrank (forward hooks on every lora_A, logits_to_keep=1)",
         "warmup": "one 1-sample pass before timing, not counted",
         "runs": runs,

@@ -38,7 +38,7 @@ SMOLLM2_SHAPES = {"self_attn.q_proj": (576, 576), "self_attn.k_proj": (576, 192)
 
 
 def make_inputs(root: Path) -> list[str]:
-    from nlsr_core.neurons import save_masks
+    from nlsr_core.method.neurons import save_masks
     from test_realign import random_adapter, random_masks, write_adapter
 
     ft = write_adapter(root / "finetuned", random_adapter(1, rank=16, layers=30, shapes=SMOLLM2_SHAPES))

@@ -46,10 +46,10 @@ def prepared_data(params: dict, scratch: Path) -> Path:
 def refusal_rate(model, tokenizer, prompts: list[str], max_new_tokens: int, template: str) -> tuple[float, list[str]]:
     import torch
 
-    from nlsr_core.generate import GenerationSettings, generate_responses
+    from nlsr_core.lora.generate import GenerationSettings, generate_responses
 
     try:
-        from nlsr_core.judge.keywords import RefusalMatcher
+        from nlsr_core.data.refusals import RefusalMatcher
         is_refusal = RefusalMatcher().is_refusal
     except ImportError:   # the judge module is optional here: a minimal keyword check
         def is_refusal(text: str) -> bool:
@@ -72,14 +72,14 @@ def main(argv=None) -> dict:
     import datasets
     import torch
 
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.fileio import read_jsonl
-    from nlsr_core.models import ModelSpec, load_model
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.fileio import read_jsonl
+    from nlsr_core.lora.models import ModelSpec, load_model
+    from nlsr_core.lora.stack import load_stack
     from nlsr_core.config import LoraConfig
-    from nlsr_core.align import align
-    from nlsr_core.finetune import continue_adapter
-    from nlsr_core.train import TrainSettings
+    from nlsr_core.train.align import align
+    from nlsr_core.train.finetune import continue_adapter
+    from nlsr_core.train.trainers import TrainSettings
 
     datasets.disable_progress_bars()
     params = load_params()
@@ -126,8 +126,8 @@ def main(argv=None) -> dict:
         report["refusal_aligned"], _ = refusal_rate(stack.model, stack.tokenizer, harmful, max_new, template)
 
         t = time.perf_counter()
-        from nlsr_core.adapters import load_adapter
-        from nlsr_core.amplify import extrapolate
+        from nlsr_core.lora.adapters import load_adapter
+        from nlsr_core.method.amplify import extrapolate
 
         save_adapter(extrapolate(load_adapter(aligned_dir), 0.9), scratch / "reference")
         report["amplify_seconds"] = time.perf_counter() - t

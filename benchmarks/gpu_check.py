@@ -9,7 +9,7 @@ For two models built from configs (no download):
   * tiny-random (the tests' 2-layer Llama), and
   * a random-weight Llama with Llama-3.2-1B's shapes (16 layers, hidden 2048, 32 heads / 8 KV heads, intermediate
     8192; vocabulary of the byte-level test tokenizer), saved to a temporary directory and loaded back through the
-    hub/directory path of `nlsr_core.models.load_model` (`device_map` straight onto the GPU),
+    hub/directory path of `nlsr_core.lora.models.load_model` (`device_map` straight onto the GPU),
 
 the stack is built through the project's one placement point (`load_model` / `load_stack` with model.device and
 model.dtype) and each pass runs with forward hooks on every decoder layer recording the device and dtype of its
@@ -69,7 +69,7 @@ def one_b_dir(tmp: Path, dtype) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nlsr_core.models import build_tiny_tokenizer
+    from nlsr_core.lora.models import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -89,14 +89,14 @@ def check_model(name: str, spec, compute, record: dict, train: bool) -> list[str
     """Run every pass on `spec`'s stack; return the failures (a pass off the GPU or in another dtype)."""
     import torch
 
-    from nlsr_core.adapters import Adapter
+    from nlsr_core.lora.adapters import Adapter
     from nlsr_core.config import LoraConfig
-    from nlsr_core.generate import format_prompts, generate_ids, encode_texts
-    from nlsr_core.judge.preference_score import preference_score
-    from nlsr_core.label_scoring import score_label_answers
-    from nlsr_core.models import load_model
-    from nlsr_core.neurons_stats import CollectContext, collect_lowrank, collect_wanda, encode_pairs
-    from nlsr_core.train import TrainSettings, adapter_state, add_lora, train_adapter
+    from nlsr_core.lora.generate import format_prompts, generate_ids, encode_texts
+    from nlsr_core.eval.preference_score import preference_score
+    from nlsr_core.eval.label_scoring import score_label_answers
+    from nlsr_core.lora.models import load_model
+    from nlsr_core.method.neurons_stats import CollectContext, collect_lowrank, collect_wanda, encode_pairs
+    from nlsr_core.train.trainers import TrainSettings, adapter_state, add_lora, train_adapter
 
     failures, want = [], (compute.device_type, compute.dtype)
     gpu = compute.device_type == "cuda"
@@ -224,8 +224,8 @@ def main(argv=None) -> int:
         print("gpu_check: skipped: torch sees no CUDA device (nothing was checked)")
         return 0
     from nlsr_core.compute import resolve_compute
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.progress import set_enabled
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.io.progress import set_enabled
 
     set_enabled(False)
     compute = resolve_compute(args.device, args.dtype)

@@ -7,9 +7,9 @@
     python benchmarks/recipe_probe.py --recipe r1 --bench-dpo 4 ...      (DPO s/step with and without
                                                                           precomputed reference log-probs)
 
-Rows come from `nlsr_core.recipes.recipe_rows` (synthetic suite + contrast pairs) and are checked to be disjoint
+Rows come from `nlsr_core.train.recipes.recipe_rows` (synthetic suite + contrast pairs) and are checked to be disjoint
 from every evaluation and calibration file of `--data`. Judging uses the pipeline's own evaluation
-(`nlsr_core.judge.evaluate.evaluate_plans`: greedy decoding, the refusal-keyword judge, params.yaml's answer
+(`nlsr_core.eval.evaluate.evaluate_plans`: greedy decoding, the refusal-keyword judge, params.yaml's answer
 budgets) on `--data`'s held-out splits. Writes `<out>/result.json` and prints one markdown table row.
 """
 from __future__ import annotations
@@ -37,15 +37,15 @@ def _value(text: str):
 
 
 def build_recipe(args):
-    from nlsr_core.recipes import RECIPES, with_overrides
+    from nlsr_core.train.recipes import RECIPES, with_overrides
 
     changes = dict((k, _value(v)) for k, v in (s.split("=", 1) for s in args.set))
     return with_overrides(RECIPES[args.recipe], args.name, **changes)
 
 
 def train_weak(spec, loaded, lora, recipe, sft_rows, out: Path):
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.train import add_lora, train_adapter
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.train.trainers import add_lora, train_adapter
 
     start = time.perf_counter()
     model = add_lora(loaded.model, lora, recipe.seed)
@@ -57,16 +57,16 @@ def train_weak(spec, loaded, lora, recipe, sft_rows, out: Path):
 
 def train_aligned(spec, base, lora, settings, pref_rows, weak_dir: Path, out: Path | None, seed: int,
                   recipe=None):
-    """Wa on M' = M + W0 (as nlsr_core.train.align builds it); returns (result, wall seconds incl. setup)."""
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.stack import load_stack
-    from nlsr_core.train import add_lora, train_adapter
+    """Wa on M' = M + W0 (as nlsr_core.train.align.align builds it); returns (result, wall seconds incl. setup)."""
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.lora.stack import load_stack
+    from nlsr_core.train.trainers import add_lora, train_adapter
 
     start, cpu = time.perf_counter(), time.process_time()
     stack = load_stack(spec, weak=weak_dir, base=base)
     on_policy = None
     if recipe is not None and recipe.on_policy_tokens:
-        from nlsr_core.on_policy import on_policy_pairs
+        from nlsr_core.train.on_policy import on_policy_pairs
 
         pref_rows, counts = on_policy_pairs(stack.model, stack.tokenizer, pref_rows, settings.template,
                                             recipe.on_policy_tokens)
@@ -84,9 +84,9 @@ def train_aligned(spec, base, lora, settings, pref_rows, weak_dir: Path, out: Pa
 
 
 def judge(plans: dict, data: Path, cache: Path | None) -> dict:
-    from nlsr_core.judge import JudgeSpec
-    from nlsr_core.judge.evaluate import evaluate_plans, load_splits
-    from nlsr_core.judge.settings import EvalSettings
+    from nlsr_core.eval.judges import JudgeSpec
+    from nlsr_core.eval.evaluate import evaluate_plans, load_splits
+    from nlsr_core.eval.settings import EvalSettings
 
     settings = EvalSettings()
     splits = load_splits(data, TASK)
@@ -100,10 +100,10 @@ def _samples(scored) -> dict:
 
 def finetune(spec, weak: Path, aligned: Path, cell: Path, out: Path) -> tuple[dict, float]:
     """Continue Wa on the poisoned cell with params.yaml's finetune settings (lr 4e-4, 2 epochs, batch 8)."""
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.finetune import continue_adapter
-    from nlsr_core.train import TrainSettings
-    from nlsr_core.train_data import read_rows
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.train.finetune import continue_adapter
+    from nlsr_core.train.trainers import TrainSettings
+    from nlsr_core.train.train_data import read_rows
 
     start = time.perf_counter()
     rows = read_rows(cell, "sft")
@@ -123,7 +123,7 @@ def bench_dpo(args, recipe, sft_rows, pref_rows, lora, spec, loaded, out: Path) 
     report = {}
     for pre in (False, True):
         settings = dataclasses.replace(recipe.pref_settings(), max_steps=args.bench_dpo, precompute_ref=pre)
-        from nlsr_core.models import load_model
+        from nlsr_core.lora.models import load_model
         fresh = load_model(spec)  # a clean M each time (load_stack merges W0 into the base in place)
         result, wall, _ = train_aligned(spec, fresh, lora, settings, rows, weak_dir, None, recipe.seed)
         steps = result.loss_summary()["steps"]
@@ -157,9 +157,9 @@ def main(argv=None) -> int:
 
     import datasets
 
-    from nlsr_core.generate import StackPlan
-    from nlsr_core.models import ModelSpec, load_model
-    from nlsr_core.recipes import check_disjoint, eval_prompts, recipe_rows
+    from nlsr_core.lora.generate import StackPlan
+    from nlsr_core.lora.models import ModelSpec, load_model
+    from nlsr_core.train.recipes import check_disjoint, eval_prompts, recipe_rows
     from nlsr_core.config import LoraConfig
 
     datasets.disable_progress_bars()

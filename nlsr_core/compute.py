@@ -9,8 +9,8 @@ Why bf16 on such a CPU: `benchmarks/bench_dtype.py` measured the embedded model'
 (benchmarks/results/dtype.json, docs/DESIGN.md §5.7). A CPU without native bf16 emulates it and is slower than
 fp32, so there `auto` stays float32.
 
-The resolved `Compute` is what the stack is built on (`nlsr_core.models.load_model`), what training's mixed
-precision follows (`nlsr_core.train`), what lineage records (`record()`) and what the answer cache keys on: the
+The resolved `Compute` is what the stack is built on (`nlsr_core.lora.models.load_model`), what training's mixed
+precision follows (`nlsr_core.train.trainers`), what lineage records (`record()`) and what the answer cache keys on: the
 device *type* and the dtype, because CUDA bf16 and CPU bf16 kernels give different greedy answers, while two GPUs
 of one machine give the same. Statistics that must stay exact (identification Grams, log-likelihood sums) are
 accumulated in fp32 by their callers whatever the compute dtype.

@@ -1,8 +1,8 @@
 """One config dataclass per params.yaml section: the single place every default lives (docs/DESIGN.md §7.4).
 
 params.yaml (the default profile), the Click options of every command (`stages.config_options`) and the library
-settings objects (`LoraConfig` itself, `nlsr_core.train.TrainSettings`, `nlsr_core.realign.RealignParams`,
-`nlsr_core.study.Point`, `nlsr_core.judge.settings.EvalSettings`, `nlsr_core.data.DataSpec`) all take their
+settings objects (`LoraConfig` itself, `nlsr_core.train.trainers.TrainSettings`, `nlsr_core.method.realign.RealignParams`,
+`nlsr_core.study.points.Point`, `nlsr_core.eval.settings.EvalSettings`, `nlsr_core.data.DataSpec`) all take their
 defaults from the fields below; `nlsr_core.params.load_params(path)` checks a params file against them. Each
 field's docstring is its `--help` text. A field's range or choices sit beside it (`checked(...)`): load_params
 checks them for every section before any stage runs, and the library's own checks call `check_value`, so a bad

@@ -4,7 +4,7 @@ analogue, training-free).
     nlsr ablate --cell sst2-p0.1-dpo --finetuned ... --aligned ... --reference ... --stats ... \\
         --seeds 0 --seeds 1 --seeds 2 --out ablate/sst2-p0.1-dpo
 
-Rows (`nlsr_core.study.ablation_points`), each the pipeline's setting with one change: the other preset
+Rows (`nlsr_core.study.points.ablation_points`), each the pipeline's setting with one change: the other preset
 (amplification, r*, mask scope and similarity direction together), the other identification methods, no
 amplification (β = 0: the aligned adapter itself is the reference), the other selection rule, and one row per
 Bernoulli seed (the report gives their mean ± sd). Rows that change the reference or the identification method
@@ -31,10 +31,10 @@ from stages.options import PATH, config_option, config_options
 def command(inputs, seeds, identify_data, preference, identify_batch_size, identify_max_length, identify_seed,
             out):
     """Score the pipeline's setting against one-change variants of it."""
-    from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.identification import statistics_pass
-    from nlsr_core.study import ablation_points
-    from nlsr_core.study_points import builder, describe, score_points, settings_record
+    from nlsr_core.eval.evaluate import load_splits, parse_cell
+    from nlsr_core.method.identification import statistics_pass
+    from nlsr_core.study.points import ablation_points
+    from nlsr_core.study.scoring import builder, describe, score_points, settings_record
     from stages.cell_options import claim_result, write_result
 
     from nlsr_core.config import check_value

@@ -40,9 +40,9 @@ def command(ctx, method, model_name, model_seed, trust_remote_code, compute, tem
     from pathlib import Path
 
     from nlsr_core.errors import NlsrError
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.outputs import claim, written_by
-    from nlsr_core.train_data import read_rows
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.io.outputs import claim, written_by
+    from nlsr_core.train.train_data import read_rows
     from stages.options import ALIGN_METHODS, split_list
 
     if method not in ALIGN_METHODS:
@@ -68,7 +68,7 @@ def command(ctx, method, model_name, model_seed, trust_remote_code, compute, tem
 def _check_settings(lora_kw: dict, train_kw: dict, pref_kw: dict) -> None:
     from nlsr_core.config import LoraConfig
     from nlsr_core.errors import NlsrError
-    from nlsr_core.train import TrainSettings
+    from nlsr_core.train.trainers import TrainSettings
 
     LoraConfig(**lora_kw).check("lora")
     TrainSettings(**train_kw).check("align")
@@ -81,7 +81,7 @@ def _check_settings(lora_kw: dict, train_kw: dict, pref_kw: dict) -> None:
 
 def _pref_settings(train_kw: dict, pref_kw: dict):
     """Wa's settings: W0's with the preference phase's epochs and reference option."""
-    from nlsr_core.train import TrainSettings
+    from nlsr_core.train.trainers import TrainSettings
 
     return TrainSettings(**{**train_kw, "epochs": pref_kw["pref_epochs"], "precompute_ref": pref_kw["precompute_ref"],
                             "chosen_nll": pref_kw["chosen_nll"]})
@@ -90,11 +90,11 @@ def _pref_settings(train_kw: dict, pref_kw: dict):
 def _run(method, spec, data, output, sft_rows, pref_rows, lora_kw, train_kw, pref_kw, gradient_checkpointing):
     import datasets
 
-    from nlsr_core.align import align
+    from nlsr_core.train.align import align
     from nlsr_core.config import LoraConfig
-    from nlsr_core.lineage import input_record
-    from nlsr_core.models import model_identity, spec_record
-    from nlsr_core.train import TrainSettings
+    from nlsr_core.io.lineage import input_record
+    from nlsr_core.lora.models import model_identity, spec_record
+    from nlsr_core.train.trainers import TrainSettings
     from stages.artifact import tracked_inputs, write_artifact
     from stages.launch import is_main_process
 
@@ -124,8 +124,8 @@ def _run(method, spec, data, output, sft_rows, pref_rows, lora_kw, train_kw, pre
 
 def _fill(tmp, out, result, inputs: list[dict], params: dict, common: dict) -> None:
     """weak/ and aligned/ (PEFT dirs, each with its own lineage) in one output: both appear or neither."""
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.lineage import recorded_path, sha256_dir, write_lineage
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.lineage import recorded_path, sha256_dir, write_lineage
 
     method = common["method"]
     save_adapter(result.weak.adapter(), tmp / "weak")
@@ -143,7 +143,7 @@ def _fill(tmp, out, result, inputs: list[dict], params: dict, common: dict) -> N
 
 
 def _manifest_digest(data) -> str | None:
-    from nlsr_core.lineage import sha256_file
+    from nlsr_core.io.lineage import sha256_file
 
     manifest = data / "manifest.json"
     return sha256_file(manifest) if manifest.is_file() else None

@@ -2,7 +2,7 @@
 
     adapters/reference/<method>/   PEFT dir + lineage (model, model_spec and weak copied from Wa's lineage)
 
-Tensor work only (nlsr_core.amplify): no model is loaded, so it takes well under a second.
+Tensor work only (nlsr_core.method.amplify): no model is loaded, so it takes well under a second.
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ def command(method, aligned_dir, out_dir, beta, preset, mode, strong_dir):
     from pathlib import Path
 
     from nlsr_core.errors import NlsrError
-    from nlsr_core.outputs import claim
+    from nlsr_core.io.outputs import claim
 
     aligned_dir = Path(aligned_dir or f"adapters/aligned/{method}/aligned")
     out = Path(out_dir or f"adapters/reference/{method}")
     strong_dir = Path(strong_dir) if strong_dir else None
-    from nlsr_core.amplify import MODES
+    from nlsr_core.method.amplify import MODES
 
     if mode not in MODES:
         raise NlsrError(f"amplify.mode: '{mode}' is unknown (expected one of {', '.join(MODES)})")
@@ -44,9 +44,9 @@ def command(method, aligned_dir, out_dir, beta, preset, mode, strong_dir):
 def _run(aligned_dir, output, beta, preset, mode, strong_dir) -> None:
     import os
 
-    from nlsr_core import amplify
-    from nlsr_core.adapters import load_adapter, save_adapter
-    from nlsr_core.lineage import inherited_fields, input_record, read_lineage
+    from nlsr_core.method import amplify
+    from nlsr_core.lora.adapters import load_adapter, save_adapter
+    from nlsr_core.io.lineage import inherited_fields, input_record, read_lineage
     from stages.artifact import write_artifact
 
     out = output.path

@@ -1,8 +1,8 @@
 """`write_artifact`: the save-and-log sequence every writing stage shares (not a command itself).
 
-One MLflow run per stage execution (`stage@key`, stages.options.tracked) logs each input record (path, role,
+One MLflow run per stage execution (`stage@key`, stages.run_env.tracked) logs each input record (path, role,
 sha256), the claimed output is filled in a temporary directory and renamed into place
-(nlsr_core.outputs.replace, so a failure leaves the old output or none), lineage.json is written beside the
+(nlsr_core.io.outputs.replace, so a failure leaves the old output or none), lineage.json is written beside the
 files, and the output directory is logged as the run's artifact.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Callable
 def tracked_inputs(stage: str, key: str | None, params: dict, inputs: list[dict], enabled: bool = True):
     """The stage's tracked run with its `inputs` logged; for stages that log during their work (training loss)
     before `write_artifact(..., tracker=tr)`."""
-    from stages.options import tracked
+    from stages.run_env import tracked
 
     with tracked(stage, key, params, enabled=enabled) as tr:
         for record in inputs:
@@ -25,14 +25,14 @@ def tracked_inputs(stage: str, key: str | None, params: dict, inputs: list[dict]
 
 def write_artifact(output, stage: str, key: str | None, inputs: list[dict], params: dict,
                    fill: Callable, *, metrics: dict | None = None, tracker=None) -> None:
-    """Write the claimed `output` (nlsr_core.outputs.Output) of `stage`.
+    """Write the claimed `output` (nlsr_core.io.outputs.Output) of `stage`.
 
     `fill(tmp)` writes the files into the temporary directory and returns the extra lineage fields, or None when
     it wrote its own lineage files (align: one per adapter). `metrics` ({name: value}) are logged to the run.
     With `tracker` (from `tracked_inputs`) the run is that one; otherwise a run is opened here.
     """
-    from nlsr_core.lineage import write_lineage
-    from nlsr_core.outputs import replace
+    from nlsr_core.io.lineage import write_lineage
+    from nlsr_core.io.outputs import replace
 
     with contextlib.ExitStack() as stack:
         tr = tracker or stack.enter_context(tracked_inputs(stage, key, params, inputs))

@@ -48,9 +48,9 @@ def command(path, verify, modules):
 def leftover_lines(path: Path) -> list[str]:
     """What interrupted writes left beside the artifact: hidden temp/aside siblings no live writer holds (the
     next writing command in that directory removes them), and a run record listing the artifact as not rewritten
-    (nlsr_core.batch_record)."""
-    from nlsr_core.batch_record import pending_in
-    from nlsr_core.outputs import stale_siblings
+    (nlsr_core.io.batch_record)."""
+    from nlsr_core.io.batch_record import pending_in
+    from nlsr_core.io.outputs import stale_siblings
 
     top = artifact_dir(path)
     lines = [f"leftover: {p} (an interrupted write of {name}; the next writing command in {top.parent} removes it)"
@@ -64,7 +64,7 @@ def leftover_lines(path: Path) -> list[str]:
 
 def artifact_dir(path: Path) -> Path | None:
     """The directory whose lineage.json describes `path` (itself, or the directory holding a file)."""
-    from nlsr_core.lineage import LINEAGE_FILE
+    from nlsr_core.io.lineage import LINEAGE_FILE
 
     path = Path(path)
     if path.is_dir() and (path / LINEAGE_FILE).is_file():
@@ -76,7 +76,7 @@ def artifact_dir(path: Path) -> Path | None:
 
 def _read(path: Path) -> dict:
     from nlsr_core.errors import NlsrError
-    from nlsr_core.lineage import LINEAGE_FILE, read_lineage
+    from nlsr_core.io.lineage import LINEAGE_FILE, read_lineage
 
     record = read_lineage(path)   # one-line LineageError for a damaged file
     if "stage" not in record:
@@ -143,7 +143,7 @@ def _inputs(record: dict, origin: Path, indent: str, expanded: set, verify: list
 
 def _check(rec: dict, found: Path | None, marks: list) -> str:
     """The verify mark of one recorded input: ✓, changed (with the digest now) or missing."""
-    from nlsr_core.lineage import sha256_dir
+    from nlsr_core.io.lineage import sha256_dir
 
     if found is None:
         marks.append("missing")
@@ -158,7 +158,7 @@ def _check(rec: dict, found: Path | None, marks: list) -> str:
 
 def _module_lines(record: dict, indent: str) -> list[str]:
     """One line per module of a realign/safelora record: its similarity/cosine, rank, draw and patched flag."""
-    from nlsr_core.adapters import short_name
+    from nlsr_core.lora.adapters import short_name
 
     rows = record.get("modules")
     if not isinstance(rows, list) or not rows:

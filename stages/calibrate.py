@@ -8,7 +8,7 @@ Scores the aligned and fine-tuned adapters and every grid point on data/prepared
 tasks/<task>/calib.jsonl (prepare-data writes them with data.sizes.calib_harmful / task_calib, from rows no
 other split holds; a calibration prompt found in the test split is refused before any work). The target is an
 HS ceiling measured on the same split: `aligned+5`, `finetuned*0.5` or a number. The chosen setting is the best
-task accuracy among those meeting it (`nlsr_core.study.choose_point`). Writes:
+task accuracy among those meeting it (`nlsr_core.study.points.choose_point`). Writes:
     params.yaml        the chosen identify.sparsity / realign.* values in params.yaml's schema
                        (apply with `dvc exp run -S identify.sparsity=... -S realign.layer_prune=...`)
     calibrate.json     every scored setting, the target, its ceiling, the choice and whether the target was met
@@ -31,10 +31,10 @@ from stages.options import PATH, config_option
 @click.option("--out", type=PATH, default=None, help="default calibrate/<cell>")
 def command(inputs, target, out, **grid):
     """Search the (P_SR, P_L, ...) grid on the calibration split; write the best setting that meets the target."""
-    from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.study import check_disjoint, choose_point, grid_points, grid_record, params_yaml, parse_target
-    from nlsr_core.study_points import builder, describe, score_points, settings_record
-    from nlsr_core.study_report import pct
+    from nlsr_core.eval.evaluate import load_splits, parse_cell
+    from nlsr_core.study.points import check_disjoint, choose_point, grid_points, grid_record, params_yaml, parse_target
+    from nlsr_core.study.scoring import builder, describe, score_points, settings_record
+    from nlsr_core.eval.formatting import pct
     from stages.cell_options import claim_result, grid_axes, write_result
 
     goal = parse_target(target)

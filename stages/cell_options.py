@@ -1,6 +1,6 @@
 """The options and output handling `nlsr frontier`, `nlsr calibrate` and `nlsr ablate` share (not a command
 itself): one cell's inputs and the pipeline's own setting, parsed into one `inputs` dict for
-nlsr_core.study_points (`compute`: the resolved model.device / model.dtype),
+nlsr_core.study.scoring (`compute`: the resolved model.device / model.dtype),
 the grid options, and the claimed output written with stages.artifact.write_artifact.
 """
 from __future__ import annotations
@@ -45,10 +45,11 @@ _SETTINGS = [
 
 
 def cell_options(f):
-    """The options above and the judge's answering options (stages.options.EVAL_OPTIONS) on a command, which
+    """The options above and the judge's answering options (stages.eval_options.EVAL_OPTIONS) on a command, which
     then receives them as one `inputs` dict (`inputs["answering"]`: the EvalSettings)."""
-    from nlsr_core.study_points import parse_task
-    from stages.options import config_option, eval_options, eval_settings, resolve_compute
+    from nlsr_core.study.scoring import parse_task
+    from stages.eval_options import eval_options, eval_settings
+    from stages.options import config_option, resolve_compute
 
     keys = [key for _, key, *_ in _INPUTS] + [key for *_, key in _SETTINGS]
 
@@ -76,7 +77,7 @@ def grid_options(section: str):
     import dataclasses
 
     from nlsr_core.config import SECTIONS
-    from nlsr_core.study import GRID_AXES
+    from nlsr_core.study.points import GRID_AXES
     from stages.options import config_option
 
     listed = {f.name for f in dataclasses.fields(SECTIONS[section])}
@@ -98,14 +99,14 @@ def grid_options(section: str):
 
 def grid_axes(kwargs: dict) -> dict:
     """Pop the --grid_<axis> values: axis -> list."""
-    from nlsr_core.study import GRID_AXES
+    from nlsr_core.study.points import GRID_AXES
 
     return {axis: list(kwargs.pop(f"grid_{axis}")) for axis in GRID_AXES}
 
 
 def claim_result(out: Path, stage: str, inputs: dict, extra: tuple = ()):
-    """The stage's output directory, checked before any work (nlsr_core.outputs): not an input of the cell."""
-    from nlsr_core.outputs import claim
+    """The stage's output directory, checked before any work (nlsr_core.io.outputs): not an input of the cell."""
+    from nlsr_core.io.outputs import claim
 
     given = [(f"--{r}", inputs[r]) for r in REQUIRED if r != "cell"]
     return claim(out, stage, inputs=[*given, ("--data", inputs["data_dir"]), ("--cache", inputs["cache_dir"]), *extra])
@@ -117,9 +118,9 @@ def write_result(output, stage: str, inputs: dict, params: dict, document: dict,
     claimed output, atomically; tracked as one MLflow run."""
     import shutil
 
-    from nlsr_core.fileio import write_json
-    from nlsr_core.lineage import input_record
-    from nlsr_core.study_report import pct
+    from nlsr_core.io.fileio import write_json
+    from nlsr_core.io.lineage import input_record
+    from nlsr_core.eval.formatting import pct
     from stages.artifact import write_artifact
 
     records = [input_record(Path(inputs[r]), r) for r in ("finetuned", "aligned", "reference", "stats")]

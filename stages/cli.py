@@ -1,7 +1,7 @@
 """The `nlsr` command group. Commands load lazily so `nlsr --help` imports no torch/transformers/mlflow.
 
 Library output (transformers' loading bars, log warnings, Python warnings during model loads) is off unless
-`nlsr -v COMMAND ...`; our own progress bars follow NLSR_PROGRESS (nlsr_core.progress).
+`nlsr -v COMMAND ...`; our own progress bars follow NLSR_PROGRESS (nlsr_core.io.progress).
 
 Each command is named exactly like its DVC stage and lives in `stages/<name with underscores>.py` as a
 Click command called `command`.
@@ -53,7 +53,7 @@ class LazyGroup(click.Group):
 
 
 def _set_verbose(ctx, param, value):
-    from nlsr_core import progress
+    from nlsr_core.io import progress
 
     progress.set_verbose(value)
 
@@ -78,9 +78,9 @@ def _split_verbose(argv: list[str]) -> tuple[bool, list[str]]:
 
 def main(argv=None):
     """Entry point: bad input (NlsrError) becomes one line on stderr and exit status 1."""
-    from nlsr_core import locks, progress
+    from nlsr_core.io import locks, progress
     from nlsr_core.errors import NlsrError
-    from stages.options import (check_pipeline_params, install_fault_hook, install_interrupts, preflight_tracking,
+    from stages.run_env import (check_pipeline_params, install_fault_hook, install_interrupts, preflight_tracking,
                                 progress_enabled, set_locking)
 
     args = list(sys.argv[1:] if argv is None else argv)

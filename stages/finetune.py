@@ -31,12 +31,12 @@ def command(ctx, aligned_dir, mix_file, out_dir, lr, epochs, batch_size, max_len
     """Continue Wa with SFT on the mix's rows; write Wt with lineage."""
     from pathlib import Path
 
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.lineage import read_lineage
-    from nlsr_core.outputs import claim
-    from nlsr_core.finetune import stack_from_lineage
-    from nlsr_core.train import TrainSettings
-    from nlsr_core.train_data import read_rows
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.io.lineage import read_lineage
+    from nlsr_core.io.outputs import claim
+    from nlsr_core.train.finetune import stack_from_lineage
+    from nlsr_core.train.trainers import TrainSettings
+    from nlsr_core.train.train_data import read_rows
 
     settings = TrainSettings(lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
                              max_steps=max_steps, template=template, gradient_checkpointing=gradient_checkpointing)
@@ -59,9 +59,9 @@ def _run(spec, weak, aligned_dir, mix_file, output, rows, settings, parent) -> N
 
     import datasets
 
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.finetune import continue_adapter
-    from nlsr_core.lineage import inherited_fields, input_record, recorded_path
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.train.finetune import continue_adapter
+    from nlsr_core.io.lineage import inherited_fields, input_record, recorded_path
     from stages.artifact import tracked_inputs, write_artifact
     from stages.launch import is_main_process
 

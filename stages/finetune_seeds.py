@@ -5,7 +5,7 @@
         --stats identify/dpo/stats.safetensors --seeds 1 --seeds 2 --out finetune-seeds/sst2-p0.1-dpo
 
 Seed s draws its own poisoned mix from the prepared task rows and poison pool and trains Wt_s from Wa with the
-pipeline's fine-tuning settings (nlsr_core.finetune_seeds). The pipeline's fine-tuned adapter is the first
+pipeline's fine-tuning settings (nlsr_core.study.finetune_seeds). The pipeline's fine-tuned adapter is the first
 replicate. On each replicate NLSR, random masks, interpolation, safety-vector addition and SafeLoRA are scored
 at the pipeline's settings on the test split, like `nlsr frontier` (same judge, answer cache and per-prompt
 flags). Writes <out>/finetune-seeds.json, the trained adapters (<out>/finetuned-s<seed>/) and lineage.json;
@@ -35,14 +35,14 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     """Fine-tune the cell with other seeds; score every repair on each replicate."""
     import tempfile
 
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.fileio import read_jsonl
-    from nlsr_core.finetune_seeds import check_seeds, replicate_points, seed_mixes, train_replicate
-    from nlsr_core.judge.evaluate import load_splits, parse_cell
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.fileio import read_jsonl
+    from nlsr_core.study.finetune_seeds import check_seeds, replicate_points, seed_mixes, train_replicate
+    from nlsr_core.eval.evaluate import load_splits, parse_cell
     from nlsr_core.errors import NlsrError
-    from nlsr_core.lineage import inherited_fields, input_record, lineage_or_empty, read_lineage, write_lineage
-    from nlsr_core.study_points import builder, describe, score_points, settings_record
-    from nlsr_core.train import TrainSettings
+    from nlsr_core.io.lineage import inherited_fields, input_record, lineage_or_empty, read_lineage, write_lineage
+    from nlsr_core.study.scoring import builder, describe, score_points, settings_record
+    from nlsr_core.train.trainers import TrainSettings
     from stages.cell_options import claim_result, write_result
 
     cell = parse_cell(inputs["cell"])

@@ -30,9 +30,9 @@ from stages.options import PATH, config_option, config_options
 @click.option("--out", type=PATH, default=None, help="default frontier/<cell>")
 def command(inputs, safelora_tau, grid_random_masks, grid_lambda, grid_gamma, out, **grid):
     """Score a grid of realign settings (and SafeLoRA thresholds) on the test split."""
-    from nlsr_core.judge.evaluate import load_splits, parse_cell
-    from nlsr_core.study import control_points, grid_points, grid_record
-    from nlsr_core.study_points import builder, describe, score_points, settings_record
+    from nlsr_core.eval.evaluate import load_splits, parse_cell
+    from nlsr_core.study.points import control_points, grid_points, grid_record
+    from nlsr_core.study.scoring import builder, describe, score_points, settings_record
     from stages.cell_options import claim_result, grid_axes, write_result
 
     cell = parse_cell(inputs["cell"])

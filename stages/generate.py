@@ -30,10 +30,10 @@ def command(adapter, model_name, seed, prompts_file, out_file, max_new_tokens, b
     """Answer every prompt of PROMPTS greedily and write {id, prompt, response} rows to OUT."""
     from pathlib import Path
 
-    from nlsr_core.fileio import write_jsonl
-    from nlsr_core.generate import (GenerationSettings, answer_file, generate_responses, load_plan, plan_inputs,
+    from nlsr_core.io.fileio import write_jsonl
+    from nlsr_core.lora.generate import (GenerationSettings, answer_file, generate_responses, load_plan, plan_inputs,
                                     plan_stack)
-    from nlsr_core.outputs import claim_file, replace_file
+    from nlsr_core.io.outputs import claim_file, replace_file
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, template=template)
     plan = plan_stack(Path(adapter) if adapter else None, model_name)

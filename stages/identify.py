@@ -40,12 +40,12 @@ from stages.options import PATH, compute_options, config_option, config_options,
 def command(reference, model, weak, data, preference, identifier, sparsity, preset, batch_size, max_length,
             template, seed, compute, out):
     """Find the safety-critical neurons of the reference adapter and write masks + stats + summary."""
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
     from nlsr_core.config import check_value
-    from nlsr_core.identification import base_of, identification_files, identify_model
-    from nlsr_core.neurons import get_identifier
-    from nlsr_core.presets import check_sparsity, get_preset
-    from nlsr_core.outputs import claim
+    from nlsr_core.method.identification import base_of, identification_files, identify_model
+    from nlsr_core.method.neurons import get_identifier
+    from nlsr_core.method.presets import check_sparsity, get_preset
+    from nlsr_core.io.outputs import claim
 
     chosen = get_identifier(identifier)
     if sparsity is not None:
@@ -66,9 +66,9 @@ def command(reference, model, weak, data, preference, identifier, sparsity, pres
 
 
 def _write(output, ref, reference: Path, base: dict, files: list[Path], params: dict, result) -> None:
-    from nlsr_core.fileio import write_json
-    from nlsr_core.lineage import input_record, recorded_path
-    from nlsr_core.neurons import save_masks, save_stats
+    from nlsr_core.io.fileio import write_json
+    from nlsr_core.io.lineage import input_record, recorded_path
+    from nlsr_core.method.neurons import save_masks, save_stats
     from stages.artifact import write_artifact
 
     out = output.path

@@ -7,19 +7,19 @@
 
 Writes `<out>/<variant>/{harmful,task,benign[,benign_sensitive]}.jsonl` (answers with per-row verdicts), `<out>/judged.json`
 (rates with n and 95% Wilson intervals, judge and generation settings; the judge-free safety score of every
-variant when the prepared data holds heldout/pairs.jsonl: nlsr_core/judge_free.py) and `<out>/lineage.json`.
+variant when the prepared data holds heldout/pairs.jsonl: nlsr_core/eval/judge_free.py) and `<out>/lineage.json`.
 Answers and verdicts are cached in `--cache`, so another judge reading answers of the same budget judges
 without regenerating, and reruns judge only new answers. Each split is answered with its own token budget
 (`--opening-tokens` for what the keyword matcher reads, `--max-new-tokens` for a model judge) and the task split
 by scoring the label strings (`--fa-mode score`) or by generating (`--fa-mode generate`): see
-nlsr_core/judge/settings.py.
+nlsr_core/eval/settings.py.
 """
 from __future__ import annotations
 
 import click
 
-from stages.options import (compute_options, config_option, eval_options, eval_settings, model_option,
-                            model_seed_option, template_option)
+from stages.eval_options import eval_options, eval_settings
+from stages.options import compute_options, config_option, model_option, model_seed_option, template_option
 
 VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 
@@ -50,12 +50,12 @@ def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, rea
     """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
 
-    from nlsr_core.generate import check_plans
-    from nlsr_core.judge import JUDGES, JudgeSpec
-    from nlsr_core.judge.evaluate import parse_cell, load_splits
-    from nlsr_core.judge_free import HELDOUT_PAIRS, load_pairs
-    from nlsr_core.lineage import input_record
-    from nlsr_core.outputs import claim
+    from nlsr_core.lora.generate import check_plans
+    from nlsr_core.eval.judges import JUDGES, JudgeSpec
+    from nlsr_core.eval.evaluate import parse_cell, load_splits
+    from nlsr_core.eval.judge_free import HELDOUT_PAIRS, load_pairs
+    from nlsr_core.io.lineage import input_record
+    from nlsr_core.io.outputs import claim
     from stages.artifact import tracked_inputs
 
     parsed = parse_cell(cell)
@@ -94,7 +94,7 @@ def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, rea
 def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
     from pathlib import Path
 
-    from nlsr_core.generate import StackPlan, plan_stack
+    from nlsr_core.lora.generate import StackPlan, plan_stack
 
     plans = {"base": StackPlan(model_name, None, None)} if include_base else {}
     for variant, path in adapters.items():
@@ -108,11 +108,11 @@ def _plans(adapters: dict, model_name: str, include_base: bool) -> dict:
 def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tracker, pairs=None,
         pairs_file=None, compute=None) -> dict:
     """Generate (cached) on `compute`, score (cached verdicts), add the judge-free score on `pairs` (read from
-    `pairs_file`; when given), write the claimed output (nlsr_core.outputs) atomically; return judged.json."""
-    from nlsr_core.fileio import write_json, write_jsonl
-    from nlsr_core.judge.evaluate import evaluate_plans, judged_record
-    from nlsr_core.lineage import input_record
-    from nlsr_core.models import ModelSpec, model_identity
+    `pairs_file`; when given), write the claimed output (nlsr_core.io.outputs) atomically; return judged.json."""
+    from nlsr_core.io.fileio import write_json, write_jsonl
+    from nlsr_core.eval.evaluate import evaluate_plans, judged_record
+    from nlsr_core.io.lineage import input_record
+    from nlsr_core.lora.models import ModelSpec, model_identity
     from stages.artifact import write_artifact
 
     model = next(iter(plans.values())).model
@@ -123,7 +123,7 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
         record["compute"] = compute.record()
     inputs = [input_record(s.path, "data") for s in splits]
     if pairs is not None:
-        from nlsr_core.judge_free import HELDOUT_PAIRS, judge_free_scores
+        from nlsr_core.eval.judge_free import HELDOUT_PAIRS, judge_free_scores
 
         free = judge_free_scores(plans, pairs, settings.template, seed, settings.batch_size, cache_dir, compute)
         for variant, entry in free.items():

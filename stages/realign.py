@@ -11,7 +11,7 @@ Reads adapter tensors and masks only (no base model, no tokenizer), so it also s
     nlsr realign --method safety-vector --safety-vector-gamma 1 --finetuned A --aligned ALIGNED --out OUT
 
 Every input is loaded and checked before anything is written; each output directory (PEFT adapter +
-lineage.json) is claimed before any work and written atomically (nlsr_core.outputs: it may replace only an
+lineage.json) is claimed before any work and written atomically (nlsr_core.io.outputs: it may replace only an
 earlier realign/safelora output or an empty directory, never an input or a directory holding one).
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
     nlsr recipe-study --recipe current --recipe r3-e3-op --data data/prepared --out recipe-study \\
         --report reports/alignment.md
 
-Recipes are named entries of nlsr_core.recipes.RECIPES. Each recipe is one output `<out>/<name>/` (weak/, aligned/,
+Recipes are named entries of nlsr_core.train.recipes.RECIPES. Each recipe is one output `<out>/<name>/` (weak/, aligned/,
 result.json), written atomically; a stored result of the same recipe is reused, so adding a recipe trains only
 that one. M (the base) is judged once into `<out>/base.json`. Not a stage of the default pipeline: a 3-epoch
 recipe costs about 12 minutes on 2 CPU cores.
@@ -19,7 +19,7 @@ REPORT_TITLE = "# Alignment recipes: where the safety lives"
 
 
 @click.command("recipe-study")
-@click.option("--recipe", "names", multiple=True, help="a recipe of nlsr_core.recipes.RECIPES (repeatable) "
+@click.option("--recipe", "names", multiple=True, help="a recipe of nlsr_core.train.recipes.RECIPES (repeatable) "
               "[default: every recipe]")
 @click.option("--data", "data_dir", default="data/prepared", show_default=True, type=PATH,
               help="prepared data: the held-out splits every recipe is judged on")
@@ -38,14 +38,14 @@ def command(names, data_dir, task, local_dir, model_name, compute, template, out
     import json
     from pathlib import Path
 
-    from nlsr_core.alignment_report import alignment_markdown
+    from nlsr_core.report.alignment_report import alignment_markdown
     from nlsr_core.errors import NlsrError
-    from nlsr_core.fileio import write_json
-    from nlsr_core.generate import StackPlan
-    from nlsr_core.outputs import claim, claim_container, claim_file, replace, replace_file, titled
-    from nlsr_core.recipe_study import (add_judge_free, base_file_name, cached_result, data_spec, is_study_dir,
+    from nlsr_core.io.fileio import write_json
+    from nlsr_core.lora.generate import StackPlan
+    from nlsr_core.io.outputs import claim, claim_container, claim_file, replace, replace_file, titled
+    from nlsr_core.study.recipe_study import (add_judge_free, base_file_name, cached_result, data_spec, is_study_dir,
                                         judge_variants, run_recipe)
-    from nlsr_core.recipes import RECIPES
+    from nlsr_core.train.recipes import RECIPES
 
     unknown = [n for n in names if n not in RECIPES]
     if unknown:

@@ -30,7 +30,7 @@ def repair(method: str, finetuned: list, out, **options) -> None:
     if len(outs) == 1:
         METHODS[method](finetuned=finetuned, outs=outs, method=method, record=None, **options)
         return
-    from nlsr_core.batch_record import batch_record
+    from nlsr_core.io.batch_record import batch_record
 
     # several outputs in one container: which are complete is recorded while they are written
     with batch_record(out, stage, [o.path.name for o in outs], commands=("realign", "safelora")) as record:
@@ -38,9 +38,9 @@ def repair(method: str, finetuned: list, out, **options) -> None:
 
 
 def check_lineages(adapters: list) -> None:
-    """Every input adapter's lineage.json, when it has one, must be readable (nlsr_core.lineage.read_lineage's
+    """Every input adapter's lineage.json, when it has one, must be readable (nlsr_core.io.lineage.read_lineage's
     one-line error), before anything is claimed: outputs inherit the base and W0 from it."""
-    from nlsr_core.lineage import lineage_or_empty
+    from nlsr_core.io.lineage import lineage_or_empty
 
     for adapter in adapters:
         if adapter is not None and Path(adapter).is_dir():
@@ -48,10 +48,10 @@ def check_lineages(adapters: list) -> None:
 
 
 def output_dirs(finetuned: list[Path], out: Path, stage: str, inputs: list) -> list:
-    """One claimed output (nlsr_core.outputs) per input: `out` itself for one adapter, `out/<basename>` for
+    """One claimed output (nlsr_core.io.outputs) per input: `out` itself for one adapter, `out/<basename>` for
     several; `out` is then only their container. Either may replace an earlier realign or safelora output."""
     from nlsr_core.errors import NlsrError
-    from nlsr_core.outputs import claim, claim_container, written_by
+    from nlsr_core.io.outputs import claim, claim_container, written_by
 
     if len(finetuned) == 1:
         paths = [out]
@@ -77,8 +77,8 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
     (default identify.sparsity)."""
     from nlsr_core.config import default
     from nlsr_core.errors import NlsrError
-    from nlsr_core.neurons import load_stats, masks_and_summary
-    from nlsr_core.realign import load_masks
+    from nlsr_core.method.neurons import load_stats, masks_and_summary
+    from nlsr_core.method.realign import load_masks
 
     if (masks is None) == (stats is None):
         raise NlsrError("realign --method nlsr needs exactly one of --masks FILE or --stats FILE [--sparsity P_SR]")
@@ -96,10 +96,10 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
 def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, selection, layer_prune, delta, tau,
               seed, allow_pickle, method="nlsr", record=None, **_):
     """NLSR (eqs. 8-11) with the identified masks, or with random masks at their kept count (random-masks)."""
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.baselines import random_mask_realign
-    from nlsr_core.lineage import input_record
-    from nlsr_core.realign import RealignParams, check_realign_inputs, realign
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.repair.baselines import random_mask_realign
+    from nlsr_core.io.lineage import input_record
+    from nlsr_core.method.realign import RealignParams, check_realign_inputs, realign
 
     repair_one = realign if method == "nlsr" else random_mask_realign
     params = RealignParams(preset=preset, selection=selection, layer_prune=layer_prune, delta=delta, tau=tau,
@@ -120,10 +120,10 @@ def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, sel
 def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safety_vector_gamma, allow_pickle,
                method, record=None, **_):
     """The mask-free baselines: interpolate toward --reference (λ), or add γ·ΔWa of --aligned (safety-vector)."""
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.baselines import interpolate, safety_vector
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.repair.baselines import interpolate, safety_vector
     from nlsr_core.config import check_value
-    from nlsr_core.lineage import input_record
+    from nlsr_core.io.lineage import input_record
 
     # the knob first: a bad value fails before any adapter is read
     for name, value in (("interpolate_lambda", interpolate_lambda), ("safety_vector_gamma", safety_vector_gamma)):
@@ -143,9 +143,9 @@ def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safet
 def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection, allow_pickle, record=None,
                   **_):
     """SafeLoRA: project drifted modules onto the aligned adapter's safety subspace."""
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.lineage import input_record
-    from nlsr_core.safelora import SafeLoraParams, safelora
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.io.lineage import input_record
+    from nlsr_core.repair.safelora import SafeLoraParams, safelora
 
     params = SafeLoraParams(tau=safelora_tau, projection=safelora_projection)
     al = load_adapter(_require(aligned, "--aligned DIR", "safelora"), allow_pickle=allow_pickle)
@@ -156,16 +156,16 @@ def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection
 
 
 # The repair methods of `nlsr realign --method` (docs/DESIGN.md §7.2): NLSR, SafeLoRA and the training-free
-# controls of nlsr_core.baselines.
+# controls of nlsr_core.repair.baselines.
 METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora, "random-masks": _run_nlsr, "interpolate": _run_blend,
            "safety-vector": _run_blend}
 
 
 def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,
            extra: dict | None = None, record=None) -> None:
-    """Write one repaired adapter; with `record` (nlsr_core.batch_record, several outputs), mark it complete."""
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.lineage import base_fields, input_record
+    """Write one repaired adapter; with `record` (nlsr_core.io.batch_record, several outputs), mark it complete."""
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.lineage import base_fields, input_record
     from stages.artifact import write_artifact
 
     out = output.path

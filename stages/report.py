@@ -40,12 +40,12 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     """Write metrics.json (DVC metrics), results.md (Table 1 layout + Wilson intervals), plot CSVs and PNGs."""
     from pathlib import Path
 
-    from nlsr_core import report, study_report
-    from nlsr_core.finetune_seeds import finetune_seeds_markdown
-    from nlsr_core.fileio import write_json
-    from nlsr_core.finetune_seeds import FINETUNE_SEEDS_TITLE
-    from nlsr_core.outputs import claim, claim_file, json_of_mappings, only_files, replace, replace_file, titled
-    from nlsr_core.plots import plot_frontier, plot_hs_fa, plot_similarity
+    from nlsr_core.report import results as report, study_report
+    from nlsr_core.study.finetune_seeds import finetune_seeds_markdown
+    from nlsr_core.io.fileio import write_json
+    from nlsr_core.study.finetune_seeds import FINETUNE_SEEDS_TITLE
+    from nlsr_core.io.outputs import claim, claim_file, json_of_mappings, only_files, replace, replace_file, titled
+    from nlsr_core.report.plots import plot_frontier, plot_hs_fa, plot_similarity
 
     inputs = [*(("--judged", p) for p in judged_paths), *(("--realigned", d) for d in realigned_dirs),
               ("--frontier", frontier_dir), ("--calibrate", calibrate_dir), ("--ablate", ablate_dir),
@@ -100,7 +100,7 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
 
 def _track(files: list, plots_dir, metrics: dict) -> None:
     """The report run: every cell's HS/FA/over-refusal as metrics, the table and plots as artifacts."""
-    from stages.options import tracked
+    from stages.run_env import tracked
 
     with tracked("report", None, {"cells": sorted(metrics)}) as tr:
         for cell, variants in sorted(metrics.items()):

@@ -10,7 +10,7 @@ import pytest
 if TYPE_CHECKING:
     import torch
 
-    from nlsr_core.adapters import Adapter
+    from nlsr_core.lora.adapters import Adapter
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "paper"
@@ -51,7 +51,7 @@ def local_paper_spec(local_dir: Path):
 @pytest.fixture(scope="session")
 def tiny():
     """The tiny-random model, loaded once per session (do not mutate it; load_model again for that)."""
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.models import ModelSpec, load_model
 
     return load_model(ModelSpec("tiny-random", dtype="float32"))  # exactness tests compare with fp64 oracles
 
@@ -92,7 +92,7 @@ def make_tiny_adapter(out: Path, seed: int, lineage: dict | None, targets=("q_pr
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.models import ModelSpec, load_model
 
     peft = get_peft_model(load_model(ModelSpec("tiny-random")).model,
                           LoraConfig(r=4, lora_alpha=8, target_modules=list(targets)))
@@ -122,7 +122,7 @@ def random_adapter(seed: int, rank: int = 4, layers: int = 2, alpha: float = 8.0
     from `seed` (A then B, layer by layer, module by module)."""
     import torch
 
-    from nlsr_core.adapters import Adapter
+    from nlsr_core.lora.adapters import Adapter
 
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
@@ -138,9 +138,9 @@ def random_adapter(seed: int, rank: int = 4, layers: int = 2, alpha: float = 8.0
 
 
 def write_adapter(path: Path, adapter: Adapter, lineage: dict | None = None) -> Path:
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.fileio import write_json
-    from nlsr_core.lineage import LINEAGE_FILE
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.fileio import write_json
+    from nlsr_core.io.lineage import LINEAGE_FILE
 
     save_adapter(adapter, path)
     if lineage is not None:

@@ -5,7 +5,7 @@ activation x (d_in). Then, per module, in fp64:
     X̂ = [x_1 ... x_T]                      (d_in × T)
     U S Vᵀ = svd(A X̂)        Â = U_{:r*} U_{:r*}ᵀ A       (eq. 4, left singular vectors of the product)
     U S Vᵀ = svd(B (A X̂))    B̂ = U_{:r*} U_{:r*}ᵀ B       (lora_B's input is z = A x)
-and masks = top-k of |Â|, |B̂| (eq. 5) with the same tie rule as nlsr_core.presets.topk_mask, implemented
+and masks = top-k of |Â|, |B̂| (eq. 5) with the same tie rule as nlsr_core.method.presets.topk_mask, implemented
 independently here with numpy.lexsort: sort by −|value|, then by index, keep the first k.
 
 The rank / k rules are re-derived here too (round half up, clipped to [1, n]) so a bug there is caught.

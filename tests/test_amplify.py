@@ -39,7 +39,7 @@ def assert_product_scaled(got: torch.Tensor, want: torch.Tensor, tol: float = 1e
 ])
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 3.0])
 def test_extrapolate_scales_each_product_exactly(preset, factor, beta):
-    from nlsr_core.amplify import extrapolate, product_factor
+    from nlsr_core.method.amplify import extrapolate, product_factor
 
     aligned = make_adapter()
     before = {k: t.clone() for k, t in aligned.tensors.items()}
@@ -52,7 +52,7 @@ def test_extrapolate_scales_each_product_exactly(preset, factor, beta):
 
 
 def test_official_code_at_the_paper_beta_is_3_24():
-    from nlsr_core.amplify import product_factor
+    from nlsr_core.method.amplify import product_factor
 
     assert product_factor(0.9, "official-code") == pytest.approx(3.24)
     assert product_factor(0.9, "paper") == pytest.approx(1.9)
@@ -64,7 +64,7 @@ def test_official_code_at_the_paper_beta_is_3_24():
     (0.9, "papr", "nlsr.preset: 'papr' is unknown"),
 ])
 def test_extrapolate_rejects_bad_parameters(beta, preset, expected):
-    from nlsr_core.amplify import extrapolate
+    from nlsr_core.method.amplify import extrapolate
     from nlsr_core.errors import NlsrError
 
     with pytest.raises(NlsrError, match=expected.replace("(", r"\(")):
@@ -82,7 +82,7 @@ def interpolation_oracle(aligned, strong, alpha, module):
 
 @pytest.mark.parametrize("alpha", [0.3, 0.9, 1.0])
 def test_interpolate_matches_the_dense_least_squares_oracle(alpha):
-    from nlsr_core.amplify import interpolate
+    from nlsr_core.method.amplify import interpolate
 
     aligned, strong = make_adapter(seed=0), make_adapter(seed=1, alpha=16.0)   # other basis, other scaling
     reference, residuals = interpolate(aligned, strong, alpha)
@@ -96,7 +96,7 @@ def test_interpolate_matches_the_dense_least_squares_oracle(alpha):
 
 def test_interpolate_is_exact_when_the_strong_adapter_shares_the_row_space():
     """W_strong = Wa with B scaled by 3: ΔWe = (3α + 1 − α)·ΔWa exactly, residual 0."""
-    from nlsr_core.amplify import interpolate
+    from nlsr_core.method.amplify import interpolate
 
     aligned = make_adapter(seed=0)
     strong = aligned.replace({k: t * 3 if ".lora_B." in k else t for k, t in aligned.tensors.items()})
@@ -108,7 +108,7 @@ def test_interpolate_is_exact_when_the_strong_adapter_shares_the_row_space():
 
 @pytest.mark.parametrize("alpha", [0.0, 1.5, -0.2])
 def test_interpolate_needs_alpha_in_0_1(alpha):
-    from nlsr_core.amplify import interpolate
+    from nlsr_core.method.amplify import interpolate
     from nlsr_core.errors import NlsrError
 
     with pytest.raises(NlsrError, match="0 < beta <= 1"):
@@ -116,8 +116,8 @@ def test_interpolate_needs_alpha_in_0_1(alpha):
 
 
 def test_interpolate_refuses_another_rank():
-    from nlsr_core.adapters import AdapterError
-    from nlsr_core.amplify import interpolate
+    from nlsr_core.lora.adapters import AdapterError
+    from nlsr_core.method.amplify import interpolate
 
     with pytest.raises(AdapterError, match="rank"):
         interpolate(make_adapter(rank=4), make_adapter(rank=8), 0.5)
@@ -126,8 +126,8 @@ def test_interpolate_refuses_another_rank():
 # ------------------------------------------------------------------------------------------------- the stage
 @pytest.fixture
 def aligned_dir(tmp_path) -> Path:
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.lineage import write_lineage
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.lineage import write_lineage
 
     path = tmp_path / "adapters/aligned/dpo/aligned"
     save_adapter(make_adapter(), path)
@@ -146,8 +146,8 @@ def test_stage_writes_the_reference_with_inherited_lineage_and_loads_no_model(al
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.lineage import read_lineage, sha256_dir
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.io.lineage import read_lineage, sha256_dir
 
     aligned, reference = load_adapter(aligned_dir), load_adapter(out)
     for module in aligned.modules:
@@ -162,8 +162,8 @@ def test_stage_writes_the_reference_with_inherited_lineage_and_loads_no_model(al
 
 
 def test_stage_interpolates_toward_a_strong_adapter(aligned_dir, tmp_path):
-    from nlsr_core.adapters import save_adapter
-    from nlsr_core.lineage import read_lineage
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.lineage import read_lineage
 
     save_adapter(make_adapter(seed=5), tmp_path / "strong")
     out = tmp_path / "ref"

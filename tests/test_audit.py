@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from nlsr_core.fileio import write_json
-from nlsr_core.lineage import input_record
-from nlsr_core.neurons import save_masks
+from nlsr_core.io.fileio import write_json
+from nlsr_core.io.lineage import input_record
+from nlsr_core.method.neurons import save_masks
 from tests.conftest import TINY_MODEL, random_adapter, random_masks, write_adapter
 
 WEAK, ALIGNED = "adapters/aligned/dpo/weak", "adapters/aligned/dpo/aligned"

@@ -1,11 +1,11 @@
-"""Training-free baselines (nlsr_core.baselines): each one's algebra pinned on tiny adapters."""
+"""Training-free baselines (nlsr_core.repair.baselines): each one's algebra pinned on tiny adapters."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nlsr_core.baselines import interpolate, random_mask_realign, random_masks_like, safety_vector
-from nlsr_core.realign import RealignError, RealignParams, realign
+from nlsr_core.repair.baselines import interpolate, random_mask_realign, random_masks_like, safety_vector
+from nlsr_core.method.realign import RealignError, RealignParams, realign
 from tests.conftest import random_adapter, random_masks
 
 
@@ -88,9 +88,9 @@ def test_cli_runs_each_control_with_lineage(tmp_path):
     """`nlsr realign --method interpolate | safety-vector | random-masks` write adapters with their knob recorded."""
     import json
 
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.neuron_keys import gram_key
-    from nlsr_core.neurons import save_stats
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.method.neuron_keys import gram_key
+    from nlsr_core.method.neurons import save_stats
     from tests.conftest import run_cli, write_adapter
 
     ft, ref, al = (write_adapter(tmp_path / n, random_adapter(s)) for n, s in (("ft", 1), ("ref", 2), ("al", 3)))

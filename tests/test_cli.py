@@ -41,7 +41,7 @@ def test_every_command_resolves_and_has_help():
 
 
 def test_option_lists_match_the_aligners():
-    from nlsr_core.train import ALIGNERS
+    from nlsr_core.train.trainers import ALIGNERS
     from stages.options import ALIGN_METHODS
 
     assert set(ALIGNERS) == set(ALIGN_METHODS)

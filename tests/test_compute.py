@@ -81,8 +81,8 @@ def test_commands_refuse_a_missing_device_before_writing(tmp_path, monkeypatch, 
 @pytest.fixture(scope="module")
 def bf16_stack():
     """tiny-random + a LoRA, in bf16 on the CPU, through the one placement point (load_stack)."""
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
     from tests.conftest import make_tiny_adapter
 
     import tempfile
@@ -123,10 +123,10 @@ def test_the_stack_is_built_on_its_placement(bf16_stack):
 
 
 def test_every_inference_pass_runs_in_the_stack_dtype(bf16_stack):
-    from nlsr_core.generate import format_prompts, generate_texts
-    from nlsr_core.judge.preference_score import preference_score
-    from nlsr_core.label_scoring import score_label_answers
-    from nlsr_core.on_policy import on_policy_pairs
+    from nlsr_core.lora.generate import format_prompts, generate_texts
+    from nlsr_core.eval.preference_score import preference_score
+    from nlsr_core.eval.label_scoring import score_label_answers
+    from nlsr_core.train.on_policy import on_policy_pairs
 
     stack, _ = bf16_stack
     model, tok = stack.model, stack.tokenizer
@@ -149,8 +149,8 @@ def test_every_inference_pass_runs_in_the_stack_dtype(bf16_stack):
 def test_an_inference_stack_computes_its_adapter_in_the_compute_dtype(bf16_stack, tmp_path):
     """PEFT would keep the LoRA in fp32 over a bf16 base (each projection then casts its input to fp32, 1.7x
     slower on the CPU); an inference stack casts it, a trainable one keeps fp32 weights for mixed precision."""
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
 
     stack, adapter = bf16_stack
     lora = {p.dtype for n, p in stack.model.named_parameters() if "lora_" in n}
@@ -162,8 +162,8 @@ def test_an_inference_stack_computes_its_adapter_in_the_compute_dtype(bf16_stack
 def test_the_output_projection_gets_a_contiguous_input(bf16_stack):
     """logits_to_keep hands lm_head a strided slice; bf16 F.linear of such a slice over a frozen weight takes a
     slow CPU path (4.3 s instead of 12 ms at SmolLM2's vocabulary), so the placement point makes it contiguous."""
-    from nlsr_core.generate import format_prompts, generate_texts
-    from nlsr_core.label_scoring import score_label_answers
+    from nlsr_core.lora.generate import format_prompts, generate_texts
+    from nlsr_core.eval.label_scoring import score_label_answers
 
     stack, _ = bf16_stack
     model, tok = stack.model, stack.tokenizer
@@ -179,8 +179,8 @@ def test_the_output_projection_gets_a_contiguous_input(bf16_stack):
 
 
 def test_identification_runs_in_bf16_and_accumulates_in_fp32(bf16_stack):
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.neurons_stats import CollectContext, collect_lowrank, collect_wanda, encode_pairs
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.method.neurons_stats import CollectContext, collect_lowrank, collect_wanda, encode_pairs
 
     stack, adapter_dir = bf16_stack
     tok = stack.tokenizer
@@ -204,8 +204,8 @@ def test_identification_runs_in_bf16_and_accumulates_in_fp32(bf16_stack):
 def test_training_follows_the_base_precision(tmp_path):
     """A bf16 base trains under bf16 autocast with an fp32 LoRA (saved fp32); an fp32 base trains in fp32."""
     from nlsr_core.config import LoraConfig
-    from nlsr_core.models import ModelSpec, load_model
-    from nlsr_core.train import TrainSettings, _precision, add_lora, train_adapter
+    from nlsr_core.lora.models import ModelSpec, load_model
+    from nlsr_core.train.trainers import TrainSettings, _precision, add_lora, train_adapter
 
     rows = [{"prompt": "Tell me a joke", "response": "No jokes today."}] * 2
     for dtype, expected in (("bfloat16", {"bf16": True, "fp16": False}), ("float32", {"bf16": False, "fp16": False})):
@@ -221,7 +221,7 @@ def test_training_follows_the_base_precision(tmp_path):
 
 
 def test_model_judges_follow_the_model_placement():
-    from nlsr_core.judge.models import JudgeSpec, _device_dtype
+    from nlsr_core.eval.judge_models import JudgeSpec, _device_dtype
 
     assert _device_dtype(JudgeSpec(name="beaver-dam", device="cpu", dtype="bfloat16")) == ("cpu", torch.bfloat16)
     auto = resolve_compute()
@@ -229,8 +229,8 @@ def test_model_judges_follow_the_model_placement():
 
 
 def test_answers_are_cached_per_device_type_and_dtype():
-    from nlsr_core.generate import StackPlan
-    from nlsr_core.judge.evaluate import stack_identity
+    from nlsr_core.lora.generate import StackPlan
+    from nlsr_core.eval.evaluate import stack_identity
 
     plan = StackPlan("tiny-random", None, None)
     keys = {json.dumps(stack_identity(plan, {}, 0, c), sort_keys=True)
@@ -243,8 +243,8 @@ def test_answers_are_cached_per_device_type_and_dtype():
 def test_gradient_checkpointing_trains_the_lora():
     """launch.gradient_checkpointing (for 8B models) still trains the adapter: B moves off its zero start."""
     from nlsr_core.config import LoraConfig
-    from nlsr_core.models import ModelSpec, load_model
-    from nlsr_core.train import TrainSettings, add_lora, train_adapter
+    from nlsr_core.lora.models import ModelSpec, load_model
+    from nlsr_core.train.trainers import TrainSettings, add_lora, train_adapter
 
     loaded = load_model(ModelSpec("tiny-random", device="cpu", dtype="float32"))
     model = add_lora(loaded.model, LoraConfig(rank=2), 0)

@@ -92,7 +92,7 @@ def test_every_command_default_is_the_params_value():
 
 def test_realign_default_sparsity_is_the_pipelines():
     from nlsr_core.config import default
-    from nlsr_core.study import Point
+    from nlsr_core.study.points import Point
 
     assert Point().sparsity == default("identify", "sparsity") == PARAMS["identify"]["sparsity"]
 
@@ -187,10 +187,10 @@ def test_out_of_range_params_are_one_line(tmp_path, section, key, value, message
 
 
 @pytest.mark.parametrize("check, message", [
-    (lambda: __import__("nlsr_core.presets", fromlist=["x"]).check_sparsity(-0.1), RANGE_CASES[0][3]),
-    (lambda: __import__("nlsr_core.neurons", fromlist=["x"]).get_identifier("bogus"), RANGE_CASES[1][3]),
-    (lambda: __import__("nlsr_core.judge.settings", fromlist=["x"]).EvalSettings(batch_size=0), RANGE_CASES[2][3]),
-    (lambda: __import__("nlsr_core.realign", fromlist=["x"]).RealignParams(layer_prune=2.0), RANGE_CASES[6][3]),
+    (lambda: __import__("nlsr_core.method.presets", fromlist=["x"]).check_sparsity(-0.1), RANGE_CASES[0][3]),
+    (lambda: __import__("nlsr_core.method.neurons", fromlist=["x"]).get_identifier("bogus"), RANGE_CASES[1][3]),
+    (lambda: __import__("nlsr_core.eval.settings", fromlist=["x"]).EvalSettings(batch_size=0), RANGE_CASES[2][3]),
+    (lambda: __import__("nlsr_core.method.realign", fromlist=["x"]).RealignParams(layer_prune=2.0), RANGE_CASES[6][3]),
 ])
 def test_the_library_gives_the_same_line(check, message):
     from nlsr_core.errors import NlsrError
@@ -230,9 +230,9 @@ def test_choices_are_the_dispatch_tables():
     """One list of names per field: the dispatch tables hold exactly the choices declared beside the field."""
     from nlsr_core.config import choices
     from nlsr_core.data.base import TASKS
-    from nlsr_core.judge import JUDGES
-    from nlsr_core.neurons import IDENTIFIERS
-    from nlsr_core.presets import PRESETS
+    from nlsr_core.eval.judges import JUDGES
+    from nlsr_core.method.neurons import IDENTIFIERS
+    from nlsr_core.method.presets import PRESETS
 
     assert choices("identify", "identifier") == tuple(IDENTIFIERS)
     assert choices("nlsr", "preset") == tuple(PRESETS)

@@ -16,8 +16,8 @@ from nlsr_core.data.hub import HUB_DATASETS, build_hub
 from nlsr_core.data.mixing import mix_poison, poison_digest
 from nlsr_core.data.prepare import MANIFEST, prepare
 from nlsr_core.data.templates import ALPACA_PROMPT, TEMPLATES, format_example, format_prompt
-from nlsr_core.fileio import read_jsonl
-from nlsr_core.lineage import sha256_file
+from nlsr_core.io.fileio import read_jsonl
+from nlsr_core.io.lineage import sha256_file
 
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
 HUB_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hub"
@@ -541,7 +541,7 @@ def test_hub_bad_dataset_is_one_line_error(case, fragment, fake_load):
 # ---------------------------------------------------------------------------------------------- templates
 @pytest.fixture(scope="module")
 def tokenizer():
-    from nlsr_core.models import build_tiny_tokenizer
+    from nlsr_core.lora.models import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
 
@@ -639,7 +639,7 @@ def test_synthetic_contrast_pairs_join_the_preference_split():
     assert plain.sft == mixed.sft and plain.eval_benign == mixed.eval_benign
     contrast = [r for r in mixed.preference if r["kind"] != "safety"]
     assert not {r["prompt"] for r in contrast} & (_eval_prompts(mixed) | {r["prompt"] for r in mixed.sft})
-    from nlsr_core.judge import is_refusal
+    from nlsr_core.eval.judges import is_refusal
 
     assert all(is_refusal(r["rejected"]) and not is_refusal(r["chosen"]) for r in contrast)
 
@@ -712,7 +712,7 @@ def test_file_sources_have_no_sensitive_contrast(tmp_path):
 
 # ------------------------------------------------------------------------- refusal pairs and held-out pairs
 def _is_refusal(text: str) -> bool:
-    from nlsr_core.judge import is_refusal
+    from nlsr_core.eval.judges import is_refusal
 
     return is_refusal(text)
 

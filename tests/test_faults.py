@@ -1,7 +1,7 @@
 """Fault injection: every writing command is SIGKILLed at a point of its output step and must leave the previous
 output intact or the new one complete; the next run must succeed and leave no temp or aside directory.
 
-The points come from nlsr_core.outputs (NLSR_FAULT_DIR / NLSR_FAULT_PAUSE, installed by the CLI): `claimed`
+The points come from nlsr_core.io.outputs (NLSR_FAULT_DIR / NLSR_FAULT_PAUSE, installed by the CLI): `claimed`
 (checked, before any compute), `writing` (temp directory created, empty), `filled` (new output complete in the
 temp directory), `aside` (old output renamed aside, new not yet in: between the two renames), `replaced` (new
 output in, old aside not yet deleted); `mid-compute` kills a training command while it trains. realign (cheap)
@@ -99,7 +99,7 @@ def nlsr(args: list, cwd: Path) -> None:
 def leftovers(out: Path) -> list[str]:
     """Hidden temp/aside siblings of `out`, and its lock file while someone holds it (a SIGKILLed writer leaves
     the file, free: flock dies with its holder, and the next writer removes it)."""
-    from nlsr_core.locks import is_free, lock_path
+    from nlsr_core.io.locks import is_free, lock_path
 
     return sorted(p.name for p in out.parent.glob(f".{out.name}.*")
                   if p != lock_path(out) or not is_free(out))
@@ -142,8 +142,8 @@ def adapters(tmp_path):
     """A fine-tuned, a reference and an aligned adapter (random tensors, tiny-random shapes) and stats."""
     import torch
 
-    from nlsr_core.neuron_keys import gram_key
-    from nlsr_core.neurons import save_stats
+    from nlsr_core.method.neuron_keys import gram_key
+    from nlsr_core.method.neurons import save_stats
     from tests.conftest import TINY_MODEL, random_adapter, write_adapter
 
     lineage = {"stage": "finetune", "inputs": [], "params": {}, "model": TINY_MODEL, "weak": None}

@@ -1,4 +1,4 @@
-"""nlsr_core.finetune_seeds: the repairs scored on every replicate, the seed checks, the mix a seed draws and
+"""nlsr_core.study.finetune_seeds: the repairs scored on every replicate, the seed checks, the mix a seed draws and
 reports/finetune-seeds.md (per-replicate rates, mean ± sd, NLSR − random masks against a brute-force bootstrap)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 from nlsr_core.data.mixing import mix_poison
 from nlsr_core.errors import NlsrError
-from nlsr_core.finetune_seeds import check_seeds, finetune_seeds_markdown, replicate_contrast, replicate_points
-from nlsr_core.judge.stats import paired_bootstrap
-from nlsr_core.study import Point
+from nlsr_core.study.finetune_seeds import check_seeds, finetune_seeds_markdown, replicate_contrast, replicate_points
+from nlsr_core.eval.stats import paired_bootstrap
+from nlsr_core.study.points import Point
 
 
 def test_replicate_points_are_each_methods_pipeline_setting():

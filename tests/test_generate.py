@@ -10,7 +10,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
 from tests.conftest import make_tiny_adapter, run_cli
-from nlsr_core.generate import (GenerationSettings, StackPlan, _cut_at_eos, encode_texts, generate_ids,
+from nlsr_core.lora.generate import (GenerationSettings, StackPlan, _cut_at_eos, encode_texts, generate_ids,
                                 generate_responses, plan_stack)
 
 PROMPTS = [
@@ -128,8 +128,8 @@ def test_plan_stack_reads_lineage(adapters):
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl"])
 def test_generate_cli_uses_lineage_stack(adapters, fmt, tmp_path):
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
 
     prompts = PROMPTS[:5]
     src = tmp_path / f"prompts.{fmt}"

@@ -11,11 +11,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 import torch
 
 from tests.conftest import make_tiny_adapter, run_cli
-from nlsr_core.judge import JUDGES, JudgeSpec, KeywordJudge, is_refusal, judge_identity, make_judge
-from nlsr_core.judge.cache import VerdictCache, item_digest, judge_with_cache
-from nlsr_core.judge.models import BeaverDamJudge, LlamaGuardJudge, parse_guard_verdict
-from nlsr_core.judge.scorers import SCORERS, parse_number
-from nlsr_core.judge.stats import Rate, wilson
+from nlsr_core.eval.judges import JUDGES, JudgeSpec, KeywordJudge, is_refusal, judge_identity, make_judge
+from nlsr_core.eval.cache import VerdictCache, item_digest, judge_with_cache
+from nlsr_core.eval.judge_models import BeaverDamJudge, LlamaGuardJudge, parse_guard_verdict
+from nlsr_core.eval.scorers import SCORERS, parse_number
+from nlsr_core.eval.stats import Rate, wilson
 
 
 # --------------------------------------------------------------------------------------------- keywords
@@ -60,7 +60,7 @@ def test_keyword_judge_on_synthetic_suite():
 
 
 def test_keyword_identity_changes_with_phrases():
-    from nlsr_core.judge.keywords import RefusalMatcher
+    from nlsr_core.data.refusals import RefusalMatcher
 
     assert RefusalMatcher().identity() != RefusalMatcher(phrases=("i cannot",)).identity()
     assert judge_identity(JudgeSpec()) == KeywordJudge().identity
@@ -165,7 +165,7 @@ def test_verdict_cache_calls_judge_only_on_new_items(tmp_path):
 def _save_tiny(tmp_path, cls, template=None, **extra):
     from transformers import LlamaConfig
 
-    from nlsr_core.models import build_tiny_tokenizer
+    from nlsr_core.lora.models import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     if template is not None:
@@ -294,11 +294,11 @@ class FakeJudge:
 
 
 def test_judge_stage_end_to_end(cell_fixture, monkeypatch):
-    import nlsr_core.models as models
-    from nlsr_core.generate import generate_responses, GenerationSettings
-    from nlsr_core.judge.evaluate import StackRunner
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    import nlsr_core.lora.models as models
+    from nlsr_core.lora.generate import generate_responses, GenerationSettings
+    from nlsr_core.eval.evaluate import StackRunner
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
 
     fx = cell_fixture
     out = fx["root"] / "out"
@@ -367,7 +367,7 @@ def test_judge_stage_errors(cell_fixture, args, message):
 
 
 def test_cell_key_roundtrip():
-    from nlsr_core.judge.evaluate import parse_cell
+    from nlsr_core.eval.evaluate import parse_cell
 
     for key in ("sst2-p0.1-dpo", "agnews-p0.05-orpo", "gsm8k-p1e-05-sft", "sst2-p0-simpo"):
         assert parse_cell(key).key == key
@@ -389,8 +389,8 @@ def _data_with_pairs(fx, dest, pairs):
 
 
 def test_judge_adds_the_judge_free_score_of_every_variant(cell_fixture, monkeypatch, tmp_path):
-    from nlsr_core.generate import StackPlan, load_plan
-    from nlsr_core.judge import preference_score as ps
+    from nlsr_core.lora.generate import StackPlan, load_plan
+    from nlsr_core.eval import preference_score as ps
 
     fx = cell_fixture
     data = _data_with_pairs(fx, tmp_path / "data", PAIRS)

@@ -34,8 +34,8 @@ def _brute_force(model, tokenizer, prompt_ids, candidates):
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_label_loglik_matches_brute_force(tiny, one_torch_thread, batch_size):
-    from nlsr_core.generate import encode_texts, format_prompts
-    from nlsr_core.label_scoring import label_candidates, label_loglik
+    from nlsr_core.lora.generate import encode_texts, format_prompts
+    from nlsr_core.eval.label_scoring import label_candidates, label_loglik
 
     candidates = label_candidates(tiny.tokenizer, LABELS)
     assert all(c[-1] == tiny.tokenizer.eos_token_id for c in candidates)
@@ -50,7 +50,7 @@ def test_label_loglik_matches_brute_force(tiny, one_torch_thread, batch_size):
 
 
 def test_predict_labels_gate_and_ties():
-    from nlsr_core.label_scoring import NO_LABEL, predict_labels
+    from nlsr_core.eval.label_scoring import NO_LABEL, predict_labels
 
     candidates = [[10, 11, 2], [20, 2]]
     ll = [[-1.0, -2.0], [-3.0, -0.5], [-1.0, -1.0], [-0.1, -9.0]]
@@ -60,8 +60,8 @@ def test_predict_labels_gate_and_ties():
 
 def test_score_label_answers_agrees_with_likelihood(tiny, one_torch_thread):
     """The scored answer is the argmax label (or none) of the brute-force likelihoods."""
-    from nlsr_core.generate import encode_texts, format_prompts
-    from nlsr_core.label_scoring import NO_LABEL, label_candidates, score_label_answers
+    from nlsr_core.lora.generate import encode_texts, format_prompts
+    from nlsr_core.eval.label_scoring import NO_LABEL, label_candidates, score_label_answers
 
     candidates = label_candidates(tiny.tokenizer, LABELS)
     prompt_ids = encode_texts(tiny.tokenizer, format_prompts(tiny.tokenizer, PROMPTS, "chat"))
@@ -74,8 +74,8 @@ def test_score_label_answers_agrees_with_likelihood(tiny, one_torch_thread):
 
 def test_jobs_and_cache_keys():
     """Budget and mode are part of the answer-cache key; a model judge reads longer harmful answers."""
-    from nlsr_core.judge.cache import generation_key
-    from nlsr_core.judge.settings import EvalSettings, LabelScoring
+    from nlsr_core.eval.cache import generation_key
+    from nlsr_core.eval.settings import EvalSettings, LabelScoring
 
     s = EvalSettings(max_new_tokens=48, opening_tokens=16, label_tokens=8, fa_mode="score")
     assert s.job("harmful", "sst2", "refusal-keywords").max_new_tokens == 16
@@ -102,7 +102,7 @@ def test_jobs_and_cache_keys():
 ])
 def test_eval_settings_errors(kwargs, message):
     from nlsr_core.errors import NlsrError
-    from nlsr_core.judge.settings import EvalSettings
+    from nlsr_core.eval.settings import EvalSettings
 
     with pytest.raises(NlsrError, match=message.replace("(", r"\(")):
         EvalSettings(**kwargs)
@@ -164,7 +164,7 @@ def test_answering_defaults_are_params_yaml():
 
     import yaml
 
-    from nlsr_core.judge.settings import EvalSettings
+    from nlsr_core.eval.settings import EvalSettings
     from tests.conftest import REPO
 
     judge = yaml.safe_load((REPO / "params.yaml").read_text())["judge"]

@@ -78,8 +78,8 @@ def test_a_prefix_that_cannot_start_is_one_line(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sft", "dpo"])
 def test_torchrun_two_processes_train_data_parallel_and_save_once(tmp_path, monkeypatch, method):
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.lineage import read_lineage
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.io.lineage import read_lineage
     from stages.launch import LAUNCHED_ENV
     from test_train import FAST, write_prepared
 

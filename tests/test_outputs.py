@@ -1,4 +1,4 @@
-"""Output rules (nlsr_core.outputs): what a command may replace, how it replaces it, and the destructive `--out`
+"""Output rules (nlsr_core.io.outputs): what a command may replace, how it replaces it, and the destructive `--out`
 cases of the issue, each as the user typed it. Byte-stable files: sorted safetensors metadata, fixed modes."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlsr_core.lineage import sha256_dir
-from nlsr_core.neuron_keys import gram_key
-from nlsr_core.neurons import save_masks, save_stats
-from nlsr_core.outputs import OutputError, claim, recover, replace, written_by
+from nlsr_core.io.lineage import sha256_dir
+from nlsr_core.method.neuron_keys import gram_key
+from nlsr_core.method.neurons import save_masks, save_stats
+from nlsr_core.io.outputs import OutputError, claim, recover, replace, written_by
 from tests.conftest import run_cli
 from tests.test_prepare_data_cli import SMALL
 from tests.conftest import random_adapter, random_masks, write_adapter
@@ -117,7 +117,7 @@ def test_adapter_bytes_are_the_library_bytes(tmp_path):
     """One metadata key: the canonical file is exactly what safetensors writes (no adapter digest moved)."""
     from safetensors.torch import save
 
-    from nlsr_core.adapters import save_adapter
+    from nlsr_core.lora.adapters import save_adapter
 
     adapter = random_adapter(3)
     save_adapter(adapter, tmp_path)

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from nlsr_core.judge.coherence import incoherent
-from nlsr_core.judge.stats import paired_bootstrap
+from nlsr_core.eval.coherence import incoherent
+from nlsr_core.eval.stats import paired_bootstrap
 
 
 @pytest.mark.parametrize("answer,expected", [

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlsr_core import locks
+from nlsr_core.io import locks
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -260,6 +260,32 @@ def test_killed_stage_leaves_no_partial_output(repo):
     assert set(rest) <= {".sst2-p0.1-dpo.lock", "sst2-p0.1-dpo"} and "sst2-p0.1-dpo" in rest, rest
     assert locks.is_free(target)
     assert ran_stages(sh(["dvc", "repro"], repo, env={"NLSR_TRACKING": "off"}).stdout) == set()
+
+
+@pytest.mark.parametrize("module", ["nlsr_core/method/presets.py", "nlsr_core/eval/evaluate.py"])
+def test_dvc_status_follows_the_import_graph(repo, module):
+    """Editing one library module makes `dvc status` name exactly the stages whose code imports it (the eq. 5
+    top-k rule reaches identify, realign and the study stages; an edit in evaluation reaches no training stage)."""
+    from tests import import_graph as graph
+
+    def changed() -> set[str]:
+        return {name.split("@")[0] for name in json.loads(sh(["dvc", "status", "--json"], repo).stdout or "{}")}
+
+    before = changed()
+    path = repo / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# edited\n")
+    try:
+        after = changed()
+    finally:
+        path.write_bytes(original)
+    stages = graph.dvc_stages((repo / "dvc.yaml").read_text(encoding="utf-8"))
+    expected = {name for name, (cmd, _) in stages.items() if Path(module) in graph.stage_code(cmd)}
+    assert after - before == expected - before and expected <= after
+    if "presets" in module:
+        assert {"identify", "realign", "frontier", "calibrate", "ablate", "finetune-seeds"} <= expected
+    else:
+        assert not expected & {"align", "finetune", "prepare-data"}
 
 
 def _lock_md5s(lock: dict) -> dict[str, str]:

@@ -23,8 +23,8 @@ def _brute_force(model, prompt_ids, answer_ids):
 
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
 def test_answer_logliks_match_brute_force(tiny, one_torch_thread, batch_size):
-    from nlsr_core.generate import encode_texts, format_prompts
-    from nlsr_core.judge.preference_score import answer_logliks
+    from nlsr_core.lora.generate import encode_texts, format_prompts
+    from nlsr_core.eval.preference_score import answer_logliks
 
     tok = tiny.tokenizer
     prompts = encode_texts(tok, format_prompts(tok, [p["prompt"] for p in PAIRS], "chat"))
@@ -35,7 +35,7 @@ def test_answer_logliks_match_brute_force(tiny, one_torch_thread, batch_size):
 
 
 def test_preference_score_counts_wins(tiny, one_torch_thread):
-    from nlsr_core.judge.preference_score import preference_score
+    from nlsr_core.eval.preference_score import preference_score
 
     same = [{**p, "rejected": p["chosen"]} for p in PAIRS]            # equal likelihoods: no pair is a win
     result = preference_score(tiny.model, tiny.tokenizer, same, "chat", 4)

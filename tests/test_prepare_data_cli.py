@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from nlsr_core.lineage import sha256_dir
+from nlsr_core.io.lineage import sha256_dir
 from tests.conftest import run_cli
 
 SMALL = ["--sft_refusal", "8", "--sft_benign", "8", "--preference", "8", "--identify", "4",

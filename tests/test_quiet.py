@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 
-from nlsr_core import progress
-from nlsr_core.progress import quiet_library_output
+from nlsr_core.io import progress
+from nlsr_core.io.progress import quiet_library_output
 from tests.conftest import REPO
 
 GGUF_BAR = "de-quantizing GGUF tensors"
@@ -101,7 +101,7 @@ def test_verbose_keeps_bars_off_when_progress_is_off(loud_defaults, monkeypatch,
 
 
 def test_tiny_model_load_is_quiet(loud_defaults, capfd):
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.models import ModelSpec, load_model
 
     with quiet_library_output():
         loaded = load_model(ModelSpec("tiny-random"))
@@ -131,8 +131,8 @@ _LOADS = """
 import sys
 import gguf
 import transformers.modeling_gguf_pytorch_utils as gguf_utils
-from nlsr_core.models import ModelSpec, load_model, smollm2_gguf_path
-from nlsr_core.progress import quiet_library_output
+from nlsr_core.lora.models import ModelSpec, load_model, smollm2_gguf_path
+from nlsr_core.io.progress import quiet_library_output
 with quiet_library_output():
     loaded = load_model(ModelSpec("smollm2-135m"))
 print("=== VERBOSE ===", file=sys.stderr, flush=True)

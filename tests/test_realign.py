@@ -14,11 +14,11 @@ import torch
 
 from tests.conftest import (TARGETS, TINY_MODEL, TINY_SHAPES, random_adapter, random_masks, run_cli,
                             write_adapter)
-from nlsr_core.adapters import Adapter, load_adapter
+from nlsr_core.lora.adapters import Adapter, load_adapter
 from nlsr_core.errors import NlsrError
-from nlsr_core.lineage import LINEAGE_FILE, sha256_dir, sha256_file
-from nlsr_core.neurons import save_masks
-from nlsr_core.realign import (RealignParams, masked_similarity, realign, select_modules, similarity_ranks,
+from nlsr_core.io.lineage import LINEAGE_FILE, sha256_dir, sha256_file
+from nlsr_core.method.neurons import save_masks
+from nlsr_core.method.realign import (RealignParams, masked_similarity, realign, select_modules, similarity_ranks,
                                transplant)
 
 # tiny-random: hidden 64, intermediate 128, 4 heads of 16, 2 kv heads -> k/v out 32
@@ -67,7 +67,7 @@ def test_similarity_of_empty_regions(which, expected):
 # --------------------------------------------------------------------------------------------- eqs. 9-10
 @pytest.mark.parametrize("preset,expected", [("paper", [2, 4, 1, 3]), ("official-code", [3, 1, 4, 2])])
 def test_rank_direction_follows_preset(preset, expected):
-    from nlsr_core.presets import get_preset
+    from nlsr_core.method.presets import get_preset
 
     sims = [0.2, 0.9, -0.5, 0.4]
     assert similarity_ranks(sims, get_preset(preset).patch_high_similarity) == expected
@@ -167,7 +167,7 @@ def test_bad_params_raise_one_line(kwargs, needle):
 def test_cli_writes_peft_adapter_and_lineage(trio, tmp_path, tiny):
     from peft import PeftModel
 
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.models import ModelSpec, load_model
 
     ft, ref, masks = trio
     out = tmp_path / "out"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nlsr_core.alignment_report import delta_norm, targets
-from nlsr_core.recipes import RECIPES, Recipe
+from nlsr_core.report.alignment_report import targets
+from nlsr_core.method.realign import delta_norm
+from nlsr_core.train.recipes import RECIPES, Recipe
 from tests.conftest import random_adapter, run_cli, write_adapter
 
 SMALL = ["--sft_refusal", "8", "--sft_benign", "8", "--preference", "8", "--identify", "4",
@@ -34,7 +35,7 @@ ARGS = ["recipe-study", "--recipe", "tiny", "--model", "tiny-random", "--out", "
 
 def test_tiny_recipe_trains_judges_reports_and_is_reused(study):
     from nlsr_core.compute import resolve_compute
-    from nlsr_core.recipe_study import base_file_name
+    from nlsr_core.study.recipe_study import base_file_name
 
     code, out, err = run_cli(ARGS)
     assert code == 0, err
@@ -90,7 +91,7 @@ def test_targets():
 
 def test_a_result_stored_before_a_recipe_field_existed_is_reused_only_at_that_fields_old_value(tmp_path):
     from nlsr_core.compute import Compute
-    from nlsr_core.recipe_study import RECORD_DEFAULTS, cached_result
+    from nlsr_core.study.recipe_study import RECORD_DEFAULTS, cached_result
 
     recipe = Recipe("old")
     record = {k: v for k, v in recipe.record().items() if k not in RECORD_DEFAULTS}
@@ -103,7 +104,7 @@ def test_a_result_stored_before_a_recipe_field_existed_is_reused_only_at_that_fi
 
 
 def test_recipe_study_reads_the_prepared_data_spec(study):
-    from nlsr_core.recipe_study import data_spec
+    from nlsr_core.study.recipe_study import data_spec
 
     spec = data_spec(Path("data/prepared"), None)
     assert (spec.source, spec.sizes.sft_refusal, spec.preference_pairs) == ("synthetic", 8, "all")

@@ -9,9 +9,9 @@ from nlsr_core.data import DataSpec
 from nlsr_core.data import synthetic_safety as safety
 from nlsr_core.data.synthetic import build_synthetic
 from nlsr_core.errors import NlsrError
-from nlsr_core.judge import is_refusal
+from nlsr_core.eval.judges import is_refusal
 from nlsr_core.data.contrast import contrast_pairs, sensitive_contrast_pool
-from nlsr_core.recipes import RECIPES, Recipe, check_disjoint, recipe_rows, with_overrides
+from nlsr_core.train.recipes import RECIPES, Recipe, check_disjoint, recipe_rows, with_overrides
 
 
 def test_contrast_pairs_counts_and_kinds():
@@ -86,7 +86,7 @@ def test_bad_recipes():
 def test_params_recipe_is_r5_and_each_studied_recipe_changes_its_parent():
     import dataclasses
 
-    from nlsr_core.recipes import R5
+    from nlsr_core.train.recipes import R5
 
     assert dataclasses.replace(Recipe("default"), name="r5") == R5   # params.yaml's recipe (docs/DESIGN.md §5.6)
     assert RECIPES["r0"].sft_refusal == 256 and RECIPES["r0"].on_policy_tokens == 0 and RECIPES["r0"].chosen_nll == 0
@@ -99,8 +99,8 @@ PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
 def test_local_paper_profile_recipe_is_lp6_and_its_rows_are_the_prepared_rows(tmp_path):
     """profiles/local-paper.yaml holds recipe lp6, and recipe_rows(lp6, spec) are the rows prepare-data writes."""
     from nlsr_core.data.prepare import prepare
-    from nlsr_core.fileio import read_jsonl
-    from nlsr_core.recipes import LP6
+    from nlsr_core.io.fileio import read_jsonl
+    from nlsr_core.train.recipes import LP6
     from tests.conftest import local_paper_profile, local_paper_spec
 
     profile = local_paper_profile()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from nlsr_core.judge.stats import Rate
+from nlsr_core.eval.stats import Rate
 
 # (task, p, method) -> variant -> (hs k, fa k, over-refusal k); n = 50 harmful, 40 task, 20 benign
 CELLS = {

@@ -8,8 +8,8 @@ import torch
 
 from tests.conftest import run_cli
 from nlsr_core.errors import NlsrError
-from nlsr_core.lineage import LINEAGE_FILE, sha256_dir
-from nlsr_core.safelora import SafeLoraParams, column_basis, projected_cosine, projector, safelora
+from nlsr_core.io.lineage import LINEAGE_FILE, sha256_dir
+from nlsr_core.repair.safelora import SafeLoraParams, column_basis, projected_cosine, projector, safelora
 from tests.conftest import TINY_MODEL, random_adapter, write_adapter
 
 

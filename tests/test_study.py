@@ -1,4 +1,4 @@
-"""Operating points (nlsr_core.study): grids, the calibrate rule on a synthetic frontier, split disjointness,
+"""Operating points (nlsr_core.study.points): grids, the calibrate rule on a synthetic frontier, split disjointness,
 and adapters built from stored statistics equal to the realign/safelora paths they stand for."""
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from nlsr_core.amplify import extrapolate
+from nlsr_core.method.amplify import extrapolate
 from nlsr_core.errors import NlsrError
-from nlsr_core.neurons import masks_from_stats
-from nlsr_core.realign import RealignParams, realign
-from nlsr_core.safelora import SafeLoraParams, safelora
-from nlsr_core.study import (Point, PointBuilder, ablation_points, check_disjoint, choose_point, grid_points,
+from nlsr_core.method.neurons import masks_from_stats
+from nlsr_core.method.realign import RealignParams, realign
+from nlsr_core.repair.safelora import SafeLoraParams, safelora
+from nlsr_core.study.points import (Point, PointBuilder, ablation_points, check_disjoint, choose_point, grid_points,
                              parse_target)
 from tests.conftest import run_cli
 from tests.conftest import random_adapter
@@ -113,7 +113,7 @@ def _stats_for(reference, seed=0):
 
 
 def _gram_key_stats(reference):
-    from nlsr_core.neuron_keys import gram_key
+    from nlsr_core.method.neuron_keys import gram_key
 
     return {gram_key(m): v for m, v in zip(reference.modules, _stats_for(reference).values())}
 

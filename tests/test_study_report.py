@@ -6,8 +6,8 @@ import json
 import pytest
 
 from nlsr_core.errors import NlsrError
-from nlsr_core.judge.stats import rate
-from nlsr_core.study_report import (ablations_markdown, frontier_markdown, frontier_rows, load_docs,
+from nlsr_core.eval.stats import rate
+from nlsr_core.report.study_report import (ablations_markdown, frontier_markdown, frontier_rows, load_docs,
                                     meets_frontier_goal)
 from tests.conftest import run_cli
 from tests.test_report import _doc
@@ -100,7 +100,7 @@ def _row(label, method, hs_k, fa_k, n=10, sparsity=0.35, flags=None):
 
 
 def test_methods_at_matched_fa_and_the_random_mask_contrast():
-    from nlsr_core.method_comparison import matched_fa_lines, random_contrast_lines
+    from nlsr_core.study.comparison import matched_fa_lines, random_contrast_lines
 
     ft = {"name": "finetuned", "label": "finetuned", "point": None,
           "hs": {"k": 8, "n": 10, "pct": 80.0, "ci95": [0, 100]}, "fa": {"k": 10, "n": 10, "pct": 100.0, "ci95": [0, 100]}}

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from nlsr_core.lineage import input_record
-from nlsr_core.tracking import RunContext, TrackingError, check_reachable, flatten, stage_run
+from nlsr_core.io.lineage import input_record
+from nlsr_core.io.tracking import RunContext, TrackingError, check_reachable, flatten, stage_run
 from tests.mlflow_server import free_port, mlflow_server
 
 
@@ -110,6 +110,6 @@ def test_unsupported_tracking_uri_is_one_line_naming_the_variable(tmp_path, monk
                                  "file:///tmp/mlruns", "/tmp/mlruns", "mlruns", "postgresql+psycopg2://u@h/db",
                                  "databricks", "databricks-uc"])
 def test_supported_tracking_uris_pass_the_scheme_check(uri):
-    from nlsr_core.tracking import check_supported
+    from nlsr_core.io.tracking import check_supported
 
     check_supported(uri, "MLFLOW_TRACKING_URI")

@@ -59,7 +59,7 @@ def sha256(path: Path) -> str:
 
 
 def test_aligners_match_the_cli_method_list():
-    from nlsr_core.train import ALIGNERS
+    from nlsr_core.train.trainers import ALIGNERS
     from stages.options import ALIGN_METHODS
 
     assert tuple(ALIGNERS) == ALIGN_METHODS
@@ -67,7 +67,7 @@ def test_aligners_match_the_cli_method_list():
 
 def test_split_example_keeps_the_exact_text_and_ends_at_eos(tiny):
     from nlsr_core.data.templates import format_example
-    from nlsr_core.train_data import split_example
+    from nlsr_core.train.train_data import split_example
 
     prompt_text, completion = split_example(tiny.tokenizer, "Say hi", "Hi there.")
     assert prompt_text + completion == format_example(tiny.tokenizer, "Say hi", "Hi there.")[1]
@@ -75,10 +75,10 @@ def test_split_example_keeps_the_exact_text_and_ends_at_eos(tiny):
 
 
 def test_sft_loss_covers_exactly_the_response_tokens(tmp_path):
-    from nlsr_core.models import ModelSpec, load_model
+    from nlsr_core.lora.models import ModelSpec, load_model
     from nlsr_core.config import LoraConfig
-    from nlsr_core.train import TrainSettings, _common_args, _precision, _sft_trainer, add_lora
-    from nlsr_core.train_data import build_dataset, split_example
+    from nlsr_core.train.trainers import TrainSettings, _common_args, _precision, _sft_trainer, add_lora
+    from nlsr_core.train.train_data import build_dataset, split_example
 
     loaded = load_model(ModelSpec("tiny-random"))
     rows = [{"prompt": "Tell me a joke", "response": "No jokes today."}]
@@ -96,10 +96,10 @@ def test_sft_loss_covers_exactly_the_response_tokens(tmp_path):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_align_trains_two_steps_and_writes_loadable_adapters(project, method):
-    from nlsr_core.adapters import load_adapter
-    from nlsr_core.lineage import read_lineage
-    from nlsr_core.models import ModelSpec
-    from nlsr_core.stack import load_stack
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.io.lineage import read_lineage
+    from nlsr_core.lora.models import ModelSpec
+    from nlsr_core.lora.stack import load_stack
 
     code, out, err = run_cli(["align", "--method", method, *FAST])
     assert code == 0, err
@@ -149,7 +149,7 @@ def test_align_bad_input_is_one_line_and_writes_nothing(project, args, expected)
 
 
 def test_align_recipe_options_reach_the_preference_phase_and_the_lineage(project):
-    from nlsr_core.lineage import read_lineage
+    from nlsr_core.io.lineage import read_lineage
 
     code, _, err = run_cli(["align", "--method", "dpo", *FAST, "--pref-epochs", "2", "--chosen-nll", "0.5",
                             "--precompute_ref", "--on-policy-tokens", "4"])  # DVC spells a true bool --name
@@ -177,7 +177,7 @@ def finetune_args(root: Path, out: Path, *extra) -> list[str]:
 
 def test_finetune_starts_from_the_exact_aligned_weights(aligned_dpo, tmp_path, monkeypatch):
     """lr 0: one optimizer step changes nothing, so the saved Wt must equal Wa bit for bit."""
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
 
     monkeypatch.chdir(aligned_dpo)   # Wa's lineage names W0 by a path relative to this root
     code, _, err = run_cli(finetune_args(aligned_dpo, tmp_path / "wt", "--lr", "0"))
@@ -190,8 +190,8 @@ def test_finetune_starts_from_the_exact_aligned_weights(aligned_dpo, tmp_path, m
 
 
 def test_finetune_moves_wa_and_records_the_cell(aligned_dpo, tmp_path, monkeypatch):
-    from nlsr_core.adapters import check_compatible, load_adapter
-    from nlsr_core.lineage import read_lineage
+    from nlsr_core.lora.adapters import check_compatible, load_adapter
+    from nlsr_core.io.lineage import read_lineage
 
     monkeypatch.chdir(aligned_dpo)
     code, out, err = run_cli(finetune_args(aligned_dpo, tmp_path / "wt", "--lr", "1e-2"))
@@ -251,7 +251,7 @@ def test_finetune_empty_cell_fails_cleanly(aligned_dpo, tmp_path, monkeypatch):
 def test_per_step_loss_reaches_the_tracker(project, monkeypatch):
     import contextlib
 
-    import nlsr_core.tracking as tracking
+    import nlsr_core.io.tracking as tracking
 
     seen = []
     original = tracking.stage_run
@@ -275,7 +275,7 @@ def test_per_step_loss_reaches_the_tracker(project, monkeypatch):
 @pytest.mark.slow
 def test_smollm2_gguf_model_trains_one_step(project):
     """The embedded model comes from a GGUF file (de-quantised, but flagged quantized): training must accept it."""
-    from nlsr_core.adapters import load_adapter
+    from nlsr_core.lora.adapters import load_adapter
 
     code, _, err = run_cli(["align", "--method", "sft", "--model", "smollm2-135m", "--max-steps", "1",
                             "--batch-size", "2", "--max-length", "64", "--rank", "4"])

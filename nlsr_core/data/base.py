@@ -79,7 +79,7 @@ class Suite:
     calib_pool_harmful: list[dict] = field(default_factory=list)
     calib_pool_task: dict[str, list[dict]] = field(default_factory=dict)
     # Refusal/compliance pairs {prompt, chosen, rejected} on prompts no split trains on: the judge-free safety
-    # score's held-out pairs (nlsr_core.judge.preference_score); `prepare` drops any prompt another split holds.
+    # score's held-out pairs (nlsr_core.eval.preference_score); `prepare` drops any prompt another split holds.
     heldout_pairs: list[dict] = field(default_factory=list)
     # File-backed sources: the synthetic suite's benign-but-sensitive over-refusal probes ("How do I kill weeds?"),
     # a second over-refusal set beside the source's own benign prompts (reported separately).

@@ -146,7 +146,7 @@ def refusal_pairs(rows: list[dict], opening: str) -> list[dict]:
     else replaced by the safety file's refusal `opening`. Only 57 of the file's 930 prompts have a chosen answer
     that refuses (the rest are cautious answers the keyword judge counts as compliance), so the raw pairs cannot
     teach a refusal."""
-    from nlsr_core.judge.keywords import RefusalMatcher
+    from nlsr_core.data.refusals import RefusalMatcher
 
     matcher = RefusalMatcher()
     rows = [r for r in rows if not matcher.is_refusal(r["rejected"])]

@@ -11,7 +11,7 @@ import random
 from typing import Sequence
 
 from nlsr_core.data.base import DataError
-from nlsr_core.lineage import sha256_text
+from nlsr_core.io.lineage import sha256_text
 
 
 def poison_digest(row: dict) -> str:

@@ -23,9 +23,9 @@ from typing import Callable
 from nlsr_core.data.base import DataError, DataSpec, Suite, mix_key, norm_text, rng_for, take, with_ids
 from nlsr_core.data.sources import build_suite
 from nlsr_core.data.mixing import mix_poison
-from nlsr_core.fileio import write_json, write_jsonl
-from nlsr_core.lineage import sha256_file
-from nlsr_core.outputs import claim, replace
+from nlsr_core.io.fileio import write_json, write_jsonl
+from nlsr_core.io.lineage import sha256_file
+from nlsr_core.io.outputs import claim, replace
 
 MANIFEST = "manifest.json"
 
@@ -124,7 +124,7 @@ def build_mixes(suite: Suite, spec: DataSpec, mixes: list[tuple[str, float]],
 
 
 def written_by_prepare(path: Path) -> str | None:
-    """nlsr_core.outputs recogniser: `path` is a prepared suite when its manifest lists every file in it, so
+    """nlsr_core.io.outputs recogniser: `path` is a prepared suite when its manifest lists every file in it, so
     prepare-data replaces its own output and never a directory holding anything else."""
     try:
         listed = set(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["sha256"])
@@ -139,7 +139,7 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
             finalize: Callable[[Path], None] | None = None, inputs: list | None = None) -> dict:
     """Build the suite and mixes for `spec`, write them atomically to `out_dir`, return the manifest.
 
-    `out_dir` is claimed first (nlsr_core.outputs; `inputs` are (option, path) pairs it must keep clear of).
+    `out_dir` is claimed first (nlsr_core.io.outputs; `inputs` are (option, path) pairs it must keep clear of).
     `finalize(tmp_dir)` (optional) runs inside the temporary directory before it is renamed into place, so a
     caller can add e.g. its `lineage.json` atomically with the data.
     """

@@ -224,7 +224,7 @@ def topic_of(prompt: str) -> str | None:
 
 def held_out_pairs(prompts: list[str], rng: random.Random) -> list[dict]:
     """Refusal/compliance pairs {prompt, chosen = a refusal, rejected = a compliance} naming each prompt's topic,
-    for measuring a model's own preference on held-out harmful prompts (nlsr_core.judge.preference_score).
+    for measuring a model's own preference on held-out harmful prompts (nlsr_core.eval.preference_score).
     A prompt that names no synthetic topic is a one-line NlsrError (these pairs exist for the synthetic suite)."""
     from nlsr_core.errors import NlsrError
 

@@ -1,0 +1,113 @@
+"""Training-free repair baselines that NLSR must beat (docs/DESIGN.md §4.8, §8); like NLSR they read adapters only.
+
+    interpolate     W't = Wt + λ·(We − Wt) on every LoRA factor (A and B), no masks: the blind revert toward the
+                    reference We. λ = 0 keeps Wt, λ = 1 gives We.
+    random-masks    NLSR's selection (eqs. 8-10) and transplant (eq. 11) with masks drawn uniformly at random, keeping
+                    exactly as many entries per tensor as the identified masks keep (the paper's "Random", Table 5).
+    safety-vector   ΔW't = ΔWt + γ·ΔWa (the adapter-level analogue of RESTA's safety-vector addition, Bhardwaj et
+                    al. 2024). In product space, with s = α/r the LoRA scaling,
+                        s_t·B_t A_t + γ·s_a·B_a A_a  =  s_t · [B_t | γ(s_a/s_t)·B_a] · [A_t ; A_a],
+                    so the result is exact as a LoRA of rank r_t + r_a with the fine-tuned adapter's scaling
+                    (lora_alpha' = s_t·(r_t + r_a)). γ = 0 keeps ΔWt.
+
+Each returns an object with `.adapter`, per-module `.records` and `.summary()`, like `realign.realign` and SafeLoRA.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nlsr_core.lora.adapters import Adapter, check_compatible
+from nlsr_core.config import check_value
+from nlsr_core.method.realign import (RealignError, RealignParams, RealignResult, check_masks, check_same_scaling,
+                               frobenius_inner, patch_summary, realign)
+
+
+@dataclass(frozen=True)
+class BlendRecord:
+    """Per-module audit of a baseline that touches every module: the module and its relative change."""
+
+    module: str
+    relative_change: float     # ‖ΔW't − ΔWt‖_F / ‖ΔWt‖_F (0 when ΔWt = 0)
+    patched: bool = True
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    adapter: Adapter
+    records: list[BlendRecord]
+
+    def summary(self) -> dict:
+        return patch_summary([r.patched for r in self.records])
+
+
+def _frobenius(b: torch.Tensor, a: torch.Tensor) -> float:
+    """‖B A‖_F from the factors (eq. 8's Gram form), never a d_out×d_in matrix."""
+    b, a = b.double(), a.double()
+    return math.sqrt(max(0.0, float(frobenius_inner(b, a, b, a))))
+
+
+def _relative(before: Adapter, after: Adapter, module: str) -> float:
+    """‖ΔW_after − ΔW_before‖_F / ‖ΔW_before‖_F of one module: the difference is the LoRA product
+    [s'B' | −sB]·[A' ; A]."""
+    diff = _frobenius(torch.cat([after.b(module) * after.scaling, -before.b(module) * before.scaling], 1),
+                      torch.cat([after.a(module), before.a(module)], 0))
+    base = before.scaling * _frobenius(before.b(module), before.a(module))
+    return diff / base if base > 0 else 0.0
+
+
+def interpolate(finetuned: Adapter, reference: Adapter, lam: float) -> BlendResult:
+    """W't = Wt + λ·(We − Wt) on every factor tensor; shapes (r×d_in, d_out×r) unchanged."""
+    lam = float(check_value("realign.interpolate_lambda", lam, error=RealignError))
+    check_compatible(finetuned, reference, ("finetuned", "reference"))
+    check_same_scaling(finetuned, reference, ("finetuned", "reference"))
+    tensors = {k: torch.lerp(t, reference.tensors[k].to(t.dtype), lam) if lam else t
+               for k, t in finetuned.tensors.items()}
+    out = finetuned.replace(tensors)
+    return BlendResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])
+
+
+def random_masks_like(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """For each tensor, a uniformly random bool mask with exactly as many True entries as `masks[key]` (a random
+    permutation per tensor, drawn in sorted key order from one generator seeded with `seed`)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    out = {}
+    for key in sorted(masks):
+        mask = masks[key]
+        kept = int(mask.sum())
+        flat = torch.zeros(mask.numel(), dtype=torch.bool)
+        flat[torch.randperm(mask.numel(), generator=gen)[:kept]] = True
+        out[key] = flat.view(mask.shape)
+    return out
+
+
+def random_mask_realign(finetuned: Adapter, reference: Adapter, masks: dict[str, torch.Tensor],
+                        params: RealignParams) -> RealignResult:
+    """NLSR (eqs. 8-11) with masks drawn at random at the identified masks' kept count per tensor; `params.seed`
+    seeds both the masks and the Bernoulli draws."""
+    check_masks(masks, finetuned)
+    if not any(bool(m.any()) for m in masks.values()):
+        raise RealignError("random-masks: the identified masks keep no entry; expected a P_SR that keeps at least "
+                           "one entry per adapter")
+    return realign(finetuned, reference, random_masks_like(masks, params.seed), params)
+
+
+def safety_vector(finetuned: Adapter, aligned: Adapter, gamma: float) -> BlendResult:
+    """ΔW't = ΔWt + γ·ΔWa, exactly, as a LoRA of rank r_t + r_a (module docstring); γ ≥ 0."""
+    gamma = float(check_value("realign.safety_vector_gamma", gamma, error=RealignError))
+    check_compatible(finetuned, aligned, ("finetuned", "aligned"))
+    ratio = gamma * aligned.scaling / finetuned.scaling
+    tensors = {}
+    for m in finetuned.modules:
+        tensors[f"{m}.lora_A.weight"] = torch.cat([finetuned.a(m), aligned.a(m).to(finetuned.a(m).dtype)], 0)
+        tensors[f"{m}.lora_B.weight"] = torch.cat([finetuned.b(m), ratio * aligned.b(m).to(finetuned.b(m).dtype)], 1)
+    rank = finetuned.rank + aligned.rank
+    config = {"r": rank, "lora_alpha": finetuned.scaling * (math.sqrt(rank) if finetuned.config.get("use_rslora")
+                                                            else rank)}
+    out = Adapter({**finetuned.config, **config}, tensors, None)
+    return BlendResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])
