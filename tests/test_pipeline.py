@@ -306,7 +306,8 @@ def _first_differing_stages(differ: list[str]) -> list[str]:
 
 def test_same_run_in_another_directory_gives_the_same_bytes(repo, tmp_path):
     """Byte-stable artifacts: the tiny pipeline re-run from scratch in a clone under another path (other
-    PYTHONHASHSEED, other umask) gives every dependency and output the md5 of the first run's dvc.lock."""
+    PYTHONHASHSEED, other umask) gives every dependency and output the md5 of the first run's dvc.lock (after at
+    most one re-run of a stage whose inputs matched but whose outputs did not)."""
     first = sh(["git", "log", "--format=%H", "--grep", "first repro"], repo).stdout.split()[-1]
     expected = _lock_md5s(yaml.safe_load(sh(["git", "show", f"{first}:dvc.lock"], repo).stdout))
     other = make_repo(tmp_path / "another clone" / "deeper")
@@ -315,8 +316,8 @@ def test_same_run_in_another_directory_gives_the_same_bytes(repo, tmp_path):
     differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
     if differ:
         # A leak of the path, hash seed or umask gives the same difference on every run; a CPU float kernel that
-        # once took another path under load (docs/DESIGN.md §3.4) does not. So the
-        # stages whose inputs all matched but whose outputs did not run once more, downstream following.
+        # once took another path under load (docs/DESIGN.md §3.4) does not. So the stages whose inputs all matched
+        # but whose outputs did not run once more, downstream following, and the comparison is made again.
         roots = _first_differing_stages(differ)
         for stage in roots:
             sh(["sh", "-c", f"umask 077 && dvc repro -f -s {stage}"], other,
