@@ -65,6 +65,24 @@ def checked(default, **check):
     return field(default=default, metadata={"check": Check(**check)})
 
 
+def knob(param: str, *flags: str, short: str | None = None, always: bool = False):
+    """A repair method's setting (nlsr_core.repair.registry): default and Check from the params key `param`
+    ("realign.layer_prune"), which also makes its `nlsr realign` option (`flags`, else --<name>); `short` is how a
+    study point's label shows it ("x" -> x=value, "" -> the value alone, None -> never), `always` even at its
+    default. Resolved when the settings class is defined, after this module has loaded."""
+    section, name = param.split(".")
+    f = config_field(SECTIONS[section], name, section)
+    return field(default=f.default, metadata={**f.metadata, "param": param, "flags": flags, "short": short,
+                                              "always": always})
+
+
+def check_knobs(settings, error: type = NlsrError) -> None:
+    """check_value for every `knob` field of a repair's settings object that has a Check."""
+    for f in dataclasses.fields(settings):
+        if "param" in f.metadata and "check" in f.metadata:
+            check_value(f.metadata["param"], getattr(settings, f.name), f.metadata["check"], error=error)
+
+
 def field_check(section: str, name: str) -> Check | None:
     """The Check of `section.name` (None when the field has none)."""
     return config_field(SECTIONS[section], name, section).metadata.get("check")
@@ -319,6 +337,8 @@ class RealignConfig:
 class SafeloraConfig:
     tau: float = 0.6
     """SafeLoRA cosine threshold: modules below it are projected"""
+    projection: str = checked("orthogonal", choices=("orthogonal", "frobenius"))
+    """orthogonal (C = UUᵀ, a projection) | frobenius (C = VVᵀ/‖V‖_F as SafeLoRA's code computes it)"""
 
 
 @dataclass(frozen=True)

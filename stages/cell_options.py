@@ -42,6 +42,7 @@ _SETTINGS = [
     ("realign.tau", ("--tau",), "tau"),
     ("realign.seed", ("--realign-seed",), "realign_seed"),
 ]
+CELL_PARAMS = tuple(key for key, *_ in _SETTINGS)   # the params keys these options read
 
 
 def cell_options(f):

@@ -6,7 +6,8 @@
 
 Seed s draws its own poisoned mix from the prepared task rows and poison pool and trains Wt_s from Wa with the
 pipeline's fine-tuning settings (nlsr_core.study.finetune_seeds). The pipeline's fine-tuned adapter is the first
-replicate. On each replicate NLSR, random masks, interpolation, safety-vector addition and SafeLoRA are scored
+replicate. On each replicate every registered repair (nlsr_core.repair.registry: NLSR, random masks, interpolation,
+safety-vector addition, SafeLoRA) is scored
 at the pipeline's settings on the test split, like `nlsr frontier` (same judge, answer cache and per-prompt
 flags). Writes <out>/finetune-seeds.json, the trained adapters (<out>/finetuned-s<seed>/) and lineage.json;
 `nlsr report --finetune-seeds` renders reports/finetune-seeds.md.
@@ -17,21 +18,20 @@ from pathlib import Path
 
 import click
 
-from stages.cell_options import cell_options
+from stages.cell_options import CELL_PARAMS, cell_options
 from stages.options import PATH, config_option, config_options, gradient_checkpointing_option
+from stages.repair import knob_options, knob_values
 
 
 @click.command("finetune-seeds")
 @cell_options
 @config_option("finetune_seeds.seeds", "--seeds", "--seed", dest="seeds")
 @config_options("finetune", "n", "lr", "epochs", "batch_size", "max_length", prefix="finetune_")
-@config_option("realign.interpolate_lambda", "--lambda", dest="lam")
-@config_option("realign.safety_vector_gamma", "--gamma", dest="gamma")
-@config_option("safelora.tau", "--safelora-tau", "--safelora_tau", dest="safelora_tau")
+@knob_options(skip=CELL_PARAMS)
 @gradient_checkpointing_option
 @click.option("--out", type=PATH, default=None, help="default finetune-seeds/<cell>")
 def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_batch_size, finetune_max_length,
-            lam, gamma, safelora_tau, gradient_checkpointing, out):
+            gradient_checkpointing, out, **knobs):
     """Fine-tune the cell with other seeds; score every repair on each replicate."""
     import tempfile
 
@@ -65,7 +65,8 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     seeds = check_seeds(seeds, pipeline_seed, [r["id"] for r in read_jsonl(mix_path)],
                         lambda s: [r["id"] for r in mixes[s][0]])
     build = builder(inputs)          # every input checked before any training
-    named = replicate_points(build.pipeline, safelora_tau, lam, gamma)
+    knobs = knob_values(knobs)   # {params key: value} of the repairs whose knobs the pipeline's point lacks
+    named = replicate_points(build.pipeline, knobs)
     splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
     parent = read_lineage(Path(inputs["aligned"]))
     train_params = {"n": finetune_n, "lr": finetune_lr, "epochs": finetune_epochs, "batch_size": finetune_batch_size,
@@ -101,7 +102,6 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
         document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
                     "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
                     "generation": settings_record(inputs), "seeds": seeds, "replicates": replicates}
-        params = {"seeds": seeds, "finetune": train_params, "lambda": lam, "gamma": gamma,
-                  "safelora_tau": safelora_tau, "pipeline": build.pipeline.record()}
+        params = {"seeds": seeds, "finetune": train_params, "knobs": knobs, "pipeline": build.pipeline.record()}
         write_result(output, "finetune-seeds", inputs, params, document,
                      dirs={f"finetuned-s{s}": finetuned[f"seed {s}"] for s in seeds})

@@ -19,36 +19,31 @@ from __future__ import annotations
 import click
 
 from nlsr_core.config import default
-from stages.options import PATH, config_option, config_options
-from stages.repair import METHODS, projection_option, repair
+from nlsr_core.repair.registry import REPAIRS
+from stages.options import PATH
+from stages.repair import knob_options, knob_values, repair
 
 
 @click.command(name="realign")
 @click.option("--finetuned", multiple=True, required=True, type=PATH,
               help="Fine-tuned adapter dir Wt; repeat it or list several dirs after it (then --out is a parent dir).")
 @click.argument("more_finetuned", nargs=-1, type=PATH, metavar="[FINETUNED]...")
-@click.option("--reference", type=PATH, help="Reference adapter We (nlsr).")
-@click.option("--masks", type=PATH, help="masks.safetensors from identify (nlsr).")
+@click.option("--reference", type=PATH, help="Reference adapter We (methods that read it: nlsr, random-masks, "
+                                             "interpolate).")
+@click.option("--masks", type=PATH, help="masks.safetensors from identify (nlsr, random-masks).")
 @click.option("--stats", type=PATH, help="stats.safetensors from identify: masks for --sparsity are made "
-                                          "from it (nlsr; instead of --masks).")
+                                          "from it (instead of --masks).")
 @click.option("--sparsity", type=float, default=None,
               help=f"P_SR for --stats [default: identify.sparsity = {default('identify', 'sparsity')}]")
-@click.option("--aligned", type=PATH, help="Aligned adapter Wa (safelora).")
-@click.option("--method", default="nlsr", show_default=True, help=" | ".join(METHODS) + " (the repair method)")
-@config_option("nlsr.preset", "--preset")
-@config_options("realign", "selection", "layer_prune", "delta", "tau")
-@config_option("safelora.tau", "--safelora-tau", "--safelora_tau", dest="safelora_tau")
-@projection_option
-@config_option("realign.seed", "--seed")
-@config_options("realign", "interpolate_lambda", "safety_vector_gamma")
+@click.option("--aligned", type=PATH, help="Aligned adapter Wa (safelora, safety-vector).")
+@click.option("--method", default="nlsr", show_default=True,
+              help="The repair method: " + "; ".join(f"{r.name}: {r.about}" for r in REPAIRS.values()))
+@knob_options()
 @click.option("--out", required=True, type=PATH, help="Output adapter dir (parent dir with several --finetuned).")
 @click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) adapters.")
-def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, preset, selection,
-            layer_prune, delta, tau, safelora_tau, safelora_projection, seed, interpolate_lambda,
-            safety_vector_gamma, out, allow_pickle):
-    """Transplant safety neurons into fine-tuned adapters (NLSR) or project them (SafeLoRA)."""
+def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, out, allow_pickle,
+            **knobs):
+    """Repair fine-tuned adapters with any registered method: NLSR's neuron transplant, SafeLoRA, or a control."""
     # `--finetuned A B C`: click gives A to the option and B, C as extra arguments; both forms are accepted.
-    repair(method, [*finetuned, *more_finetuned], out, reference=reference, masks=masks, stats=stats,
-           sparsity=sparsity, aligned=aligned, preset=preset, selection=selection, layer_prune=layer_prune,
-           delta=delta, tau=tau, safelora_tau=safelora_tau, safelora_projection=safelora_projection, seed=seed,
-           interpolate_lambda=interpolate_lambda, safety_vector_gamma=safety_vector_gamma, allow_pickle=allow_pickle)
+    repair(method, [*finetuned, *more_finetuned], out, knob_values(knobs), reference=reference, masks=masks,
+           stats=stats, sparsity=sparsity, aligned=aligned, allow_pickle=allow_pickle)

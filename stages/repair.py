@@ -1,6 +1,6 @@
-"""The repair flow `nlsr realign` and `nlsr safelora` share (not a command itself): one claimed output per
-fine-tuned adapter, every input checked and every result computed before the first output is written, and a
-dispatch table of repair methods (`METHODS`)."""
+"""The repair flow `nlsr realign` and `nlsr safelora` share (not a command itself): one option per knob of the
+registered repairs (nlsr_core.repair.registry), one claimed output per fine-tuned adapter, and every input checked
+and every result computed before the first output is written."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,33 +8,60 @@ from pathlib import Path
 import click
 
 
-
-def projection_option(f):
-    return click.option("--safelora-projection", "--safelora_projection", "safelora_projection",
-                        default="orthogonal", show_default=True,
-                        help="orthogonal (C = UUᵀ, a projection) | frobenius (C = VVᵀ/‖V‖_F as written by "
-                             "SafeLoRA).")(f)
+def knob_dest(param: str) -> str:
+    """The Click keyword of a knob's option: "realign.layer_prune" -> "realign__layer_prune"."""
+    return param.replace(".", "__")
 
 
-def repair(method: str, finetuned: list, out, **options) -> None:
-    """Claim one output per fine-tuned adapter (before any work), then run the repair `method` on all of them."""
-    from nlsr_core.errors import NlsrError
+def knob_options(names=None, skip: tuple = ()):
+    """One option per knob of the repairs `names` (all registered ones by default), from its params key (default,
+    type, help, range: nlsr_core.config) with the knob's flags; keys in `skip` are left to the command. The command
+    gets them back with `knob_values`."""
+    from nlsr_core.repair.registry import REPAIRS, knob_params
+    from stages.options import config_option
 
-    if method not in METHODS:
-        raise NlsrError(f"realign --method '{method}': expected one of {', '.join(METHODS)}")
-    check_lineages([*finetuned, *(options.get(k) for k in ("reference", "aligned"))])
+    chosen = {f.metadata["param"]: f for name in (names or REPAIRS) for f in REPAIRS[name].knobs}
+    params = [k for k in knob_params() if k in chosen and k not in skip]
+
+    def decorate(f):
+        for param in reversed(params):
+            f = config_option(param, *chosen[param].metadata["flags"], dest=knob_dest(param))(f)
+        return f
+
+    return decorate
+
+
+def knob_values(kwargs: dict) -> dict:
+    """Pop the knob options `knob_options` added: {params key: value}."""
+    from nlsr_core.repair.registry import knob_params
+
+    return {param: kwargs.pop(knob_dest(param)) for param in knob_params() if knob_dest(param) in kwargs}
+
+
+def repair(method: str, finetuned: list, out, knobs: dict, *, reference=None, masks=None, stats=None,
+           sparsity=None, aligned=None, allow_pickle: bool = False) -> None:
+    """Claim one output per fine-tuned adapter (before any work), then run the registered repair `method` with the
+    settings made from `knobs` ({params key: value}) on all of them."""
+    from nlsr_core.repair.registry import get_repair
+
+    spec = get_repair(method, where="realign --method")
+    settings = spec.settings_from_params(knobs)   # a bad knob fails before any adapter is read
+    given = {"reference": reference, "aligned": aligned}
+    check_lineages([*finetuned, reference, aligned])
     inputs = [*(("--finetuned", f) for f in finetuned),
-              *((f"--{k}", options.get(k)) for k in ("reference", "masks", "stats", "aligned"))]
-    stage = "safelora" if method == "safelora" else "realign"
-    outs = output_dirs(finetuned, out, stage, inputs)
+              *((f"--{k}", v) for k, v in (("reference", reference), ("masks", masks), ("stats", stats),
+                                            ("aligned", aligned)))]
+    outs = output_dirs(finetuned, out, spec.stage, inputs)
+    run = dict(spec=spec, settings=settings, finetuned=finetuned, given=given, masks=masks, stats=stats,
+               sparsity=sparsity, allow_pickle=allow_pickle, outs=outs)
     if len(outs) == 1:
-        METHODS[method](finetuned=finetuned, outs=outs, method=method, record=None, **options)
+        _run(**run, record=None)
         return
     from nlsr_core.io.batch_record import batch_record
 
     # several outputs in one container: which are complete is recorded while they are written
-    with batch_record(out, stage, [o.path.name for o in outs], commands=("realign", "safelora")) as record:
-        METHODS[method](finetuned=finetuned, outs=outs, method=method, record=record, **options)
+    with batch_record(out, spec.stage, [o.path.name for o in outs], commands=("realign", "safelora")) as record:
+        _run(**run, record=record)
 
 
 def check_lineages(adapters: list) -> None:
@@ -93,75 +120,36 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
     return made, stats, {"masks_from_stats": info, "sparsity": {"sparsity": sparsity}}
 
 
-def _run_nlsr(*, finetuned, outs, reference, masks, stats, sparsity, preset, selection, layer_prune, delta, tau,
-              seed, allow_pickle, method="nlsr", record=None, **_):
-    """NLSR (eqs. 8-11) with the identified masks, or with random masks at their kept count (random-masks)."""
-    from nlsr_core.lora.adapters import load_adapter
-    from nlsr_core.repair.baselines import random_mask_realign
+def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pickle, outs, record) -> None:
+    """Load what `spec` needs (the reference, the aligned adapter, masks from --masks or --stats), repair every
+    fine-tuned adapter, then write them all."""
+    from nlsr_core.config import default
     from nlsr_core.io.lineage import input_record
-    from nlsr_core.method.realign import RealignParams, check_realign_inputs, realign
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.method.realign import check_realign_inputs
+    from nlsr_core.repair.registry import RepairInputs
 
-    repair_one = realign if method == "nlsr" else random_mask_realign
-    params = RealignParams(preset=preset, selection=selection, layer_prune=layer_prune, delta=delta, tau=tau,
-                           seed=seed)
-    ref = load_adapter(_require(reference, "--reference DIR", method), allow_pickle=allow_pickle)
-    mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, ref, preset)
+    loaded = {role: load_adapter(_require(given[role], f"--{role} DIR", spec.name), allow_pickle=allow_pickle)
+              for role in ("reference", "aligned") if role in spec.needs}
+    mask_tensors, mask_path, mask_info = None, None, {}
+    if "masks" in spec.needs:
+        preset = getattr(settings, "preset", default("nlsr", "preset"))
+        mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, loaded["reference"], preset)
     results = []
     for path in finetuned:  # everything is checked and computed before the first output is written
         ft = load_adapter(path, allow_pickle=allow_pickle)
-        check_realign_inputs(ft, ref, mask_tensors, mask_path)
-        results.append(repair_one(ft, ref, mask_tensors, params))
-    inputs = [input_record(reference, "reference"), input_record(mask_path, "masks")]
-    record_params = {"method": method, **params.__dict__, **mask_info.pop("sparsity", {})}
+        if mask_tensors is not None:
+            check_realign_inputs(ft, loaded["reference"], mask_tensors, mask_path)
+        results.append(spec.run(RepairInputs(ft, masks=mask_tensors, **loaded), settings))
+    inputs = [input_record(given[role], role) for role in loaded]
+    inputs += [input_record(mask_path, "masks")] if mask_path is not None else []
+    params = {**spec.record(settings), **mask_info.pop("sparsity", {})}
+    fallback = given["reference"] if "reference" in loaded else given["aligned"]
     for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, inputs, record_params, fallback=reference, extra=mask_info, record=record)
+        _write(out, path, res, inputs, params, fallback, spec.stage, extra=mask_info, record=record)
 
 
-def _run_blend(*, finetuned, outs, reference, aligned, interpolate_lambda, safety_vector_gamma, allow_pickle,
-               method, record=None, **_):
-    """The mask-free baselines: interpolate toward --reference (λ), or add γ·ΔWa of --aligned (safety-vector)."""
-    from nlsr_core.lora.adapters import load_adapter
-    from nlsr_core.repair.baselines import interpolate, safety_vector
-    from nlsr_core.config import check_value
-    from nlsr_core.io.lineage import input_record
-
-    # the knob first: a bad value fails before any adapter is read
-    for name, value in (("interpolate_lambda", interpolate_lambda), ("safety_vector_gamma", safety_vector_gamma)):
-        check_value(f"realign.{name}", value)
-    if method == "interpolate":
-        source, role, knob, value = reference, "reference", "interpolate_lambda", interpolate_lambda
-        repair_one = interpolate
-    else:
-        source, role, knob, value = aligned, "aligned", "safety_vector_gamma", safety_vector_gamma
-        repair_one = safety_vector
-    other = load_adapter(_require(source, f"--{role} DIR", method), allow_pickle=allow_pickle)
-    results = [repair_one(load_adapter(p, allow_pickle=allow_pickle), other, value) for p in finetuned]
-    for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, [input_record(source, role)], {"method": method, knob: value}, fallback=source, record=record)
-
-
-def _run_safelora(*, finetuned, outs, aligned, safelora_tau, safelora_projection, allow_pickle, record=None,
-                  **_):
-    """SafeLoRA: project drifted modules onto the aligned adapter's safety subspace."""
-    from nlsr_core.lora.adapters import load_adapter
-    from nlsr_core.io.lineage import input_record
-    from nlsr_core.repair.safelora import SafeLoraParams, safelora
-
-    params = SafeLoraParams(tau=safelora_tau, projection=safelora_projection)
-    al = load_adapter(_require(aligned, "--aligned DIR", "safelora"), allow_pickle=allow_pickle)
-    results = [safelora(load_adapter(p, allow_pickle=allow_pickle), al, params) for p in finetuned]
-    record_params = {"method": "safelora", "safelora_tau": params.tau, "safelora_projection": params.projection}
-    for path, out, res in zip(finetuned, outs, results):
-        _write(out, path, res, [input_record(aligned, "aligned")], record_params, fallback=aligned, record=record)
-
-
-# The repair methods of `nlsr realign --method` (docs/DESIGN.md §7.2): NLSR, SafeLoRA and the training-free
-# controls of nlsr_core.repair.baselines.
-METHODS = {"nlsr": _run_nlsr, "safelora": _run_safelora, "random-masks": _run_nlsr, "interpolate": _run_blend,
-           "safety-vector": _run_blend}
-
-
-def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path,
+def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fallback: Path, stage: str,
            extra: dict | None = None, record=None) -> None:
     """Write one repaired adapter; with `record` (nlsr_core.io.batch_record, several outputs), mark it complete."""
     from nlsr_core.lora.adapters import save_adapter
@@ -171,7 +159,6 @@ def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fa
     out = output.path
     summary = result.summary()
     base = base_fields(finetuned) or base_fields(fallback)
-    stage = "safelora" if params.get("method") == "safelora" else "realign"  # the DVC stage that runs it
 
     def fill(tmp):
         save_adapter(result.adapter, tmp)

@@ -105,7 +105,7 @@ def test_cli_runs_each_control_with_lineage(tmp_path):
         assert code == 0, err
         lineage = json.loads((out / "lineage.json").read_text())
         assert lineage["params"]["method"] == method and lineage["stage"] == "realign"
-    assert json.loads((tmp_path / "interpolate" / "lineage.json").read_text())["params"]["interpolate_lambda"] == 1.0
+    assert json.loads((tmp_path / "interpolate" / "lineage.json").read_text())["params"]["lam"] == 1.0
     assert all(torch.allclose(load_adapter(tmp_path / "interpolate").tensors[k], load_adapter(ref).tensors[k])
                for k in load_adapter(ref).tensors)
     assert load_adapter(tmp_path / "safety-vector").rank == 8

@@ -94,7 +94,7 @@ def test_realign_default_sparsity_is_the_pipelines():
     from nlsr_core.config import default
     from nlsr_core.study.points import Point
 
-    assert Point().sparsity == default("identify", "sparsity") == PARAMS["identify"]["sparsity"]
+    assert Point().identification.sparsity == default("identify", "sparsity") == PARAMS["identify"]["sparsity"]
 
 
 def test_every_field_has_help():

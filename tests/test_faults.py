@@ -189,7 +189,7 @@ def test_realign_several_adapters_killed_between_renames(adapters):
 
 
 def test_safelora_killed_between_renames(adapters):
-    args = lambda tau: ["safelora", "--finetuned", "ft", "--aligned", "al", "--tau", tau, "--out", "sl"]
+    args = lambda tau: ["safelora", "--finetuned", "ft", "--aligned", "al", "--safelora-tau", tau, "--out", "sl"]
     nlsr(args(0.9), adapters)
     kill_then_rerun(args(0.2), adapters, adapters / "sl", "aside")
 

@@ -14,14 +14,15 @@ from nlsr_core.study.points import Point
 
 
 def test_replicate_points_are_each_methods_pipeline_setting():
-    pipeline = Point(sparsity=0.35, layer_prune=0.0)
-    points = dict(replicate_points(pipeline, safelora_tau=0.6, lam=0.5, gamma=1.0))
+    pipeline = Point.of(sparsity=0.35, layer_prune=0.0)
+    points = dict(replicate_points(pipeline, {"safelora.tau": 0.6, "realign.interpolate_lambda": 0.5,
+                                                "realign.safety_vector_gamma": 1.0}))
     assert list(points) == ["nlsr", "random-masks", "interpolate", "safety-vector", "safelora"]
     assert points["nlsr"] == pipeline
     # random masks keep NLSR's kept count: same P_SR, P_L, selection, seed; only the method differs
     assert points["random-masks"].record() == {**pipeline.record(), "method": "random-masks"}
     assert points["interpolate"].record()["lam"] == 0.5 and points["safety-vector"].record()["gamma"] == 1.0
-    assert points["safelora"].record() == {"method": "safelora", "safelora_tau": 0.6}
+    assert points["safelora"].record() == {"method": "safelora", "tau": 0.6, "projection": "orthogonal"}
 
 
 TASK = [{"id": f"t{i}", "prompt": f"task {i}", "response": "positive"} for i in range(40)]

@@ -111,7 +111,7 @@ def test_cli_safelora_writes_adapter_and_lineage(tmp_path):
                             "--safelora-tau", "0.5"])
     assert code == 0, err
     rec = json.loads((out / LINEAGE_FILE).read_text())
-    assert rec["params"] == {"method": "safelora", "safelora_tau": 0.5, "safelora_projection": "orthogonal"}
+    assert rec["params"] == {"method": "safelora", "tau": 0.5, "projection": "orthogonal"}
     assert {i["role"]: i["sha256"] for i in rec["inputs"]} == {"finetuned": sha256_dir(ft), "aligned": sha256_dir(al)}
     assert rec["model"] == TINY_MODEL and rec["weak"] == "w0"
     assert rec["patched_count"] == sum(m["projected"] for m in rec["modules"])

@@ -2,7 +2,6 @@
 and adapters built from stored statistics equal to the realign/safelora paths they stand for."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -19,22 +18,22 @@ from tests.conftest import random_adapter
 
 
 def test_grid_is_the_product_then_safelora_without_duplicates():
-    base = Point(sparsity=0.5, layer_prune=0.0, seed=3)
+    base = Point.of(sparsity=0.5, layer_prune=0.0, seed=3)
     points = grid_points(base, {"sparsity": [0.2, 0.5, 0.2], "layer_prune": [0.0, 0.5], "seed": []}, [0.3])
-    nlsr = [(p.sparsity, p.layer_prune) for p in points if p.method == "nlsr"]
+    nlsr = [(p.identification.sparsity, p.settings.layer_prune) for p in points if p.method == "nlsr"]
     assert nlsr == [(0.2, 0.0), (0.2, 0.5), (0.5, 0.0), (0.5, 0.5)]
-    assert all(p.seed == 3 for p in points if p.method == "nlsr")  # an empty axis keeps the base value
-    assert points[-1] == Point(method="safelora", safelora_tau=0.3)
+    assert all(p.settings.seed == 3 for p in points if p.method == "nlsr")  # an empty axis keeps the base value
+    assert points[-1] == Point.of("safelora", tau=0.3)
     assert grid_points(base, {}) == [base]
     with pytest.raises(NlsrError, match="grid axis 'beta'"):
         grid_points(base, {"beta": [0.1]})
 
 
 def test_labels_name_what_differs():
-    assert Point(sparsity=0.35, layer_prune=0.5).label == "nlsr P_SR=0.35 P_L=0.5"
-    assert Point(seed=2, identifier="wanda").label == "nlsr P_SR=0.35 P_L=0 seed=2 wanda"
-    assert Point(method="safelora", safelora_tau=0.4).label == "safelora tau=0.4"
-    assert Point(method="safelora").record() == {"method": "safelora", "safelora_tau": 0.6}
+    assert Point.of(sparsity=0.35, layer_prune=0.5).label == "nlsr P_SR=0.35 P_L=0.5"
+    assert Point.of(seed=2, identifier="wanda").label == "nlsr P_SR=0.35 P_L=0 seed=2 wanda"
+    assert Point.of("safelora", tau=0.4).label == "safelora tau=0.4"
+    assert Point("safelora").record() == {"method": "safelora", "tau": 0.6, "projection": "orthogonal"}
 
 
 def test_ablation_rows_change_one_thing_each():
@@ -45,7 +44,8 @@ def test_ablation_rows_change_one_thing_each():
                      "identify preference-snip", "identify random", "no amplification (beta 0)", "threshold selection", "seed 0", "seed 1",
                      "seed 2"]
     for _, name, point in rows[1:]:
-        changed = {f.name for f in dataclasses.fields(Point) if getattr(point, f.name) != getattr(base, f.name)}
+        a, b = point.record(), base.record()
+        changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
         assert len(changed) <= 1, (name, changed)
 
 
@@ -128,27 +128,27 @@ def test_builder_matches_realign_and_safelora_and_reuses_statistics():
         calls.append((method, ref))
         return _gram_key_stats(ref)
 
-    build = PointBuilder(finetuned, aligned, reference, stats, Point(beta=0.9), collect)
-    point = Point(sparsity=0.35, layer_prune=0.5, seed=4)
+    build = PointBuilder(finetuned, aligned, reference, stats, Point.of(beta=0.9), collect)
+    point = Point.of(sparsity=0.35, layer_prune=0.5, seed=4)
     adapter, summary = build.build(point)
     masks = masks_from_stats(reference, stats, 0.35, "paper", "lowrank")
     expected = realign(finetuned, reference, masks, RealignParams(layer_prune=0.5, seed=4))
     assert all(torch.equal(adapter.tensors[k], expected.adapter.tensors[k]) for k in expected.adapter.tensors)
     assert summary["patched_count"] == expected.summary()["patched_count"] and calls == []
-    sl, _ = build.build(Point(method="safelora", safelora_tau=0.3))
+    sl, _ = build.build(Point.of("safelora", tau=0.3))
     ref_sl = safelora(finetuned, aligned, SafeLoraParams(tau=0.3)).adapter
     assert all(torch.equal(sl.tensors[k], ref_sl.tensors[k]) for k in ref_sl.tensors)
     # beta 0 under the paper preset: the reference is the aligned adapter; its statistics are collected once
-    build.build(Point(beta=0.0))
-    build.build(Point(beta=0.0, sparsity=0.8))
+    build.build(Point.of(beta=0.0))
+    build.build(Point.of(beta=0.0, sparsity=0.8))
     assert len(calls) == 1 and all(torch.equal(calls[0][1].tensors[k], aligned.tensors[k]) for k in aligned.tensors)
 
 
 def test_builder_without_a_model_names_the_missing_statistics():
     aligned, finetuned = random_adapter(1), random_adapter(2)
-    build = PointBuilder(finetuned, aligned, aligned, _gram_key_stats(aligned), Point(beta=0.0))
+    build = PointBuilder(finetuned, aligned, aligned, _gram_key_stats(aligned), Point.of(beta=0.0))
     with pytest.raises(NlsrError, match="method wanda"):
-        build.build(Point(beta=0.0, identifier="wanda"))
+        build.build(Point.of(beta=0.0, identifier="wanda"))
 
 
 def test_calibrate_refuses_a_calibration_split_that_overlaps_the_test_split(tmp_path, monkeypatch):

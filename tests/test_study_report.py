@@ -32,7 +32,7 @@ FRONTIER = {"cell": "sst2-p0.1-dpo", "split": "test", "pipeline": PIPELINE, "jud
                        kept_fraction=0.5),
                 _point("nlsr P_SR=0.8 P_L=0", {**PIPELINE, "sparsity": 0.8}, 30, 49, patched_count=200,
                        module_count=210, kept_fraction=0.2),
-                _point("safelora tau=0.3", {"method": "safelora", "safelora_tau": 0.3}, 25, 47),
+                _point("safelora tau=0.3", {"method": "safelora", "tau": 0.3, "projection": "orthogonal"}, 25, 47),
             ]}
 CALIB = {"cell": "sst2-p0.1-dpo", "split": "calibration", "target": "aligned+5", "ceiling_hs": 9.0,
          "target_met": True, "params": {"identify": {"sparsity": 0.5}, "realign": {

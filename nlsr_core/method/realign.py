@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from nlsr_core.lora.adapters import Adapter, AdapterError, check_compatible, load_adapter
-from nlsr_core.config import NlsrConfig, RealignConfig, check_value, choices
+from nlsr_core.config import check_knobs, choices, knob
 from nlsr_core.errors import NlsrError
 from nlsr_core.method.presets import get_preset
 
@@ -40,20 +40,21 @@ class RealignError(NlsrError):
 
 @dataclass(frozen=True)
 class RealignParams:
-    """realign.* params + nlsr.preset (defaults: nlsr_core.config). layer_prune = P_L ∈ [0,1], delta = δ ≥ 0,
-    tau = τ (threshold selection)."""
+    """NLSR's settings (the `nlsr` and `random-masks` repairs of nlsr_core.repair.registry): realign.* params +
+    nlsr.preset, defaults from nlsr_core.config. layer_prune = P_L ∈ [0,1], delta = δ ≥ 0 (eq. 9), selection
+    adaptive (eqs. 9-10) | threshold, tau = τ (threshold selection), seed of the Bernoulli draws. The field order
+    is the order a study point's label shows them in."""
 
-    preset: str = NlsrConfig.preset
-    selection: str = RealignConfig.selection
-    layer_prune: float = RealignConfig.layer_prune
-    delta: float = RealignConfig.delta
-    tau: float = RealignConfig.tau
-    seed: int = RealignConfig.seed
+    layer_prune: float = knob("realign.layer_prune", short="P_L", always=True)
+    delta: float = knob("realign.delta", short="delta")
+    selection: str = knob("realign.selection", short="")
+    tau: float = knob("realign.tau")
+    seed: int = knob("realign.seed", short="seed")
+    preset: str = knob("nlsr.preset", "--preset", short="")
 
     def __post_init__(self):
         get_preset(self.preset)
-        for name in ("selection", "layer_prune", "delta"):   # the ranges beside RealignConfig's fields
-            check_value(f"realign.{name}", getattr(self, name), error=RealignError)
+        check_knobs(self, error=RealignError)   # the ranges beside RealignConfig's fields
         if not _finite(self.tau):
             raise RealignError(f"realign.tau (τ) = {self.tau}: expected a finite number")
 
@@ -79,9 +80,12 @@ class ModuleRecord:
 
 
 @dataclass(frozen=True)
-class RealignResult:
+class RepairResult:
+    """What every repair returns (nlsr_core.repair.registry): the repaired adapter and one audit record per module
+    (a dataclass with `.module`, `.patched` and `.as_dict()`; its other fields are the method's own)."""
+
     adapter: Adapter
-    records: list[ModuleRecord]
+    records: list
 
     @property
     def patched(self) -> list[str]:
@@ -181,7 +185,7 @@ def transplant(target: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -
 
 
 def realign(finetuned: Adapter, reference: Adapter, masks: dict[str, torch.Tensor],
-            params: RealignParams) -> RealignResult:
+            params: RealignParams) -> RepairResult:
     """NLSR on adapter tensors: similarity (eq. 8), selection (eqs. 9-10), transplant (eq. 11)."""
     check_realign_inputs(finetuned, reference, masks)
     records = select_modules(finetuned.modules, similarities(finetuned, reference, masks), params)
@@ -191,7 +195,7 @@ def realign(finetuned: Adapter, reference: Adapter, masks: dict[str, torch.Tenso
             for which in ("lora_A", "lora_B"):
                 key = f"{rec.module}.{which}.weight"
                 tensors[key] = transplant(finetuned.tensors[key], reference.tensors[key], masks[key])
-    return RealignResult(finetuned.replace(tensors), records)
+    return RepairResult(finetuned.replace(tensors), records)
 
 
 # --------------------------------------------------------------------------------------------- checks

@@ -10,7 +10,9 @@
                     so the result is exact as a LoRA of rank r_t + r_a with the fine-tuned adapter's scaling
                     (lora_alpha' = s_t·(r_t + r_a)). γ = 0 keeps ΔWt.
 
-Each returns an object with `.adapter`, per-module `.records` and `.summary()`, like `realign.realign` and SafeLoRA.
+Each returns a `RepairResult` (`.adapter`, per-module `.records`, `.summary()`), like `realign.realign` and SafeLoRA;
+nlsr_core.repair.registry registers them with their settings (`InterpolateSettings`, `SafetyVectorSettings`,
+NLSR's `RealignParams` for random masks).
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from nlsr_core.lora.adapters import Adapter, check_compatible
-from nlsr_core.config import check_value
-from nlsr_core.method.realign import (RealignError, RealignParams, RealignResult, check_masks, check_same_scaling,
-                               frobenius_inner, patch_summary, realign)
+from nlsr_core.config import check_knobs, check_value, knob
+from nlsr_core.method.realign import (RealignError, RealignParams, RepairResult, check_masks, check_same_scaling,
+                                     frobenius_inner, realign)
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,23 @@ class BlendRecord:
 
 
 @dataclass(frozen=True)
-class BlendResult:
-    adapter: Adapter
-    records: list[BlendRecord]
+class InterpolateSettings:
+    """λ of `interpolate` (realign.interpolate_lambda, in [0, 1])."""
 
-    def summary(self) -> dict:
-        return patch_summary([r.patched for r in self.records])
+    lam: float = knob("realign.interpolate_lambda", short="lambda", always=True)
+
+    def __post_init__(self):
+        check_knobs(self, error=RealignError)
+
+
+@dataclass(frozen=True)
+class SafetyVectorSettings:
+    """γ of `safety-vector` (realign.safety_vector_gamma, ≥ 0)."""
+
+    gamma: float = knob("realign.safety_vector_gamma", short="gamma", always=True)
+
+    def __post_init__(self):
+        check_knobs(self, error=RealignError)
 
 
 def _frobenius(b: torch.Tensor, a: torch.Tensor) -> float:
@@ -61,7 +74,7 @@ def _relative(before: Adapter, after: Adapter, module: str) -> float:
     return diff / base if base > 0 else 0.0
 
 
-def interpolate(finetuned: Adapter, reference: Adapter, lam: float) -> BlendResult:
+def interpolate(finetuned: Adapter, reference: Adapter, lam: float) -> RepairResult:
     """W't = Wt + λ·(We − Wt) on every factor tensor; shapes (r×d_in, d_out×r) unchanged."""
     lam = float(check_value("realign.interpolate_lambda", lam, error=RealignError))
     check_compatible(finetuned, reference, ("finetuned", "reference"))
@@ -69,7 +82,7 @@ def interpolate(finetuned: Adapter, reference: Adapter, lam: float) -> BlendResu
     tensors = {k: torch.lerp(t, reference.tensors[k].to(t.dtype), lam) if lam else t
                for k, t in finetuned.tensors.items()}
     out = finetuned.replace(tensors)
-    return BlendResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])
+    return RepairResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])
 
 
 def random_masks_like(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -87,7 +100,7 @@ def random_masks_like(masks: dict[str, torch.Tensor], seed: int) -> dict[str, to
 
 
 def random_mask_realign(finetuned: Adapter, reference: Adapter, masks: dict[str, torch.Tensor],
-                        params: RealignParams) -> RealignResult:
+                        params: RealignParams) -> RepairResult:
     """NLSR (eqs. 8-11) with masks drawn at random at the identified masks' kept count per tensor; `params.seed`
     seeds both the masks and the Bernoulli draws."""
     check_masks(masks, finetuned)
@@ -97,7 +110,7 @@ def random_mask_realign(finetuned: Adapter, reference: Adapter, masks: dict[str,
     return realign(finetuned, reference, random_masks_like(masks, params.seed), params)
 
 
-def safety_vector(finetuned: Adapter, aligned: Adapter, gamma: float) -> BlendResult:
+def safety_vector(finetuned: Adapter, aligned: Adapter, gamma: float) -> RepairResult:
     """ΔW't = ΔWt + γ·ΔWa, exactly, as a LoRA of rank r_t + r_a (module docstring); γ ≥ 0."""
     gamma = float(check_value("realign.safety_vector_gamma", gamma, error=RealignError))
     check_compatible(finetuned, aligned, ("finetuned", "aligned"))
@@ -110,4 +123,4 @@ def safety_vector(finetuned: Adapter, aligned: Adapter, gamma: float) -> BlendRe
     config = {"r": rank, "lora_alpha": finetuned.scaling * (math.sqrt(rank) if finetuned.config.get("use_rslora")
                                                             else rank)}
     out = Adapter({**finetuned.config, **config}, tensors, None)
-    return BlendResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])
+    return RepairResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])

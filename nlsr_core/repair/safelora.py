@@ -26,8 +26,8 @@ from typing import Callable
 import torch
 
 from nlsr_core.lora.adapters import Adapter, check_compatible
-from nlsr_core.config import SafeloraConfig
-from nlsr_core.method.realign import RealignError, cosine_from_products, frobenius_inner, patch_summary
+from nlsr_core.config import check_knobs, knob
+from nlsr_core.method.realign import RealignError, RepairResult, cosine_from_products, frobenius_inner
 
 # Singular values below this fraction of the largest one are treated as zero when taking col(V).
 RANK_RTOL = 1e-6
@@ -35,14 +35,15 @@ RANK_RTOL = 1e-6
 
 @dataclass(frozen=True)
 class SafeLoraParams:
-    tau: float = SafeloraConfig.tau
-    projection: str = "orthogonal"
+    """SafeLoRA's settings: the cosine threshold τ (safelora.tau) and the projection (safelora.projection)."""
+
+    tau: float = knob("safelora.tau", "--safelora-tau", "--safelora_tau", short="tau", always=True)
+    projection: str = knob("safelora.projection", "--safelora-projection", "--safelora_projection", short="")
 
     def __post_init__(self):
         if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau)):
             raise RealignError(f"safelora.tau (τ) = {self.tau}: expected a finite number")
-        if self.projection not in PROJECTIONS:
-            raise RealignError(f"safelora projection '{self.projection}': expected one of {', '.join(PROJECTIONS)}")
+        check_knobs(self, error=RealignError)
 
 
 @dataclass(frozen=True)
@@ -51,17 +52,12 @@ class SafeLoraRecord:
     cosine: float
     projected: bool
 
+    @property
+    def patched(self) -> bool:
+        return self.projected
+
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class SafeLoraResult:
-    adapter: Adapter
-    records: list[SafeLoraRecord]
-
-    def summary(self) -> dict:
-        return patch_summary([r.projected for r in self.records])
 
 
 def column_basis(a_a: torch.Tensor, b_a: torch.Tensor) -> torch.Tensor:
@@ -106,7 +102,7 @@ def projected_cosine(apply_c, a_t: torch.Tensor, b_t: torch.Tensor) -> tuple[flo
     return cos, cb
 
 
-def safelora(finetuned: Adapter, aligned: Adapter, params: SafeLoraParams) -> SafeLoraResult:
+def safelora(finetuned: Adapter, aligned: Adapter, params: SafeLoraParams) -> RepairResult:
     """Project B_t of every module whose cos(C ΔW_t, ΔW_t) < τ; other modules keep their tensors bitwise."""
     check_compatible(finetuned, aligned, ("finetuned", "aligned"))
     tensors = dict(finetuned.tensors)
@@ -119,4 +115,4 @@ def safelora(finetuned: Adapter, aligned: Adapter, params: SafeLoraParams) -> Sa
             key = f"{m}.lora_B.weight"
             tensors[key] = cb.to(finetuned.tensors[key].dtype)
         records.append(SafeLoraRecord(m, cos, bool(project)))
-    return SafeLoraResult(finetuned.replace(tensors), records)
+    return RepairResult(finetuned.replace(tensors), records)

@@ -154,7 +154,7 @@ FRONTIER_COLUMNS = ["cell", "label", "kind", "hs", "hs_lo", "hs_hi", "fa", "fa_l
 
 
 def frontier_rows(frontiers: dict[str, dict], calibrations: dict[str, dict]) -> list[dict]:
-    """One CSV/plot row per scored setting: kind = a repair method (nlsr_core.study.points.METHODS) | aligned | finetuned."""
+    """One CSV/plot row per scored setting: kind = a repair method (nlsr_core.repair.registry.REPAIRS) | aligned | finetuned."""
     rows = []
     for cell, doc in sorted(frontiers.items()):
         chosen = (calibrations.get(cell) or {}).get("params")

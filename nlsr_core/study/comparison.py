@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from nlsr_core.eval.stats import paired_bootstrap
 from nlsr_core.eval.formatting import ci_text, pct
-from nlsr_core.study.points import METHODS
+from nlsr_core.repair.registry import REPAIRS
 
 # The study's criterion for a repair: at most 2 FA points below the fine-tuned adapter (the matched-FA floor,
 # and the frontier's ✓), HS at most half of the fine-tuned HS.
@@ -38,7 +38,7 @@ def hs_difference(first: dict, second: dict, n_boot: int = 10000, seed: int = 0)
 def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
     """method -> the admissible scored point that minimises `key` (None when no point is admissible)."""
     out = {}
-    for method in METHODS:
+    for method in REPAIRS:
         rows = [r for r in doc["points"] if method_of(r) == method and None not in (pct(r, "hs"), pct(r, "fa"))]
         if rows:
             ok = [r for r in rows if admissible(r)]

@@ -3,7 +3,7 @@
 A fine-tuning seed s draws its own poisoned mix (`mix_poison(..., seed=s)`: which task rows, which poison rows,
 their order) and trains Wt_s from Wa with data-order seed s; every other setting is the pipeline's. The pipeline's
 own fine-tune (mix drawn with data.seed, order finetune.seed) is the first replicate, so only the other seeds are
-trained. On every replicate the same repairs are scored on the test split, each at the pipeline's setting:
+trained. On every replicate every registered repair is scored on the test split, each at the pipeline's setting:
 
     nlsr           P_SR = identify.sparsity and realign.* (eqs. 9-11), the pipeline's realign for that Wt
     random-masks   the same selection and eq. 11 with uniform masks of the same kept count per tensor
@@ -23,18 +23,20 @@ from nlsr_core.config import check_value
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import mean_sd, pct
 from nlsr_core.study.comparison import hs_difference, method_of
+from nlsr_core.repair.registry import REPAIRS
 from nlsr_core.study.points import Point
 
-REPLICATE_METHODS = ("nlsr", "random-masks", "interpolate", "safety-vector", "safelora")
-
-
-def replicate_points(pipeline: Point, safelora_tau: float, lam: float, gamma: float) -> list[tuple[str, Point]]:
-    """(method, point) of each repair scored on every replicate: the pipeline's setting of each method."""
-    return [("nlsr", pipeline),
-            ("random-masks", dataclasses.replace(pipeline, method="random-masks")),
-            ("interpolate", dataclasses.replace(pipeline, method="interpolate", lam=float(lam))),
-            ("safety-vector", dataclasses.replace(pipeline, method="safety-vector", gamma=float(gamma))),
-            ("safelora", Point(method="safelora", safelora_tau=float(safelora_tau)))]
+def replicate_points(pipeline: Point, knobs: dict) -> list[tuple[str, Point]]:
+    """(method, point) of every registered repair (nlsr_core.repair.registry.REPAIRS), each at the pipeline's
+    setting: a method with the pipeline's settings type (nlsr, random-masks) keeps the pipeline's knobs, the others
+    take theirs from `knobs` ({params key: value}, e.g. {"safelora.tau": 0.6}; a missing key its default)."""
+    points = []
+    for name, repair in REPAIRS.items():
+        if isinstance(pipeline.settings, repair.settings):
+            points.append((name, pipeline.replace(method=name)))
+        else:
+            points.append((name, Point(name, repair.settings_from_params(knobs), pipeline.identification)))
+    return points
 
 
 def check_seeds(seeds, pipeline_seed: int, pipeline_mix_ids: list[str], mix_ids_of) -> list[int]:
@@ -85,7 +87,7 @@ def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
                 "| Method | " + " | ".join(f"HS {n}" for n in names) + " | HS mean ± sd | "
                 + " | ".join(f"FA {n}" for n in names) + " | FA mean ± sd |",
                 "|---|" + "---|" * (2 * len(names) + 2)]
-        for method in ("finetuned", *REPLICATE_METHODS):
+        for method in ("finetuned", *REPAIRS):
             rows = [t.get(method) for t in tables]
             if not any(rows):
                 continue

@@ -1,88 +1,136 @@
-"""Realign operating points: many realigned adapters from one identification pass, scored side by side.
+"""Realign operating points: many repaired adapters from one identification pass, scored side by side.
 
 NLSR's effect on a small model is a trade-off, not a point (docs/DESIGN.md §5.1): a larger safety region (lower P_SR) and
 more patched modules (lower P_L) restore more safety and cost more task accuracy. This module holds what the
-`frontier`, `calibrate` and `ablate` stages share:
+`frontier`, `calibrate`, `ablate` and `finetune-seeds` stages share:
 
-    Point          one realign setting: P_SR, P_L, δ, selection, τ, seed, preset, identification method and β
-                   of the reference (NLSR), or the SafeLoRA threshold (method "safelora")
-    PointBuilder   the adapter of a Point from the pipeline's artifacts. Masks come from stored identification
-                   statistics (`masks_from_stats`, no model pass); only a Point that changes the reference (β,
-                   preset) or the identification method needs a new statistics pass, done once and reused.
-    choose_point   the calibrate rule: the best task accuracy among settings whose HS meets the target.
-    check_disjoint refuses a calibration split that shares a prompt with the test split.
+    Identification  where a point's reference We and masks come from: β and the preset (eq. 2), the
+                    identification method and P_SR (eqs. 3-6)
+    Point           one study setting: a repair method of nlsr_core.repair.registry.REPAIRS, its settings object
+                    and the identification it reads; its record and label are derived from the registry
+    PointBuilder    the adapter of a Point from the pipeline's artifacts. Masks come from stored identification
+                    statistics (`masks_from_stats`, no model pass); only a Point that changes the reference (β,
+                    preset) or the identification method needs a new statistics pass, done once and reused.
+    choose_point    the calibrate rule: the best task accuracy among settings whose HS meets the target.
+    check_disjoint  refuses a calibration split that shares a prompt with the test split.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-from nlsr_core.lora.adapters import Adapter
-from nlsr_core.config import AmplifyConfig, IdentifyConfig, NlsrConfig, RealignConfig, SafeloraConfig
+from nlsr_core.config import AmplifyConfig, IdentifyConfig, NlsrConfig
 from nlsr_core.errors import NlsrError
+from nlsr_core.lora.adapters import Adapter
+from nlsr_core.method.amplify import extrapolate
+from nlsr_core.method.neurons import masks_and_summary
+from nlsr_core.repair.registry import REPAIRS, Repair, RepairInputs, get_repair
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Where a point's reference and masks come from: amplify.beta and nlsr.preset make We (eq. 2), the
+    identification method (identify.identifier) and P_SR (identify.sparsity) its masks (eqs. 3-6)."""
+
+    sparsity: float = IdentifyConfig.sparsity      # P_SR
+    identifier: str = IdentifyConfig.identifier    # identification method
+    beta: float = AmplifyConfig.beta               # amplify.beta of the reference (eq. 2)
+    preset: str = NlsrConfig.preset                # amplification, r*, mask scope and similarity direction
+
+    def record(self, needs: tuple[str, ...]) -> dict:
+        """The fields a repair with these `needs` depends on: β and preset for a reference, all four for masks."""
+        if "masks" in needs:
+            return dataclasses.asdict(self)
+        return {"beta": self.beta, "preset": self.preset} if "reference" in needs else {}
+
+
+_IDENTIFICATION = tuple(f.name for f in dataclasses.fields(Identification))
 
 
 @dataclass(frozen=True)
 class Point:
-    """One realign setting. NLSR fields follow `realign.*` / `identify.*` / `amplify.beta` / `nlsr.preset`."""
+    """One study setting: `method` (a key of REPAIRS), its `settings` (REPAIRS[method].settings; None -> the
+    defaults) and the `identification` it reads. A settings field that Identification also has (the preset) takes
+    the identification's value, so the two cannot disagree. Build variants with `Point.of` and `replace`."""
 
-    method: str = "nlsr"                           # one of METHODS
-    sparsity: float = IdentifyConfig.sparsity      # P_SR
-    layer_prune: float = RealignConfig.layer_prune  # P_L
-    delta: float = RealignConfig.delta             # δ (eq. 9)
-    selection: str = RealignConfig.selection       # adaptive (eqs. 9-10) | threshold
-    tau: float = RealignConfig.tau                 # τ of threshold selection
-    seed: int = RealignConfig.seed                 # Bernoulli draws
-    preset: str = NlsrConfig.preset                # amplification, r*, mask scope and similarity direction
-    identifier: str = IdentifyConfig.identifier    # identification method
-    beta: float = AmplifyConfig.beta               # amplify.beta of the reference (eq. 2)
-    safelora_tau: float = SafeloraConfig.tau       # SafeLoRA threshold (method safelora)
-    lam: float = RealignConfig.interpolate_lambda  # λ (method interpolate)
-    gamma: float = RealignConfig.safety_vector_gamma  # γ (method safety-vector)
+    method: str = "nlsr"
+    settings: Any = None
+    identification: Identification = Identification()
+
+    def __post_init__(self):
+        repair = get_repair(self.method)
+        shared = {f.name: getattr(self.identification, f.name) for f in dataclasses.fields(repair.settings)
+                  if f.name in _IDENTIFICATION}
+        if self.settings is None:
+            object.__setattr__(self, "settings", repair.settings(**shared))
+        if not isinstance(self.settings, repair.settings):
+            raise NlsrError(f"point method '{self.method}': settings {type(self.settings).__name__}; expected "
+                            f"{repair.settings.__name__}")
+        for name, value in shared.items():
+            if getattr(self.settings, name) != value:
+                raise NlsrError(f"point {self.method}: settings {name} '{getattr(self.settings, name)}' differs from "
+                                f"the identification's '{value}'; expected one value")
+
+    @classmethod
+    def of(cls, method: str = "nlsr", **changes) -> Point:
+        """Point(method) with `changes` (settings or identification fields by name), e.g.
+        Point.of(sparsity=0.5, layer_prune=0.0) or Point.of("safelora", tau=0.3)."""
+        return cls(method).replace(**changes)
+
+    @property
+    def repair(self) -> Repair:
+        return REPAIRS[self.method]
+
+    def replace(self, **changes) -> Point:
+        """A copy with `changes` routed by name: `method`, Identification fields, settings fields (the preset goes to
+        both). Changing the method to one with other settings starts from that method's defaults."""
+        method = changes.pop("method", self.method)
+        repair = get_repair(method)
+        identification = dataclasses.replace(
+            self.identification, **{k: changes.pop(k) for k in list(changes) if k in _IDENTIFICATION})
+        names = {f.name for f in dataclasses.fields(repair.settings)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise NlsrError(f"point {method}: unknown setting '{unknown[0]}'; expected one of "
+                            f"{', '.join(sorted(names | set(_IDENTIFICATION)))}")
+        kept = dataclasses.asdict(self.settings) if isinstance(self.settings, repair.settings) else {}
+        shared = {k: getattr(identification, k) for k in names if k in _IDENTIFICATION}
+        return Point(method, repair.settings(**{**kept, **shared, **changes}), identification)
 
     def record(self) -> dict:
-        """The fields that determine this point's adapter."""
-        if self.method == "safelora":
-            return {"method": "safelora", "safelora_tau": self.safelora_tau}
-        if self.method == "interpolate":
-            return {"method": "interpolate", "lam": self.lam, "beta": self.beta, "preset": self.preset}
-        if self.method == "safety-vector":
-            return {"method": "safety-vector", "gamma": self.gamma}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("safelora_tau", "lam", "gamma")}
+        """The fields that determine this point's adapter: method, its knobs and the identification it reads."""
+        return {**self.repair.record(self.settings), **self.identification.record(self.repair.needs)}
 
     @property
     def label(self) -> str:
-        """Short name: P_SR and P_L always, the other knobs only where they differ from the defaults."""
-        if self.method == "safelora":
-            return f"safelora tau={self.safelora_tau:g}"
-        if self.method == "interpolate":
-            return f"interpolate lambda={self.lam:g}"
-        if self.method == "safety-vector":
-            return f"safety-vector gamma={self.gamma:g}"
-        text = f"{self.method} P_SR={self.sparsity:g} P_L={self.layer_prune:g}"
-        default = Point()
-        for name, short in (("delta", "delta"), ("selection", ""), ("seed", "seed"), ("preset", ""),
-                            ("identifier", ""), ("beta", "beta")):
-            value = getattr(self, name)
-            if value != getattr(default, name):
-                text += f" {short}={value:g}" if short else f" {value}"
-        return text
+        """Short name: the method, P_SR for a masked repair, the knobs the registry shows (nlsr_core.repair.registry
+        Repair.label_parts), and the identification method and β where they differ from the defaults."""
+        parts = [self.method]
+        masked = "masks" in self.repair.needs
+        if masked:
+            parts.append(f"P_SR={self.identification.sparsity:g}")
+        parts += self.repair.label_parts(self.settings)
+        if masked:
+            default = Identification()
+            if self.identification.identifier != default.identifier:
+                parts.append(self.identification.identifier)
+            if self.identification.beta != default.beta:
+                parts.append(f"beta={self.identification.beta:g}")
+        return " ".join(parts)
 
 
 GRID_AXES = ("sparsity", "layer_prune", "delta", "selection", "seed")  # the realign knobs a grid may sweep
-# Repair methods a point may use: NLSR, SafeLoRA and the training-free controls (nlsr_core.repair.baselines).
-METHODS = ("nlsr", "safelora", "random-masks", "interpolate", "safety-vector")
 
 
 def control_points(base: Point, random_sparsity: Iterable[float] = (), lambdas: Iterable[float] = (),
                    gammas: Iterable[float] = ()) -> list[Point]:
     """The controls NLSR is compared with: random masks at each P_SR (else the pipeline's setting, so the kept
     fraction matches NLSR's point of the same P_SR), interpolation per λ, safety-vector addition per γ."""
-    points = [dataclasses.replace(base, method="random-masks", sparsity=float(s)) for s in random_sparsity]
-    points += [dataclasses.replace(base, method="interpolate", lam=float(v)) for v in lambdas]
-    points += [dataclasses.replace(base, method="safety-vector", gamma=float(v)) for v in gammas]
+    points = [base.replace(method="random-masks", sparsity=float(s)) for s in random_sparsity]
+    points += [base.replace(method="interpolate", lam=float(v)) for v in lambdas]
+    points += [base.replace(method="safety-vector", gamma=float(v)) for v in gammas]
     return points
 
 
@@ -96,8 +144,8 @@ def grid_points(base: Point, axes: dict[str, Iterable], safelora_taus: Iterable[
         raise NlsrError(f"grid axis '{unknown[0]}': expected one of {', '.join(GRID_AXES)}")
     names = [k for k in GRID_AXES if list(axes.get(k) or [])]
     values = [list(axes[k]) for k in names]
-    points = [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values)]
-    points += [Point(method="safelora", safelora_tau=float(t)) for t in safelora_taus]
+    points = [base.replace(**dict(zip(names, combo))) for combo in itertools.product(*values)]
+    points += [Point.of("safelora", tau=float(t)) for t in safelora_taus]
     return list(dict.fromkeys(points))
 
 
@@ -107,16 +155,17 @@ IDENTIFIERS = ("lowrank", "wanda", "snip", "preference-snip", "random")
 
 def ablation_points(base: Point, seeds: Iterable[int]) -> list[tuple[str, str, Point]]:
     """(group, name, point) for `reports/ablations.md`: each row changes one thing of the pipeline's setting."""
-    other_preset = "official-code" if base.preset == "paper" else "paper"
+    ident, settings = base.identification, base.settings
+    other_preset = "official-code" if ident.preset == "paper" else "paper"
     rows = [("setting", "pipeline setting", base),
-            ("preset", f"preset {other_preset}", dataclasses.replace(base, preset=other_preset))]
-    rows += [("identification", f"identify {m}", dataclasses.replace(base, identifier=m))
-             for m in IDENTIFIERS if m != base.identifier]
-    if base.beta != 0.0:
-        rows.append(("amplification", "no amplification (beta 0)", dataclasses.replace(base, beta=0.0)))
-    other = "threshold" if base.selection == "adaptive" else "adaptive"
-    rows.append(("selection", f"{other} selection", dataclasses.replace(base, selection=other)))
-    rows += [("seed", f"seed {s}", dataclasses.replace(base, seed=int(s))) for s in seeds]
+            ("preset", f"preset {other_preset}", base.replace(preset=other_preset))]
+    rows += [("identification", f"identify {m}", base.replace(identifier=m))
+             for m in IDENTIFIERS if m != ident.identifier]
+    if ident.beta != 0.0:
+        rows.append(("amplification", "no amplification (beta 0)", base.replace(beta=0.0)))
+    other = "threshold" if settings.selection == "adaptive" else "adaptive"
+    rows.append(("selection", f"{other} selection", base.replace(selection=other)))
+    rows += [("seed", f"seed {s}", base.replace(seed=int(s))) for s in seeds]
     return rows
 
 
@@ -131,53 +180,40 @@ class PointBuilder:
     def __init__(self, finetuned: Adapter, aligned: Adapter, reference: Adapter, stats: dict, pipeline: Point,
                  collect: Callable[[Adapter, str], dict] | None = None):
         self.finetuned, self.aligned, self.pipeline, self.collect = finetuned, aligned, pipeline, collect
-        self._references = {(pipeline.beta, pipeline.preset): reference}
-        self._stats = {(pipeline.beta, pipeline.preset, pipeline.identifier): stats}
+        ident = pipeline.identification
+        self._references = {(ident.beta, ident.preset): reference}
+        self._stats = {(ident.beta, ident.preset, ident.identifier): stats}
 
-    def reference(self, p: Point) -> Adapter:
-        from nlsr_core.method.amplify import extrapolate
-
-        key = (p.beta, p.preset)
+    def reference(self, ident: Identification) -> Adapter:
+        key = (ident.beta, ident.preset)
         if key not in self._references:
-            self._references[key] = extrapolate(self.aligned, p.beta, p.preset)
+            self._references[key] = extrapolate(self.aligned, ident.beta, ident.preset)
         return self._references[key]
 
-    def stats(self, p: Point) -> dict:
-        key = (p.beta, p.preset, p.identifier)
+    def stats(self, ident: Identification) -> dict:
+        key = (ident.beta, ident.preset, ident.identifier)
         if key not in self._stats:
             if self.collect is None:
-                raise NlsrError(f"point {p.label} needs identification statistics for method {p.identifier}, "
-                                f"beta {p.beta:g}, preset {p.preset}; no model is available to collect them")
-            self._stats[key] = self.collect(self.reference(p), p.identifier)
+                raise NlsrError(f"a point needs identification statistics for method {ident.identifier}, "
+                                f"beta {ident.beta:g}, preset {ident.preset}; no model is available to collect them")
+            self._stats[key] = self.collect(self.reference(ident), ident.identifier)
         return self._stats[key]
 
     def build(self, p: Point) -> tuple[Adapter, dict]:
-        """(adapter, summary with patched_count / module_count and, for NLSR, the masks' kept fraction)."""
-        from nlsr_core.repair import baselines
-
-        if p.method not in METHODS:
-            raise NlsrError(f"point method '{p.method}': expected one of {', '.join(METHODS)}")
-        if p.method == "safelora":
-            from nlsr_core.repair.safelora import SafeLoraParams, safelora
-
-            result = safelora(self.finetuned, self.aligned, SafeLoraParams(tau=p.safelora_tau))
-            return result.adapter, result.summary()
-        if p.method == "interpolate":
-            result = baselines.interpolate(self.finetuned, self.reference(p), p.lam)
-            return result.adapter, result.summary()
-        if p.method == "safety-vector":
-            result = baselines.safety_vector(self.finetuned, self.aligned, p.gamma)
-            return result.adapter, result.summary()
-        from nlsr_core.method.neurons import masks_and_summary
-        from nlsr_core.method.realign import RealignParams, realign
-
-        ref = self.reference(p)
-        masks, mask_summary = masks_and_summary(ref, self.stats(p), p.sparsity, p.preset, p.identifier)
-        params = RealignParams(preset=p.preset, selection=p.selection, layer_prune=p.layer_prune, delta=p.delta,
-                               tau=p.tau, seed=p.seed)
-        repair = realign if p.method == "nlsr" else baselines.random_mask_realign
-        result = repair(self.finetuned, ref, masks, params)
-        return result.adapter, {**result.summary(), "kept_fraction": mask_summary["kept_fraction"]}
+        """(adapter, summary with patched_count / module_count and, for a masked repair, the masks' kept
+        fraction), through the registry: the point's repair gets exactly the inputs it needs."""
+        needs, ident = p.repair.needs, p.identification
+        inputs, extra = {"finetuned": self.finetuned}, {}
+        if "reference" in needs:
+            inputs["reference"] = self.reference(ident)
+        if "aligned" in needs:
+            inputs["aligned"] = self.aligned
+        if "masks" in needs:   # masks are made from the statistics of the point's reference
+            inputs["masks"], mask_summary = masks_and_summary(self.reference(ident), self.stats(ident),
+                                                              ident.sparsity, ident.preset, ident.identifier)
+            extra["kept_fraction"] = mask_summary["kept_fraction"]
+        result = p.repair.run(RepairInputs(**inputs), p.settings)
+        return result.adapter, {**result.summary(), **extra}
 
 
 # --------------------------------------------------------------------------------------------- calibrate
@@ -239,7 +275,7 @@ def check_disjoint(calibration: dict[str, list[str]], test: dict[str, list[str]]
 def grid_record(points) -> dict:
     """axis -> the distinct values the NLSR points sweep, as text (the run's params)."""
     nlsr = [p for p in points if p.method == "nlsr"]
-    return {axis: [str(v) for v in sorted({getattr(p, axis) for p in nlsr}, key=str)] for axis in GRID_AXES}
+    return {axis: [str(v) for v in sorted({p.record()[axis] for p in nlsr}, key=str)] for axis in GRID_AXES}
 
 
 def params_yaml(chosen: dict, target: str, ceiling: float, met: bool) -> str:

@@ -24,9 +24,9 @@ def pipeline_point(inputs: dict, identifier: str):
     """The Point of the pipeline's own artifacts (`identifier`: the method recorded in the stats file)."""
     from nlsr_core.study.points import Point
 
-    return Point(sparsity=inputs["sparsity"], layer_prune=inputs["layer_prune"], delta=inputs["delta"],
-                 selection=inputs["selection"], tau=inputs["tau"], seed=inputs["realign_seed"],
-                 preset=inputs["preset"], identifier=identifier, beta=inputs["beta"])
+    return Point.of(sparsity=inputs["sparsity"], layer_prune=inputs["layer_prune"], delta=inputs["delta"],
+                    selection=inputs["selection"], tau=inputs["tau"], seed=inputs["realign_seed"],
+                    preset=inputs["preset"], identifier=identifier, beta=inputs["beta"])
 
 
 def builder(inputs: dict, collect=None):
@@ -40,7 +40,8 @@ def builder(inputs: dict, collect=None):
     stats, method = load_stats(inputs["stats"], ref)
     point = pipeline_point(inputs, method)
     # stats that do not fit the reference, or adapters that do not fit each other, fail here in one line
-    masks = masks_from_stats(ref, stats, point.sparsity, point.preset, point.identifier)
+    ident = point.identification
+    masks = masks_from_stats(ref, stats, ident.sparsity, ident.preset, ident.identifier)
     check_realign_inputs(ft, ref, masks, inputs["stats"])
     check_compatible(ft, al, ("finetuned", "aligned"))
     return PointBuilder(ft, al, ref, stats, point, collect)

@@ -1,0 +1,127 @@
+"""The repair registry: every training-free repair of a fine-tuned adapter, NLSR and its controls, in one table.
+
+    REPAIRS[name] = Repair(name, settings=<frozen dataclass of knobs>, run=<(RepairInputs, settings) -> RepairResult>,
+                           needs=<inputs beyond Wt>, stage=<DVC stage and output folder of `nlsr realign`>)
+
+`nlsr realign --method` and `nlsr safelora` (stages/repair.py), the study's PointBuilder and points
+(nlsr_core.study.points) and the reports read this table only. A knob is a settings field declared with
+`nlsr_core.config.knob`: its default and range come from its params key, the CLI grows one option for it, and
+lineage and study points record it under the field's name. Adding a method is one module holding its settings and
+function plus one line below (docs/DESIGN.md §7.2).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from nlsr_core.errors import NlsrError
+from nlsr_core.lora.adapters import Adapter
+from nlsr_core.method.realign import RealignParams, RepairResult, realign
+from nlsr_core.repair.baselines import (InterpolateSettings, SafetyVectorSettings, interpolate, random_mask_realign,
+                                        safety_vector)
+from nlsr_core.repair.safelora import SafeLoraParams, safelora
+
+INPUTS = ("reference", "aligned", "masks")   # what a repair may read besides Wt
+
+
+@dataclass(frozen=True)
+class RepairInputs:
+    """The adapters one repair of Wt reads: the reference We (eq. 2), the aligned Wa and NLSR's identified masks
+    (key -> bool tensor of the factor's shape, r×d_in or d_out×r); those a method does not need stay None."""
+
+    finetuned: Adapter
+    reference: Adapter | None = None
+    aligned: Adapter | None = None
+    masks: dict | None = None
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One repair method: its knobs (`settings`, a frozen dataclass of `knob` fields), the function that applies
+    it, the inputs it needs (a subset of INPUTS) and the DVC stage that writes its output from the CLI."""
+
+    name: str
+    settings: type
+    run: Callable[[RepairInputs, Any], RepairResult]
+    needs: tuple[str, ...]
+    stage: str = "realign"
+    about: str = ""
+
+    def __post_init__(self):
+        unknown = [n for n in self.needs if n not in INPUTS]
+        if unknown or not dataclasses.is_dataclass(self.settings):
+            raise NlsrError(f"repair '{self.name}': needs {unknown} / settings {self.settings}; expected inputs from "
+                            f"{', '.join(INPUTS)} and a settings dataclass")
+
+    @property
+    def knobs(self) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(self.settings) if "param" in f.metadata]
+
+    def settings_from_params(self, values: dict):
+        """The settings from {params key: value} (e.g. {"realign.interpolate_lambda": 0.5}, what the CLI parses);
+        a knob missing there or None takes its default. Checked: a bad value is a one-line error."""
+        given = {f.name: values.get(f.metadata["param"]) for f in self.knobs}
+        return self.settings(**{k: v for k, v in given.items() if v is not None})
+
+    def record(self, settings) -> dict:
+        """{"method": name, field: value, ...}: what lineage and a study point record of this repair."""
+        return {"method": self.name, **{f.name: getattr(settings, f.name) for f in self.knobs}}
+
+    def label_parts(self, settings) -> list[str]:
+        """The knobs a study point's label shows: those marked `always`, the others where they differ from the
+        default (`short` "x" -> "x=value", "" -> the value alone; no `short` -> never shown)."""
+        parts = []
+        for f in self.knobs:
+            short, value = f.metadata.get("short"), getattr(settings, f.name)
+            if short is None or (value == f.default and not f.metadata.get("always")):
+                continue
+            text = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+            parts.append(f"{short}={text}" if short else text)
+        return parts
+
+
+def _nlsr(inputs: RepairInputs, settings: RealignParams) -> RepairResult:
+    return realign(inputs.finetuned, inputs.reference, inputs.masks, settings)
+
+
+def _random_masks(inputs: RepairInputs, settings: RealignParams) -> RepairResult:
+    return random_mask_realign(inputs.finetuned, inputs.reference, inputs.masks, settings)
+
+
+def _interpolate(inputs: RepairInputs, settings: InterpolateSettings) -> RepairResult:
+    return interpolate(inputs.finetuned, inputs.reference, settings.lam)
+
+
+def _safety_vector(inputs: RepairInputs, settings: SafetyVectorSettings) -> RepairResult:
+    return safety_vector(inputs.finetuned, inputs.aligned, settings.gamma)
+
+
+def _safelora(inputs: RepairInputs, settings: SafeLoraParams) -> RepairResult:
+    return safelora(inputs.finetuned, inputs.aligned, settings)
+
+
+REPAIRS: dict[str, Repair] = {r.name: r for r in (
+    Repair("nlsr", RealignParams, _nlsr, ("reference", "masks"),
+           about="NLSR: module similarity, selection and neuron transplant (eqs. 8-11)"),
+    Repair("random-masks", RealignParams, _random_masks, ("reference", "masks"),
+           about="NLSR's selection and transplant with random masks of the identified kept count"),
+    Repair("interpolate", InterpolateSettings, _interpolate, ("reference",),
+           about="W't = Wt + λ·(We − Wt)"),
+    Repair("safety-vector", SafetyVectorSettings, _safety_vector, ("aligned",),
+           about="ΔW't = ΔWt + γ·ΔWa, exact as a LoRA of rank r_t + r_a"),
+    Repair("safelora", SafeLoraParams, _safelora, ("aligned",), stage="safelora",
+           about="SafeLoRA: project drifted modules onto the aligned adapter's subspace"),
+)}
+
+
+def get_repair(name: str, where: str = "repair method") -> Repair:
+    """REPAIRS[name], or a one-line error naming `where` and the registered methods."""
+    if name not in REPAIRS:
+        raise NlsrError(f"{where} '{name}': expected one of {', '.join(REPAIRS)}")
+    return REPAIRS[name]
+
+
+def knob_params() -> dict[str, dataclasses.Field]:
+    """params key -> its knob field, over every registered repair (a key two repairs share appears once)."""
+    return {f.metadata["param"]: f for r in REPAIRS.values() for f in r.knobs}
