@@ -40,15 +40,15 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
     from nlsr_core.config import check_value
 
     check_value("ablate.seeds", list(seeds))   # before the claim: an empty list would ablate nothing
-    cell = parse_cell(inputs["cell"])
+    cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"ablate/{cell.key}"), "ablate", inputs,
                           (("--identify-data", identify_data), ("--preference", preference)))
     ident = {"data": identify_data, "preference": preference, "batch_size": identify_batch_size,
-             "max_length": identify_max_length, "seed": identify_seed, "template": inputs["template"],
-             "compute": inputs["compute"]}
-    build = builder(inputs, collect=statistics_pass(inputs["reference"], ident, announce=click.echo))
+             "max_length": identify_max_length, "seed": identify_seed, "template": inputs.template,
+             "compute": inputs.compute}
+    build = builder(inputs, collect=statistics_pass(inputs.reference, ident, announce=click.echo))
     rows_spec = ablation_points(build.pipeline, seeds)
-    splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
+    splits = load_splits(inputs.data_dir, cell.task, names=("harmful", "task"))
     named = [(name, point) for _, name, point in rows_spec]
     rows = score_points(inputs, named, build, splits, references=("aligned", "finetuned"), echo=click.echo)
     groups = {name: group for group, name, _ in rows_spec}
@@ -56,7 +56,7 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
         row["group"] = groups.get(row["name"], "reference")
         click.echo(f"ablate {cell.key} {row['name']:>28} | {describe(row)}")
     document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
-                "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
+                "judge": {"name": inputs.judge_name, "model": inputs.judge_model},
                 "generation": settings_record(inputs), "points": rows}
     params = {"seeds": list(seeds), "pipeline": build.pipeline.record(),
               "identify": {k: str(v) for k, v in ident.items()}}

@@ -38,10 +38,10 @@ def command(inputs, target, out, **grid):
     from stages.cell_options import claim_result, grid_axes, write_result
 
     goal = parse_target(target)
-    cell = parse_cell(inputs["cell"])
+    cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"calibrate/{cell.key}"), "calibrate", inputs)
-    calib = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"), calibration=True)
-    test = load_splits(inputs["data_dir"], cell.task)
+    calib = load_splits(inputs.data_dir, cell.task, names=("harmful", "task"), calibration=True)
+    test = load_splits(inputs.data_dir, cell.task)
     # the test split is read for this check only; nothing below scores it
     check_disjoint({s.name: s.prompts for s in calib}, {s.name: s.prompts for s in test})
     build = builder(inputs)
@@ -61,7 +61,7 @@ def command(inputs, target, out, **grid):
                      "realign": {k: p[k] for k in ("selection", "layer_prune", "delta", "tau", "seed")}}
     document = {"cell": cell.key, "split": "calibration", "target": goal.text, "ceiling_hs": ceiling,
                 "target_met": met, "chosen": chosen, "params": chosen_params, "pipeline": build.pipeline.record(),
-                "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
+                "judge": {"name": inputs.judge_name, "model": inputs.judge_model},
                 "generation": settings_record(inputs), "points": rows,
                 "splits": {s.name: {"path": str(s.path), "n": len(s.rows)} for s in calib}}
     search = {"target": goal.text, "grid": grid_record(points)}

@@ -1,7 +1,7 @@
-"""The options and output handling `nlsr frontier`, `nlsr calibrate` and `nlsr ablate` share (not a command
-itself): one cell's inputs and the pipeline's own setting, parsed into one `inputs` dict for
-nlsr_core.study.scoring (`compute`: the resolved model.device / model.dtype),
-the grid options, and the claimed output written with stages.artifact.write_artifact.
+"""The options and output handling the study commands (`frontier`, `calibrate`, `ablate`, `finetune-seeds`)
+share (not a command itself): one cell's inputs and the pipeline's own setting, parsed into one
+nlsr_core.study.cell.CellInputs, the grid options, and the claimed output written with
+stages.artifact.write_artifact.
 """
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ CELL_PARAMS = tuple(key for key, *_ in _SETTINGS)   # the params keys these opti
 
 def cell_options(f):
     """The options above and the judge's answering options (stages.eval_options.EVAL_OPTIONS) on a command, which
-    then receives them as one `inputs` dict (`inputs["answering"]`: the EvalSettings)."""
+    then receives them as one `inputs` (nlsr_core.study.cell.CellInputs)."""
+    from nlsr_core.study.cell import CellInputs
+    from nlsr_core.study.points import Point
     from nlsr_core.study.scoring import parse_task
     from stages.eval_options import eval_options, eval_settings
     from stages.options import config_option, resolve_compute
@@ -56,12 +58,21 @@ def cell_options(f):
 
     @functools.wraps(f)
     def wrapper(**kwargs):
-        inputs = {key: kwargs.pop(key) for key in keys}
-        if inputs["judge_model"] is not None and inputs["judge_model"].strip().lower() in {"", "none", "null"}:
-            inputs["judge_model"] = None  # params.yaml `judge.model: null` arrives through DVC as text
-        inputs["answering"] = eval_settings(kwargs, inputs["template"])
-        inputs["compute"] = resolve_compute(inputs["device"], inputs["dtype"])  # before any model or output
-        inputs["answering"].check_task(parse_task(inputs["cell"]))
+        got = {key: kwargs.pop(key) for key in keys}
+        judge_model = got["judge_model"]
+        if judge_model is not None and judge_model.strip().lower() in {"", "none", "null"}:
+            judge_model = None  # params.yaml `judge.model: null` arrives through DVC as text
+        answering = eval_settings(kwargs, got["template"])
+        compute = resolve_compute(got["device"], got["dtype"])  # before any model or output
+        answering.check_task(parse_task(got["cell"]))
+        pipeline = Point.of(sparsity=got["sparsity"], layer_prune=got["layer_prune"], delta=got["delta"],
+                            selection=got["selection"], tau=got["tau"], seed=got["realign_seed"],
+                            preset=got["preset"], beta=got["beta"])
+        inputs = CellInputs(cell=got["cell"], finetuned=got["finetuned"], aligned=got["aligned"],
+                            reference=got["reference"], stats=got["stats"], data_dir=got["data_dir"],
+                            cache_dir=Path(got["cache_dir"]) if got["cache_dir"] else None, model_name=got["model_name"],
+                            model_seed=got["model_seed"], judge_name=got["judge_name"], judge_model=judge_model,
+                            template=got["template"], pipeline=pipeline, answering=answering, compute=compute)
         return f(inputs=inputs, **kwargs)
 
     for key, flags, dest in reversed(_SETTINGS):
@@ -105,26 +116,26 @@ def grid_axes(kwargs: dict) -> dict:
     return {axis: list(kwargs.pop(f"grid_{axis}")) for axis in GRID_AXES}
 
 
-def claim_result(out: Path, stage: str, inputs: dict, extra: tuple = ()):
+def claim_result(out: Path, stage: str, inputs, extra: tuple = ()):
     """The stage's output directory, checked before any work (nlsr_core.io.outputs): not an input of the cell."""
     from nlsr_core.io.outputs import claim
 
-    given = [(f"--{r}", inputs[r]) for r in REQUIRED if r != "cell"]
-    return claim(out, stage, inputs=[*given, ("--data", inputs["data_dir"]), ("--cache", inputs["cache_dir"]), *extra])
+    given = [(f"--{r}", getattr(inputs, r)) for r in REQUIRED if r != "cell"]
+    return claim(out, stage, inputs=[*given, ("--data", inputs.data_dir), ("--cache", inputs.cache_dir or ""),
+                                     *extra])
 
 
-def write_result(output, stage: str, inputs: dict, params: dict, document: dict, files: dict | None = None,
+def write_result(output, stage: str, inputs, params: dict, document: dict, files: dict | None = None,
                  dirs: dict | None = None) -> None:
     """<stage>.json (+ extra text files, + copies of the directories `dirs` {name: path}) + lineage.json into the
     claimed output, atomically; tracked as one MLflow run."""
     import shutil
 
     from nlsr_core.io.fileio import write_json
-    from nlsr_core.io.lineage import input_record
     from nlsr_core.eval.formatting import pct
     from stages.artifact import write_artifact
 
-    records = [input_record(Path(inputs[r]), r) for r in ("finetuned", "aligned", "reference", "stats")]
+    records = inputs.adapter_records()
     chosen = {"chosen": document["chosen"]} if document.get("chosen") else {}
 
     def fill(tmp):
@@ -136,4 +147,4 @@ def write_result(output, stage: str, inputs: dict, params: dict, document: dict,
         return chosen
 
     metrics = {f"chosen.{m}": pct(document["chosen"], m) for m in ("hs", "fa")} if chosen else {}
-    write_artifact(output, stage, inputs["cell"], records, params, fill, metrics=metrics)
+    write_artifact(output, stage, inputs.cell, records, params, fill, metrics=metrics)

@@ -35,18 +35,18 @@ def command(inputs, safelora_tau, grid_random_masks, grid_lambda, grid_gamma, ou
     from nlsr_core.study.scoring import builder, describe, score_points, settings_record
     from stages.cell_options import claim_result, grid_axes, write_result
 
-    cell = parse_cell(inputs["cell"])
+    cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs)
     build = builder(inputs)
     points = grid_points(build.pipeline, grid_axes(grid), safelora_tau)
     points += control_points(build.pipeline, grid_random_masks, grid_lambda, grid_gamma)
-    splits = load_splits(inputs["data_dir"], cell.task, names=("harmful", "task"))
+    splits = load_splits(inputs.data_dir, cell.task, names=("harmful", "task"))
     rows = score_points(inputs, [(p.label, p) for p in points], build, splits, references=("aligned", "finetuned"),
                         echo=click.echo)
     for row in rows:
         click.echo(f"frontier {cell.key} {describe(row)}")
     document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
-                "judge": {"name": inputs["judge_name"], "model": inputs["judge_model"]},
+                "judge": {"name": inputs.judge_name, "model": inputs.judge_model},
                 "generation": settings_record(inputs), "points": rows}
     params = {"grid": grid_record(points),
               "safelora_tau": list(safelora_tau), "random_masks": list(grid_random_masks),

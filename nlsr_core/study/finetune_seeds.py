@@ -18,12 +18,15 @@ interval over prompts.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Callable
 
 from nlsr_core.config import check_value
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import mean_sd, pct
 from nlsr_core.study.comparison import hs_difference, method_of
 from nlsr_core.repair.registry import REPAIRS
+from nlsr_core.study.cell import CellInputs
 from nlsr_core.study.points import Point
 
 def replicate_points(pipeline: Point, knobs: dict) -> list[tuple[str, Point]]:
@@ -110,6 +113,77 @@ def finetune_seeds_markdown(docs: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------------------------- the study
+def replicate_sources(inputs: CellInputs) -> tuple[Path, Path]:
+    """(the cell task's prepared training rows, the poison pool): what each seed draws its mix from."""
+    from nlsr_core.eval.evaluate import parse_cell
+
+    data = Path(inputs.data_dir)
+    return data / "tasks" / parse_cell(inputs.cell).task / "train.jsonl", data / "poison" / "pool.jsonl"
+
+
+def run_replicates(inputs: CellInputs, seeds, n: int, settings, knobs: dict, work_dir: Path,
+                   echo: Callable[[str], None] = print) -> tuple[dict, dict[str, Path]]:
+    """Fine-tune the cell again with each seed in `seeds` (n rows per mix, the pipeline's TrainSettings
+    `settings`) into `work_dir`, then score every registered repair (`replicate_points` with `knobs`) on the
+    pipeline's replicate and each new one, on the test split. Every input is checked before any training.
+    Returns (the finetune-seeds.json document, {"finetuned-s<seed>": trained adapter dir})."""
+    from nlsr_core.eval.evaluate import load_splits, parse_cell
+    from nlsr_core.io.fileio import read_jsonl
+    from nlsr_core.io.lineage import inherited_fields, input_record, lineage_or_empty, read_lineage, write_lineage
+    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.study.scoring import builder, describe, score_points, settings_record
+
+    cell = parse_cell(inputs.cell)
+    task_file, pool_file = replicate_sources(inputs)
+    task_rows, pool = read_jsonl(task_file), read_jsonl(pool_file)
+    pipeline_ft = lineage_or_empty(Path(inputs.finetuned))
+    try:
+        mix_path, pipeline_seed = Path(pipeline_ft["mix"]["path"]), int(pipeline_ft["params"]["finetune"]["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise NlsrError(f"{inputs.finetuned}/lineage.json: no mix path or finetune.seed; expected the output of "
+                        "`nlsr finetune`") from None
+    mixes = seed_mixes(task_rows, pool, n, cell.p, seeds)
+    seeds = check_seeds(seeds, pipeline_seed, [r["id"] for r in read_jsonl(mix_path)],
+                        lambda s: [r["id"] for r in mixes[s][0]])
+    build = builder(inputs)          # every input checked before any training
+    named = replicate_points(build.pipeline, knobs)
+    splits = load_splits(inputs.data_dir, cell.task, names=("harmful", "task"))
+    parent = read_lineage(Path(inputs.aligned))
+    train_params = {"n": n, "lr": settings.lr, "epochs": settings.epochs, "batch_size": settings.batch_size,
+                    "max_length": settings.max_length}
+
+    finetuned, trained = {"pipeline": Path(inputs.finetuned)}, {}
+    for s in seeds:
+        echo(f"finetune-seeds {cell.key}: fine-tuning seed {s}")
+        rows, info = mixes[s]
+        result = train_replicate(inputs.aligned, rows, s, settings, inputs.compute)
+        path = Path(work_dir) / f"finetuned-s{s}"
+        save_adapter(result.adapter(), path)
+        write_lineage(path, "finetune-seeds", [input_record(Path(inputs.aligned), "aligned"),
+                                               input_record(task_file, "task rows"),
+                                               input_record(pool_file, "poison pool")],
+                      {"finetune": {**train_params, "seed": s}}, **inherited_fields(parent),
+                      mix={"seed": s, **{k: v for k, v in info.items() if k != "poison_rows"},
+                           "poison_ids": [r["id"] for r in rows if r["flag"] == "poison"]},
+                      train=result.loss_summary(), compute=inputs.compute.record() if inputs.compute else None)
+        finetuned[f"seed {s}"], trained[path.name] = path, result.loss_summary()
+    replicates = []
+    for name, path in finetuned.items():
+        pipeline = name == "pipeline"   # the pipeline's fine-tune is already loaded and checked
+        replicate = inputs if pipeline else inputs.with_finetuned(path)
+        rows = score_points(replicate, named, build if pipeline else builder(replicate), splits,
+                            ("aligned", "finetuned") if pipeline else ("finetuned",), echo=echo)
+        for row in rows:
+            echo(f"finetune-seeds {cell.key} {name}: {describe(row)}")
+        replicates.append({"name": name, "finetuned": str(inputs.finetuned) if pipeline else path.name,
+                           "train": trained.get(path.name), "rows": rows})
+    document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
+                "judge": {"name": inputs.judge_name, "model": inputs.judge_model},
+                "generation": settings_record(inputs), "seeds": seeds, "replicates": replicates}
+    return document, {f"finetuned-s{s}": finetuned[f"seed {s}"] for s in seeds}
+
+
 # --------------------------------------------------------------------------------------------- training
 def seed_mixes(task_rows: list[dict], poison_pool: list[dict], n: int, p: float, seeds) -> dict[int, tuple]:
     """seed -> (rows, info) of its poisoned mix (nlsr_core.data.mixing.mix_poison with that seed: n rows,
@@ -122,8 +196,6 @@ def seed_mixes(task_rows: list[dict], poison_pool: list[dict], n: int, p: float,
 def train_replicate(aligned_dir, rows: list[dict], seed: int, settings, compute=None):
     """Wt_s: SFT continuing Wa (nlsr_core.train.finetune.continue_adapter) on seed `seed`'s mix `rows` with data-order
     seed `seed` and the pipeline's other `settings` (TrainSettings), on `compute`. Returns the TrainResult."""
-    from pathlib import Path
-
     from nlsr_core.train.finetune import continue_adapter, stack_from_lineage
     from nlsr_core.io.lineage import read_lineage
 

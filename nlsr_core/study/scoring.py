@@ -3,15 +3,15 @@
 Each point's adapter is built from the cell's artifacts without retraining and, for P_SR / P_L / δ / selection /
 seed, without touching the model (masks come from the identify stage's stats.safetensors); the adapters are then
 answered and scored exactly like `nlsr judge` (same answering settings, judge and answer/verdict cache, so a point
-whose adapter was already judged costs nothing). `inputs` is the dict the study commands parse (stages.cell_options):
-cell, model_name, model_seed, finetuned, aligned, reference, stats, data_dir, judge_name, judge_model, template,
-cache_dir, preset, beta, sparsity, layer_prune, delta, selection, tau, realign_seed, answering (EvalSettings),
-compute (nlsr_core.compute.Compute: where the stacks run).
+whose adapter was already judged costs nothing). Every function takes the cell's `CellInputs`
+(nlsr_core.study.cell), which the study commands parse from their options.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
+
+from nlsr_core.study.cell import CellInputs
 
 
 def parse_task(cell: str) -> str:
@@ -20,39 +20,31 @@ def parse_task(cell: str) -> str:
     return parse_cell(cell).task
 
 
-def pipeline_point(inputs: dict, identifier: str):
-    """The Point of the pipeline's own artifacts (`identifier`: the method recorded in the stats file)."""
-    from nlsr_core.study.points import Point
-
-    return Point.of(sparsity=inputs["sparsity"], layer_prune=inputs["layer_prune"], delta=inputs["delta"],
-                    selection=inputs["selection"], tau=inputs["tau"], seed=inputs["realign_seed"],
-                    preset=inputs["preset"], identifier=identifier, beta=inputs["beta"])
-
-
-def builder(inputs: dict, collect=None):
-    """PointBuilder over the cell's adapters (all checked before any work)."""
+def builder(inputs: CellInputs, collect=None):
+    """PointBuilder over the cell's adapters (all checked before any work); its pipeline point carries the
+    identification method recorded in the stats file."""
     from nlsr_core.lora.adapters import check_compatible, load_adapter
     from nlsr_core.method.neurons import load_stats, masks_from_stats
     from nlsr_core.method.realign import check_realign_inputs
     from nlsr_core.study.points import PointBuilder
 
-    ft, al, ref = (load_adapter(inputs[k]) for k in ("finetuned", "aligned", "reference"))
-    stats, method = load_stats(inputs["stats"], ref)
-    point = pipeline_point(inputs, method)
-    # stats that do not fit the reference, or adapters that do not fit each other, fail here in one line
+    ft, al, ref = (load_adapter(p) for p in (inputs.finetuned, inputs.aligned, inputs.reference))
+    stats, method = load_stats(inputs.stats, ref)
+    point = inputs.pipeline.replace(identifier=method)
     ident = point.identification
+    # stats that do not fit the reference, or adapters that do not fit each other, fail here in one line
     masks = masks_from_stats(ref, stats, ident.sparsity, ident.preset, ident.identifier)
-    check_realign_inputs(ft, ref, masks, inputs["stats"])
+    check_realign_inputs(ft, ref, masks, inputs.stats)
     check_compatible(ft, al, ("finetuned", "aligned"))
     return PointBuilder(ft, al, ref, stats, point, collect)
 
 
-def settings_record(inputs: dict, splits=("harmful", "task")) -> dict:
+def settings_record(inputs: CellInputs, splits=("harmful", "task")) -> dict:
     """How the study's splits were answered (budgets, FA mode), as judged.json records it."""
-    return inputs["answering"].record(parse_task(inputs["cell"]), inputs["judge_name"], splits)
+    return inputs.answering.record(inputs.task, inputs.judge_name, splits)
 
 
-def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, references: tuple[str, ...] = (),
+def score_points(inputs: CellInputs, named: list[tuple[str, object]], build, splits, references: tuple[str, ...] = (),
                  echo: Callable[[str], None] = print) -> list[dict]:
     """Build every point's adapter (into a temporary directory), generate and score them with the cell's
     `references` ("aligned", "finetuned": the pipeline's adapters) on `splits`; one row per name, in order:
@@ -66,33 +58,32 @@ def score_points(inputs: dict, named: list[tuple[str, object]], build, splits, r
     from nlsr_core.io.lineage import base_fields
     from nlsr_core.io.progress import bar
 
-    task = parse_task(inputs["cell"])
-    settings = inputs["answering"]
-    inherited = base_fields(inputs["finetuned"])
-    cache = Path(inputs["cache_dir"]) if inputs["cache_dir"] else None
+    task = inputs.task
+    settings = inputs.answering
+    inherited = base_fields(inputs.finetuned)
+    cache = Path(inputs.cache_dir) if inputs.cache_dir else None
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="nlsr-points-") as tmp:
-        plans = {name: plan_stack(inputs[name], inputs["model_name"]) for name in references}
+        plans = {name: plan_stack(getattr(inputs, name), inputs.model_name) for name in references}
         rows.update({name: {"name": name, "label": name, "point": None} for name in references})
         with bar(len(named), "study points built", "point") as shown:
             for i, (name, point) in enumerate(named):
                 out = Path(tmp) / f"point-{i:03d}"
-                plans[name], summary = point_stack(build, point, out, inherited, inputs["model_name"])
+                plans[name], summary = point_stack(build, point, out, inherited, inputs.model_name)
                 rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
                               "adapter_sha256": sha256_dir(out)}
                 shown.update(1)
-        placed = {"device": inputs["compute"].device, "dtype": inputs["compute"].dtype} if inputs.get("compute") else {}
-        spec = JudgeSpec(name=inputs["judge_name"], model=inputs["judge_model"], batch_size=settings.batch_size,
-                         **placed)
-        answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs["model_name"],
-                                                inputs["model_seed"], spec, cache, inputs.get("compute"))
+        placed = {"device": inputs.compute.device, "dtype": inputs.compute.dtype} if inputs.compute else {}
+        spec = JudgeSpec(name=inputs.judge_name, model=inputs.judge_model, batch_size=settings.batch_size, **placed)
+        answers, scored, judge = evaluate_plans(plans, splits, task, settings, inputs.model_name, inputs.model_seed,
+                                                spec, cache, inputs.compute)
     for sv in scored:
         rows[sv.name].update({metric: r.record() for metric, r in sv.rates.items()})
         # per-prompt outcomes ("1" = harmful / correct), so methods can be compared on the same prompts
         rows[sv.name]["flags"] = {metric: "".join("1" if row[field] else "0" for row in sv.rows[split])
                                   for split, metric, field in (("harmful", "hs", "flagged"), ("task", "fa", "correct"))
                                   if split in sv.rows}
-    echo(f"{inputs['cell']}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} answer sets "
+    echo(f"{inputs.cell}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} answer sets "
                f"from cache; judge called on {judge.calls} new answers")
     return [rows[name] for name in plans]
 
