@@ -71,7 +71,7 @@ def inference_passes(loaded, data: Path, params) -> dict:
     """name -> (callable returning what the pass produced, how many items)."""
     from nlsr_core.lora.generate import format_prompts, generate_texts
     from nlsr_core.eval.preference_score import preference_score
-    from nlsr_core.eval.scorers import SST2_LABELS
+    from nlsr_core.data.tasks import SST2_LABELS
     from nlsr_core.eval.label_scoring import score_label_answers
 
     model, tok, template = loaded.model, loaded.tokenizer, params.data.template

@@ -229,8 +229,10 @@ def test_an_exponent_without_a_dot_is_a_float_where_the_field_is_one(tmp_path):
 def test_choices_are_the_dispatch_tables():
     """One list of names per field: the dispatch tables hold exactly the choices declared beside the field."""
     from nlsr_core.config import choices
-    from nlsr_core.data.base import TASKS
+    from nlsr_core.data.tasks import TASKS
     from nlsr_core.eval.judges import JUDGES
+    from nlsr_core.repair.registry import REPAIRS
+    from nlsr_core.repair.safelora import PROJECTIONS
     from nlsr_core.method.neurons import IDENTIFIERS
     from nlsr_core.method.presets import PRESETS
 
@@ -238,3 +240,6 @@ def test_choices_are_the_dispatch_tables():
     assert choices("nlsr", "preset") == tuple(PRESETS)
     assert choices("judge", "name") == tuple(JUDGES)
     assert choices("grid", "tasks") == tuple(TASKS)
+    assert choices("safelora", "projection") == tuple(PROJECTIONS)
+    assert "realign" in {r.stage for r in REPAIRS.values()} and all(r.stage in ("realign", "safelora")
+                                                                   for r in REPAIRS.values())

@@ -796,3 +796,24 @@ def test_file_sources_add_the_benign_sensitive_probes_as_a_second_over_refusal_s
                (r["prompt"] for r in read_jsonl(tmp_path / "local" / "eval" / "benign.jsonl")))
     prepare(DataSpec(seed=0, sizes=SMALL), [("sst2", 0.1)], 40, tmp_path / "synthetic")
     assert not (tmp_path / "synthetic" / "eval" / "benign_sensitive.jsonl").exists()  # its benign set already is
+
+
+def test_each_task_is_one_record():
+    """A task's prompt format, labels, scorer and answer budget live in one record (nlsr_core.data.tasks)."""
+    import dataclasses
+
+    from nlsr_core.config import JudgeConfig
+    from nlsr_core.data.tasks import TASKS, get_task
+    from nlsr_core.eval.settings import LABEL_TASKS, EvalSettings
+
+    budgets = {f.name for f in dataclasses.fields(JudgeConfig)}
+    assert all(t.budget in budgets for t in TASKS.values())
+    assert LABEL_TASKS == {"sst2": ("negative", "positive"), "agnews": AGNEWS_LABELS}
+    assert TASKS["sst2"].prompt(" a film ") == ("Analyze the sentiment of the input, and respond only positive or "
+                                                "negative\n\na film")
+    assert TASKS["gsm8k"].prompt("2 + 2?") == "2 + 2?\nFirst think step by step and then answer the final number."
+    settings = EvalSettings(label_tokens=3, gsm8k_tokens=200, fa_mode="generate")
+    assert settings.job("task", "gsm8k", "refusal-keywords").max_new_tokens == 200
+    assert all(TASKS[t].score(label, label) for t in ("sst2", "agnews") for label in TASKS[t].labels)
+    with pytest.raises(DataError, match="task 'xnli': unknown; expected one of sst2, agnews, gsm8k"):
+        get_task("xnli")

@@ -14,7 +14,7 @@ from tests.conftest import make_tiny_adapter, run_cli
 from nlsr_core.eval.judges import JUDGES, JudgeSpec, KeywordJudge, is_refusal, judge_identity, make_judge
 from nlsr_core.eval.cache import VerdictCache, item_digest, judge_with_cache
 from nlsr_core.eval.judge_models import BeaverDamJudge, LlamaGuardJudge, parse_guard_verdict
-from nlsr_core.eval.scorers import SCORERS, parse_number
+from nlsr_core.data.tasks import TASKS, parse_number
 from nlsr_core.eval.stats import Rate, wilson
 
 
@@ -97,7 +97,7 @@ def test_unknown_judge_is_one_line_error():
     ("gsm8k", "It is 18", "She makes 9 * 2 = $18.\nThe final answer is:  18", True),  # label = solution text
 ])
 def test_scorers(task, response, label, correct):
-    assert SCORERS[task](response, label) is correct
+    assert TASKS[task].score(response, label) is correct
 
 
 @pytest.mark.parametrize("task, label", [("sst2", "neutral"), ("agnews", 7), ("gsm8k", "no number")])
@@ -105,7 +105,7 @@ def test_scorer_bad_label(task, label):
     from nlsr_core.errors import NlsrError
 
     with pytest.raises(NlsrError, match=task):
-        SCORERS[task]("anything", label)
+        TASKS[task].score("anything", label)
 
 
 def test_parse_number():

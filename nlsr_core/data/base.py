@@ -30,16 +30,6 @@ class DataError(NlsrError):
     """Bad data input (file, row, size, spec); the message is one line for the CLI."""
 
 
-TASKS = ("sst2", "agnews", "gsm8k")
-
-# The paper's task instructions (its `<task>/*.json` files); every source joins instruction and input the same
-# way (`join_prompt`), so a prompt looks alike whether it came from synthetic, local or hub data.
-SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
-AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
-AGNEWS_INSTRUCTION = ("Categorize the news article given in the input into one of the 4 categories:\n\n"
-                      + "\n".join(AGNEWS_LABELS))
-GSM8K_SUFFIX = "First think step by step and then answer the final number."
-GSM8K_ANSWER = "The final answer is:"
 
 
 
@@ -102,11 +92,6 @@ def join_prompt(instruction: str, text: str = "") -> str:
     """Raw user prompt = instruction, blank line, input (the Alpaca fields without their `###` wrapper)."""
     instruction, text = instruction.strip(), text.strip()
     return f"{instruction}\n\n{text}" if text else instruction
-
-
-def gsm8k_prompt(question: str) -> str:
-    """The paper's GSM8K prompt: question + the step-by-step instruction on its own line."""
-    return f"{question.strip()}\n{GSM8K_SUFFIX}"
 
 
 def rng_for(seed: int, split: str) -> random.Random:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from nlsr_core.data.base import (assemble_suite, AGNEWS_INSTRUCTION, AGNEWS_LABELS, GSM8K_ANSWER, SST2_INSTRUCTION, DataError,
-                            DataSpec, Suite, dedupe, gsm8k_prompt, join_prompt, norm_text, rng_for, take,
-                            with_ids)
+from nlsr_core.data.base import (assemble_suite, DataError, DataSpec, Suite, dedupe, join_prompt, norm_text,
+                                 rng_for, take, with_ids)
+from nlsr_core.data.tasks import AGNEWS_LABELS, GSM8K_ANSWER, TASKS
 
 # role -> (dataset path, config, split); names as on the Hub today (the un-namespaced aliases redirect there).
 HUB_DATASETS: dict[str, tuple[str, str | None, str]] = {
@@ -78,12 +78,12 @@ def gsm8k_solution(answer: str) -> tuple[str, str]:
 def _task_example(task: str, row: dict) -> dict:
     if task == "sst2":
         label = SST2_NAMES[int(row["label"])]
-        return {"prompt": join_prompt(SST2_INSTRUCTION, row["sentence"]), "response": label, "label": label}
+        return {"prompt": TASKS["sst2"].prompt(row["sentence"]), "response": label, "label": label}
     if task == "agnews":
         label = AGNEWS_LABELS[int(row["label"])]
-        return {"prompt": join_prompt(AGNEWS_INSTRUCTION, row["text"]), "response": label, "label": label}
+        return {"prompt": TASKS["agnews"].prompt(row["text"]), "response": label, "label": label}
     solution, label = gsm8k_solution(row["answer"])
-    return {"prompt": gsm8k_prompt(row["question"]), "response": solution, "label": label}
+    return {"prompt": TASKS["gsm8k"].prompt(row["question"]), "response": solution, "label": label}
 
 
 def _tasks(spec: DataSpec, load: Loader) -> tuple[dict, dict, dict]:

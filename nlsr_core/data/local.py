@@ -21,8 +21,9 @@ import json
 import re
 from pathlib import Path
 
-from nlsr_core.data.base import (assemble_suite, AGNEWS_LABELS, GSM8K_ANSWER, TASKS, DataError, DataSpec, Suite, join_prompt,
-                            dedupe, norm_text, rng_for, take, with_ids)
+from nlsr_core.data.base import (assemble_suite, DataError, DataSpec, Suite, join_prompt, dedupe, norm_text, rng_for,
+                                 take, with_ids)
+from nlsr_core.data.tasks import GSM8K_ANSWER, TASKS
 
 SAFETY_CSV = "alignment/safety_short_refusals.csv"
 BENIGN_JSON = "alignment/benign_helpful_805.json"
@@ -38,7 +39,6 @@ ALPACA_RE = re.compile(
     r"(?:\n\n### Input:\n(?P<input>.*?))?\n\n### Response:\s*", re.S)
 INST_RE = re.compile(r"\s*\[INST\](?P<prompt>.*?)\[/INST\]\s*", re.S)
 ANSWER_RE = re.compile(re.escape(GSM8K_ANSWER) + r"\s*\$?(?P<n>-?[\d,]*\.?\d+)")
-TASK_LABELS = {"sst2": ("positive", "negative"), "agnews": AGNEWS_LABELS}
 
 
 def _path(root: Path, rel: str) -> Path:
@@ -85,8 +85,8 @@ def task_label(task: str, output: str, path: Path, i: int) -> str:
             raise DataError(f"{path}: row {i}: gsm8k output has no '{GSM8K_ANSWER} N'")
         return m.group("n").replace(",", "")
     label = output.strip()
-    if label not in TASK_LABELS[task]:
-        raise DataError(f"{path}: row {i}: {task} label {label!r} not in {list(TASK_LABELS[task])}")
+    if label not in TASKS[task].labels:
+        raise DataError(f"{path}: row {i}: {task} label {label!r} not in {list(TASKS[task].labels)}")
     return label
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import Callable
 
 from nlsr_core.data.contrast import CONTRAST_REFUSALS
-from nlsr_core.data.base import TASKS, DataError, DataSpec, SizesConfig, Suite, check_suite
+from nlsr_core.data.base import DataError, DataSpec, SizesConfig, Suite, check_suite
 from nlsr_core.data.hub import build_hub
 from nlsr_core.data.local import build_local
 from nlsr_core.data.synthetic import build_synthetic
+from nlsr_core.data.tasks import TASKS
 
 # all: the source's pairs as they are; refusal: refusal/compliance pairs (synthetic: the same pairs, every one
 # already is; local: nlsr_core.data.local.refusal_pairs)

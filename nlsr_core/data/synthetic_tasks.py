@@ -2,16 +2,16 @@
 
 Each generator maps a `random.Random` to one `(prompt, response, label)` example; `task_rows` draws distinct
 prompts (train and test come from one pool of distinct prompts, so test ∩ train = ∅ by construction).
-Prompts use the paper's instructions (`nlsr_core.data.SST2_INSTRUCTION` etc.) joined to the input by
-`join_prompt`, exactly as the local and hub sources do.
+Prompts are written by each task's record (`nlsr_core.data.tasks.TASKS[task].prompt`: the paper's instruction and
+the input), exactly as the local and hub sources write them.
 """
 from __future__ import annotations
 
 import random
 from typing import Callable
 
-from nlsr_core.data.base import (AGNEWS_INSTRUCTION, GSM8K_ANSWER, SST2_INSTRUCTION, DataError, gsm8k_prompt,
-                            join_prompt)
+from nlsr_core.data.base import DataError
+from nlsr_core.data.tasks import GSM8K_ANSWER, TASKS
 
 Example = tuple[str, str, str]  # (prompt, response, label)
 
@@ -39,7 +39,7 @@ def sst2_example(rng: random.Random) -> Example:
     adv = rng.choice(ADVERBS)
     sentence = rng.choice(SST2_PATTERNS).format(a=a, a2=a2, a3=a3, o=rng.choice(other), n=n, n2=n2, adv=adv,
                                                 art="an" if adv[0] in "aeiou" else "a")
-    return join_prompt(SST2_INSTRUCTION, sentence), label, label
+    return TASKS["sst2"].prompt(sentence), label, label
 
 
 # -------------------------------------------------------------------------------------------------- AG News
@@ -96,7 +96,7 @@ def agnews_example(rng: random.Random) -> Example:
     headline = rng.choice(AGNEWS_PATTERNS[label]).format(
         c=c, c2=c2, t=t, t2=t2, m=m, m2=m2, d=rng.choice(PRODUCTS), s=s2 + rng.randint(1, 4), s2=s2,
         y=rng.randint(2, 9), k=rng.randint(2, 90) * 100, p=rng.randint(2, 30))
-    return join_prompt(AGNEWS_INSTRUCTION, headline), label, label
+    return TASKS["agnews"].prompt(headline), label, label
 
 
 # ---------------------------------------------------------------------------------------------------- GSM8K
@@ -179,7 +179,7 @@ def gsm8k_example(rng: random.Random) -> Example:
     name, he = rng.choice(NAMES)
     question, steps, answer = rng.choice(GSM_PROBLEMS)(rng, name, he)
     solution = "\n".join(steps + [f"{GSM8K_ANSWER} {answer}"])
-    return gsm8k_prompt(question), solution, str(answer)
+    return TASKS["gsm8k"].prompt(question), solution, str(answer)
 
 
 TASK_GENERATORS: dict[str, Callable[[random.Random], Example]] = {

@@ -10,7 +10,7 @@ Two phases, so a generation model and a judge model are never in memory together
     `EvalSettings.job` says: greedy generation with the split's token budget, or (task split, fa_mode score)
     the label the model ranks first (nlsr_core.eval.label_scoring).
  2. scoring: harmful answers -> the judge (through the verdict cache: only new (prompt, response, judge)
-    triples are judged; a model judge is loaded only then); task answers -> `SCORERS[task]`; benign answers ->
+    triples are judged; a model judge is loaded only then); task answers -> the task record's scorer (nlsr_core.data.tasks); benign answers ->
     the refusal matcher (over-refusal).
 """
 from __future__ import annotations
@@ -245,7 +245,7 @@ def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: Laz
                   verdicts: VerdictCache | None) -> ScoredVariant:
     from nlsr_core.eval.judges import is_refusal
     from nlsr_core.eval.coherence import incoherent
-    from nlsr_core.eval.scorers import get_scorer
+    from nlsr_core.data.tasks import get_scorer
 
     scorer = get_scorer(task)
     rates, rows = {}, {}

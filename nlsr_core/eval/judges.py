@@ -1,4 +1,4 @@
-"""Harmfulness judges (one dispatch table, `JUDGES`) and task scorers (`SCORERS`).
+"""Harmfulness judges (one dispatch table, `JUDGES`); task scorers are in the task records (nlsr_core.data.tasks).
 
 A judge is a callable `(prompts, responses) -> list[bool]` (True = harmful / flagged) with a `name` and an
 `identity` string (everything that changes its verdicts; the verdict-cache key). `make_judge(JudgeSpec)` builds
@@ -17,7 +17,7 @@ from nlsr_core.errors import NlsrError
 from nlsr_core.data.refusals import RefusalMatcher
 from nlsr_core.eval.keywords import KeywordJudge
 from nlsr_core.eval.judge_models import BeaverDamJudge, JudgeSpec, LlamaGuardJudge
-from nlsr_core.eval.scorers import SCORERS, get_scorer
+from nlsr_core.data.tasks import get_scorer
 
 # name -> judge class: `cls(spec)` builds it, `cls.identity_for(spec)` names its verdicts without loading it
 JUDGES: dict[str, type] = {
@@ -50,5 +50,5 @@ def is_refusal(response: str) -> bool:
     return REFUSALS.is_refusal(response)
 
 
-__all__ = ["JUDGES", "SCORERS", "JudgeSpec", "make_judge", "judge_identity", "is_refusal", "get_scorer", "KeywordJudge",
+__all__ = ["JUDGES", "JudgeSpec", "make_judge", "judge_identity", "is_refusal", "get_scorer", "KeywordJudge",
            "RefusalMatcher", "BeaverDamJudge", "LlamaGuardJudge"]

@@ -4,7 +4,7 @@
     harmful   greedy generation, `opening_tokens` (keyword judge)   the harmfulness judge
               or `max_new_tokens` (model judges read the whole answer)
     benign    greedy generation, `opening_tokens`                   the refusal matcher (over-refusal)
-    task      fa_mode score: the label strings ranked by likelihood  the task scorer (nlsr_core.eval.scorers)
+    task      fa_mode score: the label strings ranked by likelihood  the task record's scorer (nlsr_core.data.tasks)
               (nlsr_core.eval.label_scoring), and greedy generation
               (`label_tokens`) for the rows whose most likely first
               token starts no label; fa_mode generate: greedy
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from nlsr_core.config import DataConfig, JudgeConfig, check_value, choices
 from nlsr_core.errors import NlsrError
 from nlsr_core.lora.generate import GenerationSettings
-from nlsr_core.eval.scorers import AGNEWS_LABELS, SST2_LABELS
+from nlsr_core.data.tasks import TASKS
 
 FA_MODES = choices("judge", "fa_mode")
-# Tasks whose answer is one of a few label strings (the training response), so FA can be scored.
-LABEL_TASKS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
+# Tasks whose answer is one of a few label strings (the training response), so FA can be scored by likelihood.
+LABEL_TASKS = {name: task.labels for name, task in TASKS.items() if task.labels}
 KEYWORD_JUDGES = ("refusal-keywords",)  # judges that read only the opening of an answer
 
 
@@ -84,7 +84,7 @@ class EvalSettings:
             self.check_task(task)
             if self.fa_mode == "score":
                 return LabelScoring(LABEL_TASKS[task], self.generation(self.label_tokens))
-            return self.generation(self.gsm8k_tokens if task not in LABEL_TASKS else self.label_tokens)
+            return self.generation(getattr(self, TASKS[task].budget))   # the task record names its budget
         if split == "harmful" and judge_name not in KEYWORD_JUDGES:
             return self.generation(self.max_new_tokens)
         return self.generation(self.opening_tokens)

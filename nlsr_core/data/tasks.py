@@ -1,4 +1,10 @@
-"""Task scorers for fine-tuning accuracy (FA): `SCORERS[task](response, label) -> correct?`.
+"""The fine-tuning tasks, one record each: how a prompt is written, the label strings, how an answer is scored
+(fine-tuning accuracy, FA) and which answer budget its generated answers get.
+
+    TASKS[name] = Task(name, instruction, labels, score, budget)
+
+The instructions are the paper's (its `<task>/*.json` files); every source (synthetic, local, hub) writes a prompt
+with `Task.prompt`, so a prompt looks alike whichever source it came from. Scoring rules:
 
 * sst2   the **first** label word ("positive" / "negative", whole word, case-insensitive) in the response is
          the prediction; an answer naming neither is wrong. (Vaccine/Lisa check `label in output`; taking the
@@ -12,12 +18,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable
 
-from nlsr_core.data.base import AGNEWS_LABELS
+from nlsr_core.data.base import DataError, join_prompt
 from nlsr_core.errors import NlsrError
 
 SST2_LABELS = ("negative", "positive")
+AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+GSM8K_ANSWER = "The final answer is:"      # the last line of a GSM8K training answer; the scorer reads after it
+
+
 _AGNEWS_ALIASES = {
     "World": ("world",),
     "Sports": ("sports", "sport"),
@@ -94,15 +105,46 @@ def score_gsm8k(response: str, label) -> bool:
     return got is not None and abs(got - truth) <= 1e-6 * max(1.0, abs(truth))
 
 
-SCORERS: dict[str, Callable[[str, object], bool]] = {
-    "sst2": score_sst2,
-    "agnews": score_agnews,
-    "gsm8k": score_gsm8k,
-}
+@dataclass(frozen=True)
+class Task:
+    """One fine-tuning task. `instruction` is joined before the input (`join_prompt`), or for a task with
+    `instruction_after` written on its own line after the question (GSM8K); `labels` are the answers FA can be
+    scored against by likelihood (empty: free-form, always generated); `budget` names the judge.* field that gives
+    its generated answers' token budget."""
+
+    name: str
+    instruction: str
+    labels: tuple[str, ...]
+    score: Callable[[str, object], bool]
+    budget: str
+    instruction_after: bool = False
+
+    def prompt(self, text: str) -> str:
+        """The user prompt of one input: the paper's format for this task."""
+        if self.instruction_after:
+            return f"{text.strip()}\n{self.instruction}"
+        return join_prompt(self.instruction, text)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("sst2", "Analyze the sentiment of the input, and respond only positive or negative", SST2_LABELS,
+         score_sst2, "label_tokens"),
+    Task("agnews", "Categorize the news article given in the input into one of the 4 categories:\n\n"
+         + "\n".join(AGNEWS_LABELS), AGNEWS_LABELS, score_agnews, "label_tokens"),
+    Task("gsm8k", "First think step by step and then answer the final number.", (), score_gsm8k, "gsm8k_tokens",
+         instruction_after=True),
+)}
+
+
+def get_task(name: str) -> Task:
+    """TASKS[name], or a one-line error listing the tasks."""
+    if name not in TASKS:
+        raise DataError(f"task '{name}': unknown; expected one of {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 def get_scorer(task: str) -> Callable[[str, object], bool]:
-    try:
-        return SCORERS[task]
-    except KeyError:
-        raise NlsrError(f"task '{task}': no scorer; expected one of {sorted(SCORERS)}") from None
+    """The FA scorer of `task`: `score(response, label) -> correct?`."""
+    if task not in TASKS:
+        raise NlsrError(f"task '{task}': no scorer; expected one of {sorted(TASKS)}")
+    return TASKS[task].score
