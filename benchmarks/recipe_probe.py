@@ -37,10 +37,10 @@ def _value(text: str):
 
 
 def build_recipe(args):
-    from nlsr_core.train.recipes import RECIPES, with_overrides
+    from nlsr_core.train.recipes import find_recipe, with_overrides
 
     changes = dict((k, _value(v)) for k, v in (s.split("=", 1) for s in args.set))
-    return with_overrides(RECIPES[args.recipe], args.name, **changes)
+    return with_overrides(find_recipe(args.recipe), args.name, **changes)
 
 
 def train_weak(spec, loaded, lora, recipe, sft_rows, out: Path):

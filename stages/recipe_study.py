@@ -3,7 +3,8 @@
     nlsr recipe-study --recipe current --recipe r3-e3-op --data data/prepared --out recipe-study \\
         --report reports/alignment.md
 
-Recipes are named entries of nlsr_core.train.recipes.RECIPES. Each recipe is one output `<out>/<name>/` (weak/, aligned/,
+Recipes are params overlays: `--recipe NAME` reads recipes/NAME.yaml (`--recipes DIR` for another folder),
+`--recipe FILE.yaml` any overlay file (nlsr_core.train.recipes.load_recipe). Each recipe is one output `<out>/<name>/` (weak/, aligned/,
 result.json), written atomically; a stored result of the same recipe is reused, so adding a recipe trains only
 that one. M (the base) is judged once into `<out>/base.json`. Not a stage of the default pipeline: a 3-epoch
 recipe costs about 12 minutes on 2 CPU cores.
@@ -19,8 +20,10 @@ REPORT_TITLE = "# Alignment recipes: where the safety lives"
 
 
 @click.command("recipe-study")
-@click.option("--recipe", "names", multiple=True, help="a recipe of nlsr_core.train.recipes.RECIPES (repeatable) "
-              "[default: every recipe]")
+@click.option("--recipe", "names", multiple=True, help="a recipe name (recipes/<name>.yaml) or an overlay .yaml "
+              "file (repeatable) [default: every recipe of --recipes]")
+@click.option("--recipes", "recipes_dir", type=PATH, default=None,
+              help="folder of recipe overlays [default: the repository's recipes/]")
 @click.option("--data", "data_dir", default="data/prepared", show_default=True, type=PATH,
               help="prepared data: the held-out splits every recipe is judged on")
 @click.option("--task", default="sst2", show_default=True, help="task whose test split gives FA")
@@ -33,7 +36,7 @@ REPORT_TITLE = "# Alignment recipes: where the safety lives"
 @click.option("--report", "report_path", default="reports/alignment.md", show_default=True, type=PATH)
 @click.option("--cache", "cache_dir", default=".nlsr-cache/judge", show_default=True, type=PATH,
               help="answer + verdict cache ('' = no cache)")
-def command(names, data_dir, task, local_dir, model_name, compute, template, out_dir, report_path, cache_dir):
+def command(names, recipes_dir, data_dir, task, local_dir, model_name, compute, template, out_dir, report_path, cache_dir):
     """Train each recipe's W0 and Wa, judge M, M' and M' + Wa, and tabulate where the safety lives."""
     import json
     from pathlib import Path
@@ -45,14 +48,15 @@ def command(names, data_dir, task, local_dir, model_name, compute, template, out
     from nlsr_core.io.outputs import claim, claim_container, claim_file, replace, replace_file, titled
     from nlsr_core.study.recipe_study import (add_judge_free, base_file_name, cached_result, data_spec, is_study_dir,
                                         judge_variants, run_recipe)
-    from nlsr_core.train.recipes import RECIPES
+    from nlsr_core.train.recipes import RECIPES_DIR, find_recipe, recipes as studied
 
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise NlsrError(f"recipe-study --recipe: '{unknown[0]}' is unknown (expected one of {', '.join(RECIPES)})")
-    recipes = [RECIPES[n] for n in (names or RECIPES)]
-    for recipe in recipes:
-        recipe.check()
+    folder = recipes_dir or RECIPES_DIR
+    try:
+        recipes = [find_recipe(n, folder) for n in names] if names else list(studied(folder).values())
+    except NlsrError as exc:
+        raise NlsrError(f"recipe-study --recipe: {exc}") from None
+    if not recipes:
+        raise NlsrError(f"recipe-study --recipes: {folder} holds no <name>.yaml recipe; expected params overlays")
     data, out, cache = Path(data_dir), Path(out_dir), (Path(cache_dir) if cache_dir else None)
     if not (data / "eval" / "harmful.jsonl").is_file():
         raise NlsrError(f"recipe-study --data: {data}/eval/harmful.jsonl is missing (run nlsr prepare-data first)")

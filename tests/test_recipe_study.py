@@ -10,7 +10,7 @@ import pytest
 
 from nlsr_core.report.alignment_report import targets
 from nlsr_core.method.realign import delta_norm
-from nlsr_core.train.recipes import RECIPES, Recipe
+from nlsr_core.train.recipes import Recipe, recipes
 from tests.conftest import random_adapter, run_cli, write_adapter
 
 SMALL = ["--sft_refusal", "8", "--sft_benign", "8", "--preference", "8", "--identify", "4",
@@ -23,7 +23,7 @@ TINY = Recipe("tiny", sft_refusal=2, sft_benign=2, sft_max_steps=1, pairs_safety
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(RECIPES, "tiny", TINY)
+    monkeypatch.setitem(recipes(), "tiny", TINY)
     code, _, err = run_cli(["prepare-data", *SMALL, "--out", "data/prepared"])
     assert code == 0, err
     return tmp_path
@@ -58,7 +58,7 @@ def test_tiny_recipe_trains_judges_reports_and_is_reused(study):
 
 def test_unknown_recipe_and_missing_data_are_one_line_and_write_nothing(study):
     code, _, err = run_cli([*ARGS[:2], "nope", *ARGS[3:]])
-    assert code == 1 and "recipe-study --recipe: 'nope' is unknown" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "recipe-study --recipe: recipe 'nope': unknown" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli([*ARGS, "--data", "nowhere"])
     assert code == 1 and "nowhere/eval/harmful.jsonl is missing" in err
     assert not Path("study").exists() and not Path("alignment.md").exists()

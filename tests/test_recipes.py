@@ -11,7 +11,9 @@ from nlsr_core.data.synthetic import build_synthetic
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.judges import is_refusal
 from nlsr_core.data.contrast import contrast_pairs, sensitive_contrast_pool
-from nlsr_core.train.recipes import RECIPES, Recipe, check_disjoint, recipe_rows, with_overrides
+from nlsr_core.train.recipes import Recipe, check_disjoint, load_recipe, recipe_rows, recipes, with_overrides
+
+RECIPES = recipes()
 
 
 def test_contrast_pairs_counts_and_kinds():
@@ -86,33 +88,54 @@ def test_bad_recipes():
 def test_params_recipe_is_r5_and_each_studied_recipe_changes_its_parent():
     import dataclasses
 
-    from nlsr_core.train.recipes import R5
+    from nlsr_core.params import load_params
 
-    assert dataclasses.replace(Recipe("default"), name="r5") == R5   # params.yaml's recipe (docs/DESIGN.md §5.6)
+    # params.yaml's recipe (docs/DESIGN.md §5.6), read through the same overlay path as recipes/r5.yaml
+    assert Recipe.from_params("r5", load_params(REPO / "params.yaml")) == RECIPES["r5"]
+    assert dataclasses.replace(Recipe("default"), name="r5") == RECIPES["r5"]
     assert RECIPES["r0"].sft_refusal == 256 and RECIPES["r0"].on_policy_tokens == 0 and RECIPES["r0"].chosen_nll == 0
     assert RECIPES["r3-e3-op"].on_policy_tokens == 48 and RECIPES["r3-e3"].on_policy_tokens == 0
 
 
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_each_overlay_is_the_recipe_its_committed_result_was_trained_with():
+    """recipes/<name>.yaml gives the very record stored with the recipe study's committed results (so the study
+    reuses them instead of retraining)."""
+    import json
+
+    results = sorted(REPO.glob("recipe-study/**/result.json"))
+    assert len(results) >= 8
+    for path in results:
+        stored = json.loads(path.read_text())["recipe"]
+        assert {k: RECIPES[stored["name"]].record()[k] for k in stored} == stored, path
+
+
+def test_a_bad_overlay_is_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("align:\n  epochs: lots\n")
+    with pytest.raises(NlsrError, match=r"bad.yaml: align.epochs: 'lots' is not a float") as err:
+        load_recipe(bad)
+    assert "\n" not in str(err.value)
+    bad.write_text("data:\n  sizes:\n    preference: -3\n")
+    with pytest.raises(NlsrError, match=r"bad.yaml: data.sizes.preference: expected an integer >= 1, got -3"):
+        load_recipe(bad)
+    bad.write_text("data:\n  sizes:\n    pairs: 3\n")
+    with pytest.raises(NlsrError, match="bad.yaml: .*pairs"):
+        load_recipe(bad)
 
 
 def test_local_paper_profile_recipe_is_lp6_and_its_rows_are_the_prepared_rows(tmp_path):
     """profiles/local-paper.yaml holds recipe lp6, and recipe_rows(lp6, spec) are the rows prepare-data writes."""
     from nlsr_core.data.prepare import prepare
     from nlsr_core.io.fileio import read_jsonl
-    from nlsr_core.train.recipes import LP6
-    from tests.conftest import local_paper_profile, local_paper_spec
+    from nlsr_core.params import load_params
+    from tests.conftest import local_paper_spec
 
-    profile = local_paper_profile()
-    data, align = profile["data"], profile["align"]
-    assert (data["sizes"]["sft_refusal"], data["sizes"]["sft_benign"], data["sizes"]["preference"],
-            data["sizes"]["contrast_sensitive"], data["sizes"]["contrast_helpful"], data["preference_pairs"]) == \
-        (LP6.sft_refusal, LP6.sft_benign, LP6.pairs_safety, LP6.pairs_sensitive, LP6.pairs_helpful,
-         LP6.preference_pairs)
-    assert (align["pref_epochs"], align["precompute_ref"], align["chosen_nll"], align["on_policy_tokens"],
-            align["lr"], align["beta"], align["max_length"]) == \
-        (LP6.pref_epochs, LP6.precompute_ref, LP6.chosen_nll, LP6.on_policy_tokens, LP6.pref_lr, LP6.beta,
-         LP6.max_length)
+    LP6 = RECIPES["lp6"]
+    assert Recipe.from_params("lp6", load_params(REPO / "profiles" / "local-paper.yaml")) == LP6
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
     spec = local_paper_spec(PAPER_DATA)

@@ -7,6 +7,7 @@ helpful rows, few steps: M' = M + W0 is only partly safe) and Wa *strong but dis
 everything".
 
     Recipe                      the numbers (rows, epochs, lr, beta, max length, steps) of one profile
+    recipes() / find_recipe     the studied recipes: params overlays recipes/<name>.yaml (`load_recipe`)
     recipe_sizes(recipe, base)  the data.sizes that build its rows (contrast pairs: nlsr_core/data/contrast.py)
     recipe_rows(recipe, spec)   (sft rows, preference rows) of a data source with those sizes
     check_disjoint(rows, eval)  every training prompt is absent from every evaluation / calibration split
@@ -14,6 +15,7 @@ everything".
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -75,49 +77,71 @@ class Recipe:
     def record(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_params(cls, name: str, params) -> Recipe:
+        """The recipe a params file describes (nlsr_core.params.Params: data.sizes, data.*, align.*), so a recipe
+        is a params overlay (recipes/<name>.yaml) and params.yaml's own recipe is `from_params("default", ...)`."""
+        values = {}
+        for field_name, key in PARAMS_OF.items():
+            section, *path = key.split(".")
+            value = params.sections[section]
+            for part in path:
+                value = getattr(value, part)
+            values[field_name] = value
+        return cls(name, **values)
 
-def derived(parent: Recipe, name: str, **changes) -> Recipe:
-    """`parent` with a new name and some fields changed: each studied recipe changes one lever of another."""
-    return dataclasses.replace(parent, name=name, **changes)
+
+# Recipe field -> the params key it reads (both training phases share align.lr; sft/pref_max_steps have none)
+PARAMS_OF = {
+    "sft_refusal": "data.sizes.sft_refusal", "sft_benign": "data.sizes.sft_benign", "sft_lr": "align.lr",
+    "sft_epochs": "align.epochs", "pairs_safety": "data.sizes.preference",
+    "pairs_sensitive": "data.sizes.contrast_sensitive", "pairs_helpful": "data.sizes.contrast_helpful",
+    "preference_pairs": "data.preference_pairs", "contrast_refusals": "data.contrast_refusals", "pref_lr": "align.lr",
+    "pref_epochs": "align.pref_epochs", "beta": "align.beta", "max_length": "align.max_length",
+    "batch_size": "align.batch_size", "precompute_ref": "align.precompute_ref", "chosen_nll": "align.chosen_nll",
+    "on_policy_tokens": "align.on_policy_tokens", "seed": "align.seed",
+}
 
 
-# r0: the default before the recipe study (strong W0: 256 refusal + 256 benign rows; 128 safety pairs, 1 epoch).
-R0 = Recipe("r0", sft_refusal=256, sft_benign=256, pairs_safety=128, pairs_sensitive=0, pairs_helpful=0,
-            pref_epochs=1, precompute_ref=False, chosen_nll=0.0, on_policy_tokens=0)
-# r1: weak W0 (16 refusals among 128 rows, 16 steps), Wa = 64 safety pairs + 64 contrast pairs (16 steps).
-R1 = derived(R0, "r1", sft_refusal=16, sft_benign=112, pairs_safety=64, pairs_sensitive=32, pairs_helpful=32)
-# r3: r1 with a preference set of mostly safety pairs (112 safety + 16 contrast); r4: safety pairs only.
-R3 = derived(R1, "r3", pairs_safety=112, pairs_sensitive=8, pairs_helpful=8, precompute_ref=True)
-# r3-e3 -> r3-e3-op -> r3-e3-op-nll -> r5: one lever each (docs/DESIGN.md §5.6).
-R3_E3 = derived(R3, "r3-e3", pref_epochs=3)
-R3_E3_OP = derived(R3_E3, "r3-e3-op", on_policy_tokens=48)
-R3_E3_OP_NLL = derived(R3_E3_OP, "r3-e3-op-nll", chosen_nll=1.0)
-R5 = derived(R3_E3_OP_NLL, "r5", pairs_sensitive=32, pairs_helpful=16)
+# The studied recipes are params overlays, one file each (recipes/<name>.yaml; benchmarks/results/recipe-probe/
+# FINDINGS.md, reports/alignment.md, reports/local-paper/alignment.md). r5 is params.yaml's recipe, lp6
+# profiles/local-paper.yaml's (tests/test_recipes.py checks both).
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
-# The paper's data (source local, profiles/local-paper.yaml; reports/local-paper/alignment.md). lp0: the profile's
-# recipe before the study (strong W0, the paper's raw PKU-SafeRLHF pairs, 1 epoch); lp5: r5's levers on the real
-# files (weak W0, 112 refusal/compliance pairs from the PKU prompts + 32 AlpacaEval contrast pairs, 3 epochs,
-# on-policy rejected answers, chosen NLL); lp5-raw: lp5 on the raw pairs (one lever: which pairs).
-LP0 = derived(R0, "lp0", sft_refusal=200, sft_benign=256)
-LP5 = derived(R5, "lp5", pairs_sensitive=0, pairs_helpful=32, preference_pairs="refusal")
-LP5_RAW = derived(LP5, "lp5-raw", preference_pairs="all")
-# lp6: lp5 with as many AlpacaEval contrast pairs as safety pairs (lp5 refused 90% of the AlpacaEval probes)
-LP6 = derived(LP5, "lp6", pairs_helpful=112)
-# lp7: lp6 with contrast pairs that reject the safety pairs' own refusal (lp6 answered 63% of the AlpacaEval probes
-# with exactly "I cannot fulfill your request.", the refusal its safety pairs prefer and no contrast pair rejects)
-LP7 = derived(LP6, "lp7", contrast_refusals="matched")
-# lp8: lp7 without the chosen NLL (lp7 refused nothing: HS 100; most of the NLL term's tokens are the long
-# AlpacaEval answers, while plain DPO weighs each pair alike)
-LP8 = derived(LP7, "lp8", chosen_nll=0.0)
 
-# The recipes studied on the default profile (benchmarks/results/recipe-probe/FINDINGS.md, reports/alignment.md)
-# and on the paper's data. r5 is params.yaml's recipe (tests/test_recipes.py checks `Recipe("default")` against
-# it), lp5 profiles/local-paper.yaml's.
-RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    R0, R1, derived(R1, "r2", pref_epochs=3, precompute_ref=True), R3,
-    derived(R1, "r4", pairs_safety=128, pairs_sensitive=0, pairs_helpful=0, precompute_ref=True),
-    R3_E3, R3_E3_OP, R3_E3_OP_NLL, R5, LP0, LP5, LP5_RAW, LP6, LP7, LP8,
-)}
+def load_recipe(path: Path | str) -> Recipe:
+    """The recipe of one overlay file: its keys over the params defaults, checked like a params file
+    (nlsr_core.params.load_params: unknown keys and out-of-range values are one-line errors); named by the file."""
+    from nlsr_core.params import load_params
+
+    path = Path(path)
+    recipe = Recipe.from_params(path.stem, load_params(path))
+    try:
+        recipe.check()
+    except NlsrError as exc:
+        raise NlsrError(f"{path}: {exc}") from None
+    return recipe
+
+
+def recipes(folder: Path | str | None = None) -> dict[str, Recipe]:
+    """name -> Recipe of every <name>.yaml in `folder` (default recipes/), sorted by name; one dict per folder for
+    the whole process, so a caller may add to it."""
+    return _recipes(Path(folder or RECIPES_DIR).resolve())
+
+
+@functools.cache
+def _recipes(folder: Path) -> dict[str, Recipe]:
+    return {p.stem: load_recipe(p) for p in sorted(folder.glob("*.yaml"), key=lambda p: p.stem)}
+
+
+def find_recipe(name_or_path: str, folder: Path | str | None = None) -> Recipe:
+    """A recipe by name (`folder`/<name>.yaml) or by the path of an overlay file."""
+    known = recipes(folder)
+    if name_or_path in known:
+        return known[name_or_path]
+    if name_or_path.endswith((".yaml", ".yml")):
+        return load_recipe(name_or_path)
+    raise NlsrError(f"recipe '{name_or_path}': unknown; expected one of {', '.join(known)} or an overlay .yaml file")
 
 
 def with_overrides(recipe: Recipe, name: str | None = None, **changes) -> Recipe:
