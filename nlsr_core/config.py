@@ -1,4 +1,4 @@
-"""One config dataclass per params.yaml section: the single place every default lives (docs/DESIGN.md §7.4).
+"""One config dataclass per params.yaml section: the single place every default lives (docs/DESIGN.md §7.5).
 
 params.yaml (the default profile), the Click options of every command (`stages.config_options`) and the library
 settings objects (`LoraConfig` itself, `nlsr_core.train.trainers.TrainSettings`, `nlsr_core.method.realign.RealignParams`,

@@ -1,5 +1,5 @@
 """One concept, one name; one setting, one place: dvc.yaml stages, `nlsr` commands, params sections and the
-config dataclasses agree, and every command's defaults are params.yaml's values (docs/DESIGN.md §2, §7.4)."""
+config dataclasses agree, and every command's defaults are params.yaml's values (docs/DESIGN.md §2, §7.5)."""
 from __future__ import annotations
 
 import ast
