@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from nlsr_core.api.recheck import OK, artifact_dir, input_mark, resolve
+
 # Main line of descent, most specific first: realigned <- finetuned <- aligned <- weak <- base.
 CHAIN_ROLES = ("finetuned", "aligned", "reference", "weak")
 STANDARD_KEYS = {"stage", "code_version", "inputs", "params", "model", "model_spec", "weak", "modules", "seed"}
@@ -62,18 +64,6 @@ def leftover_lines(path: Path) -> list[str]:
     return lines
 
 
-def artifact_dir(path: Path) -> Path | None:
-    """The directory whose lineage.json describes `path` (itself, or the directory holding a file)."""
-    from nlsr_core.io.lineage import LINEAGE_FILE
-
-    path = Path(path)
-    if path.is_dir() and (path / LINEAGE_FILE).is_file():
-        return path
-    if path.is_file() and (path.parent / LINEAGE_FILE).is_file():
-        return path.parent
-    return None
-
-
 def _read(path: Path) -> dict:
     from nlsr_core.errors import NlsrError
     from nlsr_core.io.lineage import LINEAGE_FILE, read_lineage
@@ -84,18 +74,6 @@ def _read(path: Path) -> dict:
     return record
 
 
-def resolve(recorded: str, origin: Path) -> Path | None:
-    """A recorded input path: as is / against cwd, then against origin and its ancestors; None if absent."""
-    p = Path(recorded)
-    if p.is_absolute():
-        return p if p.exists() else None
-    for base in (Path.cwd(), origin, *origin.resolve().parents):
-        if (base / p).exists():
-            return base / p
-    return None
-
-
-OK = "✓"
 
 
 def audit_lines(path: Path, verify: list | None = None, modules: bool = False) -> list[str]:
@@ -142,18 +120,10 @@ def _inputs(record: dict, origin: Path, indent: str, expanded: set, verify: list
 
 
 def _check(rec: dict, found: Path | None, marks: list) -> str:
-    """The verify mark of one recorded input: ✓, changed (with the digest now) or missing."""
-    from nlsr_core.io.lineage import sha256_dir
-
-    if found is None:
-        marks.append("missing")
-        return "missing"
-    now = sha256_dir(found)
-    if now == rec.get("sha256"):
-        marks.append(OK)
-        return OK
-    marks.append("changed")
-    return f"changed (now {now[:12]})"
+    """The verify mark of one recorded input (nlsr_core.api.recheck.input_mark), appended to `marks`."""
+    mark, text = input_mark(rec, found)
+    marks.append(mark)
+    return text
 
 
 def _module_lines(record: dict, indent: str) -> list[str]:

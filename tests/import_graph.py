@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("nlsr_core", "stages")
 
 # bottom to top; the ground floor is the package's own top-level modules (errors, config, params, compute)
-LAYERS = ("", "io", "data", "lora", "method", "repair", "train", "eval", "study", "report")
+LAYERS = ("", "io", "data", "lora", "method", "repair", "train", "eval", "study", "report", "api")
 
 
 @lru_cache(maxsize=None)
