@@ -331,6 +331,16 @@ class RealignConfig:
     """λ of --method interpolate: W't = Wt + λ·(We − Wt), in [0, 1]"""
     safety_vector_gamma: float = checked(1.0, low=0, label="γ")
     """γ of --method safety-vector: ΔW't = ΔWt + γ·ΔWa, ≥ 0"""
+    interpolate_target: str = checked("reference", choices=("reference", "aligned"))
+    """where --method interpolate moves Wt: reference (toward We, eq. 2) | aligned (toward Wa)"""
+    safemerge_tau: float = checked(0.35, low=0, high=1, label="τ")
+    """τ of --method safemerge: modules with cos(C·ΔWt, ΔWt) < τ are merged, in [0, 1] (SafeMERGE's 0.35)"""
+    safemerge_weight: float = checked(0.8, low=0, high=1, label="w")
+    """w of --method safemerge: a merged module is w·ΔWt + (1 − w)·ΔWa, in [0, 1] (SafeMERGE's 0.8)"""
+    antidote_dense_ratio: float = checked(0.1, low=0, high=1, low_open=True, high_open=True, label="ρ")
+    """share of each LoRA factor row that --method antidote zeroes (largest |W| first), in (0, 1) (Antidote's 0.1)"""
+    dg_hard_scale: float = checked(1.0, low=0, label="c")
+    """multiplier of --method dg-hard's Donoho–Gavish threshold ω(β)·median(σ), ≥ 0 (DG-Hard's 1.0)"""
 
 
 @dataclass(frozen=True)

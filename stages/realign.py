@@ -9,6 +9,10 @@ Reads adapter tensors and masks only (no base model, no tokenizer), so it also s
     nlsr realign --method random-masks --finetuned A --reference REF --stats S --out OUT   # NLSR, random neurons
     nlsr realign --method interpolate --interpolate-lambda 0.5 --finetuned A --reference REF --out OUT
     nlsr realign --method safety-vector --safety-vector-gamma 1 --finetuned A --aligned ALIGNED --out OUT
+    nlsr realign --method interpolate --interpolate-target aligned --finetuned A --aligned ALIGNED --out OUT
+    nlsr realign --method safemerge --safemerge-tau 0.35 --safemerge-weight 0.8 --finetuned A --aligned AL --out OUT
+    nlsr realign --method antidote --antidote-dense-ratio 0.1 --finetuned A --out OUT     # reads Wt only
+    nlsr realign --method dg-hard --finetuned A --out OUT                                  # reads Wt only
 
 Every input is loaded and checked before anything is written; each output directory (PEFT adapter +
 lineage.json) is claimed before any work and written atomically (nlsr_core.io.outputs: it may replace only an
@@ -29,13 +33,14 @@ from stages.repair import knob_options, knob_values, repair
               help="Fine-tuned adapter dir Wt; repeat it or list several dirs after it (then --out is a parent dir).")
 @click.argument("more_finetuned", nargs=-1, type=PATH, metavar="[FINETUNED]...")
 @click.option("--reference", type=PATH, help="Reference adapter We (methods that read it: nlsr, random-masks, "
-                                             "interpolate).")
+                                             "interpolate toward reference).")
 @click.option("--masks", type=PATH, help="masks.safetensors from identify (nlsr, random-masks).")
 @click.option("--stats", type=PATH, help="stats.safetensors from identify: masks for --sparsity are made "
                                           "from it (instead of --masks).")
 @click.option("--sparsity", type=float, default=None,
               help=f"P_SR for --stats [default: identify.sparsity = {default('identify', 'sparsity')}]")
-@click.option("--aligned", type=PATH, help="Aligned adapter Wa (safelora, safety-vector).")
+@click.option("--aligned", type=PATH, help="Aligned adapter Wa (safelora, safety-vector, safemerge, interpolate "
+                                           "toward aligned).")
 @click.option("--method", default="nlsr", show_default=True,
               help="The repair method: " + "; ".join(f"{r.name}: {r.about}" for r in REPAIRS.values()))
 @knob_options()

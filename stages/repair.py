@@ -129,10 +129,11 @@ def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pick
     from nlsr_core.method.realign import check_realign_inputs
     from nlsr_core.repair.registry import RepairInputs
 
+    needs = spec.needs_for(settings)   # interpolate reads We or Wa by its target
     loaded = {role: load_adapter(_require(given[role], f"--{role} DIR", spec.name), allow_pickle=allow_pickle)
-              for role in ("reference", "aligned") if role in spec.needs}
+              for role in ("reference", "aligned") if role in needs}
     mask_tensors, mask_path, mask_info = None, None, {}
-    if "masks" in spec.needs:
+    if "masks" in needs:
         preset = getattr(settings, "preset", default("nlsr", "preset"))
         mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, loaded["reference"], preset)
     results = []
@@ -144,7 +145,7 @@ def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pick
     inputs = [input_record(given[role], role) for role in loaded]
     inputs += [input_record(mask_path, "masks")] if mask_path is not None else []
     params = {**spec.record(settings), **mask_info.pop("sparsity", {})}
-    fallback = given["reference"] if "reference" in loaded else given["aligned"]
+    fallback = next((given[role] for role in ("reference", "aligned") if role in loaded), None)   # None: Wt only
     for path, out, res in zip(finetuned, outs, results):
         _write(out, path, res, inputs, params, fallback, spec.stage, extra=mask_info, record=record)
 
@@ -158,7 +159,7 @@ def _write(output, finetuned: Path, result, inputs: list[dict], params: dict, fa
 
     out = output.path
     summary = result.summary()
-    base = base_fields(finetuned) or base_fields(fallback)
+    base = base_fields(finetuned) or (base_fields(fallback) if fallback is not None else {})
 
     def fill(tmp):
         save_adapter(result.adapter, tmp)

@@ -84,7 +84,7 @@ def test_a_point_keeps_its_preset_in_one_place():
     # switching the method keeps the identification, and the settings when the type is the same
     assert Point.of(seed=3).replace(method="random-masks").settings.seed == 3
     assert Point.of(beta=0.0).replace(method="interpolate", lam=0.25).record() == {
-        "method": "interpolate", "lam": 0.25, "beta": 0.0, "preset": "paper"}
+        "method": "interpolate", "lam": 0.25, "target": "reference", "beta": 0.0, "preset": "paper"}
 
 
 def test_every_reader_uses_the_registry():
@@ -93,4 +93,4 @@ def test_every_reader_uses_the_registry():
     import stages.repair as repair
 
     assert not hasattr(points, "METHODS") and not hasattr(repair, "METHODS")
-    assert [name for name, _ in replicate_points(Point(), {})] == list(REPAIRS)
+    assert [name for name, _ in replicate_points(Point(), {})] == [n for n, r in REPAIRS.items() if r.replicate]

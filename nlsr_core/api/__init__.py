@@ -10,7 +10,8 @@
     assert nlsr.verify("repaired/a") == []                    # every recorded input still has its digest
 
 Every name is a thin layer over the library the commands use: `repair` runs any method of the registry
-(nlsr_core.repair.registry.REPAIRS: nlsr, random-masks, interpolate, safety-vector, safelora) with its knobs given
+(nlsr_core.repair.registry.REPAIRS: nlsr, random-masks, interpolate, safety-vector, safelora, safemerge, antidote,
+dg-hard) with its knobs given
 by their settings field names; `save` writes a PEFT adapter directory (adapter_config.json +
 adapter_model.safetensors) with lineage.json through the same claim/replace rules as `nlsr realign` (an existing
 directory is replaced only when an nlsr repair wrote it). This layer imports every other one and nothing
@@ -70,19 +71,20 @@ def identify(reference_dir: Path | str, data: Path | str, identifier: str | None
 def repair(method: str, finetuned: Adapter, *, reference: Adapter | None = None, aligned: Adapter | None = None,
            masks: dict | None = None, **knobs) -> Repaired:
     """Repair `finetuned` with the registered `method`; `knobs` are its settings fields (e.g. layer_prune, seed for
-    nlsr; tau for safelora; lam for interpolate), the others keep their params defaults. An input the method
-    needs and the call lacks is a one-line error."""
+    nlsr; tau for safelora; lam and target for interpolate), the others keep their params defaults. An input the
+    method needs with these settings (Repair.needs_for) and the call lacks is a one-line error."""
     spec = get_repair(method)
     given = {"reference": reference, "aligned": aligned, "masks": masks}
-    missing = [name for name in spec.needs if given[name] is None]
-    if missing:
-        raise NlsrError(f"repair '{method}' needs {', '.join(missing)}; expected it as a keyword argument")
     names = {f.name for f in spec.knobs}
     unknown = sorted(set(knobs) - names)
     if unknown:
         raise NlsrError(f"repair '{method}': unknown setting '{unknown[0]}'; expected one of {', '.join(sorted(names))}")
     settings = spec.settings(**knobs)
-    result = spec.run(RepairInputs(finetuned, **{k: given[k] for k in spec.needs}), settings)
+    needs = spec.needs_for(settings)   # e.g. interpolate with target="aligned" reads `aligned`, not `reference`
+    missing = [name for name in needs if given[name] is None]
+    if missing:
+        raise NlsrError(f"repair '{method}' needs {', '.join(missing)}; expected it as a keyword argument")
+    result = spec.run(RepairInputs(finetuned, **{k: given[k] for k in needs}), settings)
     return Repaired(result.adapter, result.records, method, settings)
 
 

@@ -1,14 +1,17 @@
 """Training-free repair baselines that NLSR must beat (docs/DESIGN.md §4.8, §8); like NLSR they read adapters only.
 
     interpolate     W't = Wt + λ·(We − Wt) on every LoRA factor (A and B), no masks: the blind revert toward the
-                    reference We. λ = 0 keeps Wt, λ = 1 gives We.
+                    reference We. λ = 0 keeps Wt, λ = 1 gives We. With realign.interpolate_target = aligned the
+                    target is the aligned adapter Wa instead: W't = Wt + λ·(Wa − Wt) (then the method reads Wa,
+                    not We: the registry's `needs_for`).
     random-masks    NLSR's selection (eqs. 8-10) and transplant (eq. 11) with masks drawn uniformly at random, keeping
                     exactly as many entries per tensor as the identified masks keep (the paper's "Random", Table 5).
     safety-vector   ΔW't = ΔWt + γ·ΔWa (the adapter-level analogue of RESTA's safety-vector addition, Bhardwaj et
                     al. 2024). In product space, with s = α/r the LoRA scaling,
                         s_t·B_t A_t + γ·s_a·B_a A_a  =  s_t · [B_t | γ(s_a/s_t)·B_a] · [A_t ; A_a],
                     so the result is exact as a LoRA of rank r_t + r_a with the fine-tuned adapter's scaling
-                    (lora_alpha' = s_t·(r_t + r_a)). γ = 0 keeps ΔWt.
+                    (lora_alpha' = s_t·(r_t + r_a)). γ = 0 keeps ΔWt. `stacked_lora` builds that concatenation for
+                    any per-module pair of coefficients (SafeMERGE's merge uses it too).
 
 Each returns a `RepairResult` (`.adapter`, per-module `.records`, `.summary()`), like `realign.realign` and SafeLoRA;
 nlsr_core.repair.registry registers them with their settings (`InterpolateSettings`, `SafetyVectorSettings`,
@@ -41,9 +44,11 @@ class BlendRecord:
 
 @dataclass(frozen=True)
 class InterpolateSettings:
-    """λ of `interpolate` (realign.interpolate_lambda, in [0, 1])."""
+    """λ of `interpolate` (realign.interpolate_lambda, in [0, 1]) and its target (realign.interpolate_target:
+    reference We | aligned Wa)."""
 
     lam: float = knob("realign.interpolate_lambda", short="lambda", always=True)
+    target: str = knob("realign.interpolate_target", short="toward")
 
     def __post_init__(self):
         check_knobs(self, error=RealignError)
@@ -74,11 +79,12 @@ def _relative(before: Adapter, after: Adapter, module: str) -> float:
     return diff / base if base > 0 else 0.0
 
 
-def interpolate(finetuned: Adapter, reference: Adapter, lam: float) -> RepairResult:
-    """W't = Wt + λ·(We − Wt) on every factor tensor; shapes (r×d_in, d_out×r) unchanged."""
+def interpolate(finetuned: Adapter, reference: Adapter, lam: float, role: str = "reference") -> RepairResult:
+    """W't = Wt + λ·(W − Wt) on every factor tensor, W = `reference` (We, or Wa with role "aligned"); shapes
+    (r×d_in, d_out×r) unchanged."""
     lam = float(check_value("realign.interpolate_lambda", lam, error=RealignError))
-    check_compatible(finetuned, reference, ("finetuned", "reference"))
-    check_same_scaling(finetuned, reference, ("finetuned", "reference"))
+    check_compatible(finetuned, reference, ("finetuned", role))
+    check_same_scaling(finetuned, reference, ("finetuned", role))
     tensors = {k: torch.lerp(t, reference.tensors[k].to(t.dtype), lam) if lam else t
                for k, t in finetuned.tensors.items()}
     out = finetuned.replace(tensors)
@@ -110,17 +116,34 @@ def random_mask_realign(finetuned: Adapter, reference: Adapter, masks: dict[str,
     return realign(finetuned, reference, random_masks_like(masks, params.seed), params)
 
 
+def stacked_lora(finetuned: Adapter, other: Adapter, coefficients: dict[str, tuple[float, float]]) -> Adapter:
+    """ΔW'_m = c_t·ΔWt_m + c_o·ΔWo_m for each module m, {m: (c_t, c_o)}, exactly, as one LoRA of rank r_t + r_o
+    with the fine-tuned adapter's scaling s_t:
+        c_t·s_t·B_t A_t + c_o·s_o·B_o A_o = s_t · [c_t·B_t | c_o(s_o/s_t)·B_o] · [A_t ; A_o]
+    (A' (r_t+r_o)×d_in, B' d_out×(r_t+r_o), lora_alpha' = s_t·(r_t + r_o), or s_t·√(r_t + r_o) with rsLoRA). A
+    module with c_o = 0 gets zero rows in A' and zero columns in B' (ΔW'_m = c_t·ΔWt_m exactly): a PEFT adapter has
+    one rank, so every module is written at r_t + r_o. c_t = 1 keeps B_t's bits. The caller checks that the two
+    adapters wrap the same modules (check_compatible)."""
+    tensors = {}
+    for m in finetuned.modules:
+        c_t, c_o = coefficients[m]
+        a_t, b_t = finetuned.a(m), finetuned.b(m)
+        a_o, b_o = other.a(m).to(a_t.dtype), other.b(m).to(b_t.dtype)
+        if c_o == 0:
+            a_o, b_o = torch.zeros_like(a_o), torch.zeros_like(b_o)
+        else:
+            b_o = (c_o * other.scaling / finetuned.scaling) * b_o    # (c_o·s_o)/s_t: safety-vector's bytes as before
+        tensors[f"{m}.lora_A.weight"] = torch.cat([a_t, a_o], 0)
+        tensors[f"{m}.lora_B.weight"] = torch.cat([b_t if c_t == 1 else c_t * b_t, b_o], 1)
+    rank = finetuned.rank + other.rank
+    config = {"r": rank, "lora_alpha": finetuned.scaling * (math.sqrt(rank) if finetuned.config.get("use_rslora")
+                                                            else rank)}
+    return Adapter({**finetuned.config, **config}, tensors, None)
+
+
 def safety_vector(finetuned: Adapter, aligned: Adapter, gamma: float) -> RepairResult:
     """ΔW't = ΔWt + γ·ΔWa, exactly, as a LoRA of rank r_t + r_a (module docstring); γ ≥ 0."""
     gamma = float(check_value("realign.safety_vector_gamma", gamma, error=RealignError))
     check_compatible(finetuned, aligned, ("finetuned", "aligned"))
-    ratio = gamma * aligned.scaling / finetuned.scaling
-    tensors = {}
-    for m in finetuned.modules:
-        tensors[f"{m}.lora_A.weight"] = torch.cat([finetuned.a(m), aligned.a(m).to(finetuned.a(m).dtype)], 0)
-        tensors[f"{m}.lora_B.weight"] = torch.cat([finetuned.b(m), ratio * aligned.b(m).to(finetuned.b(m).dtype)], 1)
-    rank = finetuned.rank + aligned.rank
-    config = {"r": rank, "lora_alpha": finetuned.scaling * (math.sqrt(rank) if finetuned.config.get("use_rslora")
-                                                            else rank)}
-    out = Adapter({**finetuned.config, **config}, tensors, None)
+    out = stacked_lora(finetuned, aligned, {m: (1.0, gamma) for m in finetuned.modules})
     return RepairResult(out, [BlendRecord(m, _relative(finetuned, out, m)) for m in finetuned.modules])

@@ -1,13 +1,16 @@
 """The repair registry: every training-free repair of a fine-tuned adapter, NLSR and its controls, in one table.
 
     REPAIRS[name] = Repair(name, settings=<frozen dataclass of knobs>, run=<(RepairInputs, settings) -> RepairResult>,
-                           needs=<inputs beyond Wt>, stage=<DVC stage and output folder of `nlsr realign`>)
+                           needs=<inputs beyond Wt>, stage=<DVC stage and output folder of `nlsr realign`>,
+                           needs_by=<settings -> needs, where a knob picks the inputs>,
+                           replicate=<scored by finetune-seeds on every replicate>)
 
 `nlsr realign --method` and `nlsr safelora` (stages/repair.py), the study's PointBuilder and points
 (nlsr_core.study.points) and the reports read this table only. A knob is a settings field declared with
 `nlsr_core.config.knob`: its default and range come from its params key, the CLI grows one option for it, and
 lineage and study points record it under the field's name. Adding a method is one module holding its settings and
-function plus one line below (docs/DESIGN.md §7.2).
+function plus one line below (docs/DESIGN.md §7.2). What a method reads is `needs_for(settings)`: `needs` unless a
+knob chooses the input (interpolate's realign.interpolate_target picks We or Wa).
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ from typing import Any, Callable
 from nlsr_core.errors import NlsrError
 from nlsr_core.lora.adapters import Adapter
 from nlsr_core.method.realign import RealignParams, RepairResult, realign
+from nlsr_core.repair.antidote import AntidoteSettings, antidote
 from nlsr_core.repair.baselines import (InterpolateSettings, SafetyVectorSettings, interpolate, random_mask_realign,
                                         safety_vector)
+from nlsr_core.repair.dg_hard import DgHardSettings, dg_hard
 from nlsr_core.repair.safelora import SafeLoraParams, safelora
+from nlsr_core.repair.safemerge import SafeMergeSettings, safemerge
 
 INPUTS = ("reference", "aligned", "masks")   # what a repair may read besides Wt
 
@@ -39,7 +45,9 @@ class RepairInputs:
 @dataclass(frozen=True)
 class Repair:
     """One repair method: its knobs (`settings`, a frozen dataclass of `knob` fields), the function that applies
-    it, the inputs it needs (a subset of INPUTS) and the DVC stage that writes its output from the CLI."""
+    it, the inputs it needs at its default settings (a subset of INPUTS; `needs_by(settings)` where a knob changes
+    them), the DVC stage that writes its output from the CLI, and whether the finetune-seeds study scores it on
+    every replicate (`replicate`)."""
 
     name: str
     settings: type
@@ -47,12 +55,24 @@ class Repair:
     needs: tuple[str, ...]
     stage: str = "realign"
     about: str = ""
+    needs_by: Callable[[Any], tuple[str, ...]] | None = None
+    replicate: bool = True
 
     def __post_init__(self):
         unknown = [n for n in self.needs if n not in INPUTS]
         if unknown or not dataclasses.is_dataclass(self.settings):
             raise NlsrError(f"repair '{self.name}': needs {unknown} / settings {self.settings}; expected inputs from "
                             f"{', '.join(INPUTS)} and a settings dataclass")
+
+    def needs_for(self, settings) -> tuple[str, ...]:
+        """The inputs beyond Wt this repair reads with `settings`: `needs`, or `needs_by(settings)`."""
+        if self.needs_by is None:
+            return self.needs
+        needs = tuple(self.needs_by(settings))
+        unknown = [n for n in needs if n not in INPUTS]
+        if unknown:
+            raise NlsrError(f"repair '{self.name}': needs {unknown}; expected inputs from {', '.join(INPUTS)}")
+        return needs
 
     @property
     def knobs(self) -> list[dataclasses.Field]:
@@ -90,7 +110,7 @@ def _random_masks(inputs: RepairInputs, settings: RealignParams) -> RepairResult
 
 
 def _interpolate(inputs: RepairInputs, settings: InterpolateSettings) -> RepairResult:
-    return interpolate(inputs.finetuned, inputs.reference, settings.lam)
+    return interpolate(inputs.finetuned, getattr(inputs, settings.target), settings.lam, role=settings.target)
 
 
 def _safety_vector(inputs: RepairInputs, settings: SafetyVectorSettings) -> RepairResult:
@@ -101,17 +121,36 @@ def _safelora(inputs: RepairInputs, settings: SafeLoraParams) -> RepairResult:
     return safelora(inputs.finetuned, inputs.aligned, settings)
 
 
+def _safemerge(inputs: RepairInputs, settings: SafeMergeSettings) -> RepairResult:
+    return safemerge(inputs.finetuned, inputs.aligned, settings)
+
+
+def _antidote(inputs: RepairInputs, settings: AntidoteSettings) -> RepairResult:
+    return antidote(inputs.finetuned, settings)
+
+
+def _dg_hard(inputs: RepairInputs, settings: DgHardSettings) -> RepairResult:
+    return dg_hard(inputs.finetuned, settings)
+
+
 REPAIRS: dict[str, Repair] = {r.name: r for r in (
     Repair("nlsr", RealignParams, _nlsr, ("reference", "masks"),
            about="NLSR: module similarity, selection and neuron transplant (eqs. 8-11)"),
     Repair("random-masks", RealignParams, _random_masks, ("reference", "masks"),
            about="NLSR's selection and transplant with random masks of the identified kept count"),
-    Repair("interpolate", InterpolateSettings, _interpolate, ("reference",),
-           about="W't = Wt + λ·(We − Wt)"),
+    Repair("interpolate", InterpolateSettings, _interpolate, ("reference",), needs_by=lambda s: (s.target,),
+           about="W't = Wt + λ·(We − Wt), or toward Wa with --interpolate-target aligned"),
     Repair("safety-vector", SafetyVectorSettings, _safety_vector, ("aligned",),
            about="ΔW't = ΔWt + γ·ΔWa, exact as a LoRA of rank r_t + r_a"),
     Repair("safelora", SafeLoraParams, _safelora, ("aligned",), stage="safelora",
            about="SafeLoRA: project drifted modules onto the aligned adapter's subspace"),
+    # Not yet in the frontier or finetune-seeds studies (replicate=False): registered for `nlsr realign` and the API.
+    Repair("safemerge", SafeMergeSettings, _safemerge, ("aligned",), replicate=False,
+           about="SafeMERGE: modules with cos(C·ΔWt, ΔWt) < τ become w·ΔWt + (1 − w)·ΔWa (rank r_t + r_a)"),
+    Repair("antidote", AntidoteSettings, _antidote, (), replicate=False,
+           about="Antidote, data-free: zero the largest-|W| share ρ of every LoRA factor row"),
+    Repair("dg-hard", DgHardSettings, _dg_hard, (), replicate=False,
+           about="DG-Hard: Donoho–Gavish hard threshold on each module's singular values"),
 )}
 
 

@@ -101,14 +101,15 @@ class Point:
 
     def record(self) -> dict:
         """The fields that determine this point's adapter: method, its knobs and the identification it reads."""
-        return {**self.repair.record(self.settings), **self.identification.record(self.repair.needs)}
+        return {**self.repair.record(self.settings),
+                **self.identification.record(self.repair.needs_for(self.settings))}
 
     @property
     def label(self) -> str:
         """Short name: the method, P_SR for a masked repair, the knobs the registry shows (nlsr_core.repair.registry
         Repair.label_parts), and the identification method and β where they differ from the defaults."""
         parts = [self.method]
-        masked = "masks" in self.repair.needs
+        masked = "masks" in self.repair.needs_for(self.settings)
         if masked:
             parts.append(f"P_SR={self.identification.sparsity:g}")
         parts += self.repair.label_parts(self.settings)
@@ -202,7 +203,7 @@ class PointBuilder:
     def build(self, p: Point) -> tuple[Adapter, dict]:
         """(adapter, summary with patched_count / module_count and, for a masked repair, the masks' kept
         fraction), through the registry: the point's repair gets exactly the inputs it needs."""
-        needs, ident = p.repair.needs, p.identification
+        needs, ident = p.repair.needs_for(p.settings), p.identification
         inputs, extra = {"finetuned": self.finetuned}, {}
         if "reference" in needs:
             inputs["reference"] = self.reference(ident)
