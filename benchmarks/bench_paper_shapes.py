@@ -151,7 +151,6 @@ def write_inputs(tmp: Path, layers: int, rank: int, sparsity: float, seed: int) 
     import torch
 
     from nlsr_core.method.neurons import save_masks, save_stats
-    from nlsr_core.method.neuron_keys import gram_key
 
     paths = {"finetuned": tmp / "ft", "reference": tmp / "ref", "masks": tmp / "masks.safetensors",
              "stats": tmp / "stats.safetensors"}
@@ -163,15 +162,24 @@ def write_inputs(tmp: Path, layers: int, rank: int, sparsity: float, seed: int) 
     save_masks(masks, paths["masks"])
     modules = sorted({k.rsplit(".lora_", 1)[0] for k in ref})
     del ref, masks
-    # K = Σ z zᵀ is PSD with a decaying spectrum; a random Gram G Gᵀ has both.
+    save_stats(lowrank_grams(modules, rank, gen), paths["stats"], metadata={"method": "lowrank"})
+    ft = lora_tensors(LLAMA3_8B, layers, rank, seed + 1)
+    write_adapter(paths["finetuned"], ft, rank)
+    return paths
+
+
+def lowrank_grams(modules, rank: int, gen) -> dict:
+    """Seeded lowrank identification statistics: one r×r Gram per module, keyed as stats.safetensors keys them.
+    K = Σ z zᵀ is PSD with a decaying spectrum; a random Gram G Gᵀ with G's columns scaled down has both."""
+    import torch
+
+    from nlsr_core.method.neuron_keys import gram_key
+
     grams = {}
     for m in modules:
         g = torch.randn(rank, 4 * rank, generator=gen) * torch.linspace(1.0, 0.05, 4 * rank)
         grams[gram_key(m)] = g @ g.T
-    save_stats(grams, paths["stats"], metadata={"method": "lowrank"})
-    ft = lora_tensors(LLAMA3_8B, layers, rank, seed + 1)
-    write_adapter(paths["finetuned"], ft, rank)
-    return paths
+    return grams
 
 
 def trim_heap() -> None:
