@@ -371,6 +371,14 @@ class FrontierConfig:
     """λ values of the blind revert W't = Wt + λ·(We − Wt) (realign --method interpolate)"""
     grid_gamma: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     """γ values of safety-vector addition ΔWt + γ·ΔWa (realign --method safety-vector)"""
+    grid_lambda_aligned: tuple[float, ...] = (0.25, 0.5, 0.75)
+    """λ values of interpolation toward the aligned adapter, Wt + λ·(Wa − Wt) (--interpolate-target aligned)"""
+    grid_safemerge_tau: tuple[float, ...] = (0.35, 0.5, 0.8, 1.0)
+    """τ values of SafeMERGE (realign --method safemerge; τ = 1 merges every module)"""
+    grid_dense_ratio: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
+    """ρ values of data-free Antidote (realign --method antidote: the largest-|W| share of each factor row zeroed)"""
+    grid_dg_hard_scale: tuple[float, ...] = (0.25, 0.5, 1.0)
+    """c values of DG-Hard (realign --method dg-hard: threshold c·ω(β)·median(σ))"""
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,21 @@ from pathlib import Path
 
 import click
 
+from nlsr_core.study.points import CONTROL_GRIDS
 from stages.cell_options import cell_options, grid_options
 from stages.options import PATH, config_option, config_options
+
+# The names frontier's lineage gave the first three control grids (kept so earlier records read the same).
+CONTROL_PARAMS = {"grid_random_masks": "random_masks", "grid_lambda": "lambda", "grid_gamma": "gamma"}
 
 
 @click.command("frontier")
 @cell_options
 @grid_options("frontier")
 @config_option("frontier.safelora_tau", "--safelora_tau", "--safelora-tau", dest="safelora_tau")
-@config_options("frontier", "grid_random_masks", "grid_lambda", "grid_gamma")
+@config_options("frontier", *CONTROL_GRIDS)
 @click.option("--out", type=PATH, default=None, help="default frontier/<cell>")
-def command(inputs, safelora_tau, grid_random_masks, grid_lambda, grid_gamma, out, **grid):
+def command(inputs, safelora_tau, out, **grid):
     """Score a grid of realign settings (and SafeLoRA thresholds) on the test split."""
     from nlsr_core.eval.evaluate import load_splits, parse_cell
     from nlsr_core.study.points import control_points, grid_points, grid_record
@@ -38,8 +42,9 @@ def command(inputs, safelora_tau, grid_random_masks, grid_lambda, grid_gamma, ou
     cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs)
     build = builder(inputs)
+    controls = {key: list(grid.pop(key)) for key in CONTROL_GRIDS}
     points = grid_points(build.pipeline, grid_axes(grid), safelora_tau)
-    points += control_points(build.pipeline, grid_random_masks, grid_lambda, grid_gamma)
+    points += control_points(build.pipeline, controls)
     splits = load_splits(inputs.data_dir, cell.task, names=("harmful", "task"))
     rows = score_points(inputs, [(p.label, p) for p in points], build, splits, references=("aligned", "finetuned"),
                         echo=click.echo)
@@ -48,7 +53,7 @@ def command(inputs, safelora_tau, grid_random_masks, grid_lambda, grid_gamma, ou
     document = {"cell": cell.key, "split": "test", "pipeline": build.pipeline.record(),
                 "judge": {"name": inputs.judge_name, "model": inputs.judge_model},
                 "generation": settings_record(inputs), "points": rows}
-    params = {"grid": grid_record(points),
-              "safelora_tau": list(safelora_tau), "random_masks": list(grid_random_masks),
-              "lambda": list(grid_lambda), "gamma": list(grid_gamma), "pipeline": build.pipeline.record()}
+    params = {"grid": grid_record(points), "safelora_tau": list(safelora_tau),
+              **{CONTROL_PARAMS.get(key, key): values for key, values in controls.items()},
+              "pipeline": build.pipeline.record()}
     write_result(output, "frontier", inputs, params, document)

@@ -17,7 +17,8 @@ def test_replicate_points_are_each_methods_pipeline_setting():
     pipeline = Point.of(sparsity=0.35, layer_prune=0.0)
     points = dict(replicate_points(pipeline, {"safelora.tau": 0.6, "realign.interpolate_lambda": 0.5,
                                                 "realign.safety_vector_gamma": 1.0}))
-    assert list(points) == ["nlsr", "random-masks", "interpolate", "safety-vector", "safelora"]
+    assert list(points) == ["nlsr", "random-masks", "interpolate", "safety-vector", "safelora", "safemerge",
+                            "antidote", "dg-hard"]
     assert points["nlsr"] == pipeline
     # random masks keep NLSR's kept count: same P_SR, P_L, selection, seed; only the method differs
     assert points["random-masks"].record() == {**pipeline.record(), "method": "random-masks"}

@@ -34,7 +34,8 @@ TINY = {
     "lora": {"rank": 4, "alpha": 8},
     "judge": {"max_new_tokens": 6, "opening_tokens": 6, "label_tokens": 6, "batch_size": 8},
     "frontier": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0], "safelora_tau": [0.3],
-                 "grid_random_masks": [0.5], "grid_lambda": [0.5], "grid_gamma": [1.0]},
+                 "grid_random_masks": [0.5], "grid_lambda": [0.5], "grid_gamma": [1.0], "grid_lambda_aligned": [0.5],
+                 "grid_safemerge_tau": [1.0], "grid_dense_ratio": [0.1], "grid_dg_hard_scale": [0.5]},
     "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
     "ablate": {"seeds": [0, 1]},
     "finetune_seeds": {"seeds": [1]},
@@ -134,8 +135,9 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
     labels = [r["label"] for r in frontier["points"]]
     assert labels[:5] == ["aligned", "finetuned", "nlsr P_SR=0.5 P_L=0", "nlsr P_SR=0.8 P_L=0", "safelora tau=0.3"]
     # the controls: random masks at the pipeline's P_L (another test of this module may have changed it)
-    assert labels[5].startswith("random-masks P_SR=0.5 P_L=") and labels[6:] == ["interpolate lambda=0.5",
-                                                                                   "safety-vector gamma=1"]
+    assert labels[5].startswith("random-masks P_SR=0.5 P_L=") and labels[6:] == [
+        "interpolate lambda=0.5", "interpolate lambda=0.5 toward=aligned", "safety-vector gamma=1", "safemerge tau=1",
+        "antidote rho=0.1", "dg-hard c=0.5"]
     calib = yaml.safe_load((repo / "calibrate" / "sst2-p0.1-dpo" / "params.yaml").read_text())
     assert calib["identify"]["sparsity"] in (0.5, 0.8) and calib["realign"]["layer_prune"] == 0.0
     doc = json.loads((repo / "calibrate" / "sst2-p0.1-dpo" / "calibrate.json").read_text())
@@ -149,7 +151,8 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
     doc = json.loads((repo / "finetune-seeds" / "sst2-p0.1-dpo" / "finetune-seeds.json").read_text())
     assert [r["name"] for r in doc["replicates"]] == ["pipeline", "seed 1"]
     methods = {(r.get("point") or {}).get("method", r["name"]) for r in doc["replicates"][1]["rows"]}
-    assert methods == {"finetuned", "nlsr", "random-masks", "interpolate", "safety-vector", "safelora"}
+    assert methods == {"finetuned", "nlsr", "random-masks", "interpolate", "safety-vector", "safelora", "safemerge",
+                       "antidote", "dg-hard"}
     lineage = json.loads((repo / "finetune-seeds" / "sst2-p0.1-dpo" / "finetuned-s1" / "lineage.json").read_text())
     assert lineage["mix"]["seed"] == 1 and lineage["params"]["finetune"]["seed"] == 1
     seeds_md = (repo / "reports" / "finetune-seeds.md").read_text()

@@ -244,14 +244,15 @@ def test_interpolate_toward_aligned_as_a_study_point(pair):
 
 
 # ---------------------------------------------------------------------------------------------- registry, API, CLI
-def test_new_methods_are_registered_but_not_replicated():
+def test_new_methods_are_registered_and_replicated():
     from nlsr_core.study.finetune_seeds import replicate_points
     from nlsr_core.study.points import Point
 
     assert {"safemerge": ("aligned",), "antidote": (), "dg-hard": ()} == {
         n: REPAIRS[n].needs for n in ("safemerge", "antidote", "dg-hard")}
     replicated = [name for name, _ in replicate_points(Point(), {})]
-    assert replicated == ["nlsr", "random-masks", "interpolate", "safety-vector", "safelora"]
+    assert replicated == ["nlsr", "random-masks", "interpolate", "safety-vector", "safelora", "safemerge",
+                          "antidote", "dg-hard"]
     assert [f.metadata["param"] for f in REPAIRS["safemerge"].knobs] == ["realign.safemerge_tau",
                                                                          "realign.safemerge_weight"]
 

@@ -2,8 +2,7 @@
 
     REPAIRS[name] = Repair(name, settings=<frozen dataclass of knobs>, run=<(RepairInputs, settings) -> RepairResult>,
                            needs=<inputs beyond Wt>, stage=<DVC stage and output folder of `nlsr realign`>,
-                           needs_by=<settings -> needs, where a knob picks the inputs>,
-                           replicate=<scored by finetune-seeds on every replicate>)
+                           needs_by=<settings -> needs, where a knob picks the inputs>)
 
 `nlsr realign --method` and `nlsr safelora` (stages/repair.py), the study's PointBuilder and points
 (nlsr_core.study.points) and the reports read this table only. A knob is a settings field declared with
@@ -46,8 +45,7 @@ class RepairInputs:
 class Repair:
     """One repair method: its knobs (`settings`, a frozen dataclass of `knob` fields), the function that applies
     it, the inputs it needs at its default settings (a subset of INPUTS; `needs_by(settings)` where a knob changes
-    them), the DVC stage that writes its output from the CLI, and whether the finetune-seeds study scores it on
-    every replicate (`replicate`)."""
+    them) and the DVC stage that writes its output from the CLI."""
 
     name: str
     settings: type
@@ -56,7 +54,6 @@ class Repair:
     stage: str = "realign"
     about: str = ""
     needs_by: Callable[[Any], tuple[str, ...]] | None = None
-    replicate: bool = True
 
     def __post_init__(self):
         unknown = [n for n in self.needs if n not in INPUTS]
@@ -144,12 +141,11 @@ REPAIRS: dict[str, Repair] = {r.name: r for r in (
            about="ΔW't = ΔWt + γ·ΔWa, exact as a LoRA of rank r_t + r_a"),
     Repair("safelora", SafeLoraParams, _safelora, ("aligned",), stage="safelora",
            about="SafeLoRA: project drifted modules onto the aligned adapter's subspace"),
-    # Not yet in the frontier or finetune-seeds studies (replicate=False): registered for `nlsr realign` and the API.
-    Repair("safemerge", SafeMergeSettings, _safemerge, ("aligned",), replicate=False,
+    Repair("safemerge", SafeMergeSettings, _safemerge, ("aligned",),
            about="SafeMERGE: modules with cos(C·ΔWt, ΔWt) < τ become w·ΔWt + (1 − w)·ΔWa (rank r_t + r_a)"),
-    Repair("antidote", AntidoteSettings, _antidote, (), replicate=False,
+    Repair("antidote", AntidoteSettings, _antidote, (),
            about="Antidote, data-free: zero the largest-|W| share ρ of every LoRA factor row"),
-    Repair("dg-hard", DgHardSettings, _dg_hard, (), replicate=False,
+    Repair("dg-hard", DgHardSettings, _dg_hard, (),
            about="DG-Hard: Donoho–Gavish hard threshold on each module's singular values"),
 )}
 

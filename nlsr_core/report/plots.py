@@ -72,8 +72,8 @@ def plot_similarity(rows: list[dict], path: Path) -> None:
 
 def plot_frontier(rows: list[dict], path: Path) -> None:
     """HS against FA for every scored setting (95% Wilson intervals as error bars), one panel per cell: one
-    series per method (NLSR grid points, SafeLoRA thresholds, random masks, interpolation, safety-vector
-    addition; the controls joined in order of FA), the aligned and fine-tuned references, the calibrated
+    series per method (NLSR grid points, SafeLoRA thresholds, random masks, interpolation toward We and toward Wa,
+    safety-vector addition, SafeMERGE, Antidote, DG-Hard; the controls joined in order of FA), the aligned and fine-tuned references, the calibrated
     choice starred."""
     plt = _pyplot()
     cells = sorted({r["cell"] for r in rows})
@@ -86,8 +86,11 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
              "random-masks": ("tab:gray", "x", "random masks (P_SR)"),
              "interpolate": ("tab:purple", "s", "interpolate λ"),
              "safety-vector": ("tab:brown", "P", "safety-vector γ"),
+             "interpolate→Wa": ("tab:pink", "s", "interpolate toward Wa λ"),
+             "safemerge": ("tab:olive", "h", "SafeMERGE τ"), "antidote": ("tab:cyan", "*", "Antidote ρ (data-free)"),
+             "dg-hard": ("black", "d", "DG-Hard c"),
              "aligned": ("tab:blue", "o", "aligned"), "finetuned": ("tab:red", "v", "fine-tuned")}
-    joined = ("random-masks", "interpolate", "safety-vector")
+    joined = ("random-masks", "interpolate", "safety-vector", "interpolate→Wa", "safemerge", "antidote", "dg-hard")
     for cell, ax in zip(cells, axes[0]):
         sel = [r for r in rows if r["cell"] == cell and r["hs"] is not None and r["fa"] is not None]
         for kind, (color, marker, name) in style.items():

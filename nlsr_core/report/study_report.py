@@ -10,7 +10,8 @@ from pathlib import Path
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import ci_text, mean_sd, pct
-from nlsr_core.study.comparison import FA_SLACK, HS_FACTOR, matched_fa_lines, random_contrast_lines, reference
+from nlsr_core.study.comparison import (FA_SLACK, HS_FACTOR, matched_fa_lines, random_contrast_lines, reference,
+                                        series_of)
 
 
 def load_docs(root: Path | None, stage: str, key: str = "points") -> dict[str, dict]:
@@ -154,14 +155,15 @@ FRONTIER_COLUMNS = ["cell", "label", "kind", "hs", "hs_lo", "hs_hi", "fa", "fa_l
 
 
 def frontier_rows(frontiers: dict[str, dict], calibrations: dict[str, dict]) -> list[dict]:
-    """One CSV/plot row per scored setting: kind = a repair method (nlsr_core.repair.registry.REPAIRS) | aligned | finetuned."""
+    """One CSV/plot row per scored setting: kind = a repair series (nlsr_core.study.comparison.series_of: a method of
+    nlsr_core.repair.registry.REPAIRS, or interpolate→Wa) | aligned | finetuned."""
     rows = []
     for cell, doc in sorted(frontiers.items()):
         chosen = (calibrations.get(cell) or {}).get("params")
         for r in doc["points"]:
             point = r.get("point")
             hs, fa = r.get("hs") or {}, r.get("fa") or {}
-            rows.append({"cell": cell, "label": r["label"], "kind": point["method"] if point else r["name"],
+            rows.append({"cell": cell, "label": r["label"], "kind": series_of(r) if point else r["name"],
                          "hs": hs.get("pct"), "hs_lo": (hs.get("ci95") or [None, None])[0],
                          "hs_hi": (hs.get("ci95") or [None, None])[1], "fa": fa.get("pct"),
                          "fa_lo": (fa.get("ci95") or [None, None])[0], "fa_hi": (fa.get("ci95") or [None, None])[1],

@@ -35,14 +35,25 @@ def hs_difference(first: dict, second: dict, n_boot: int = 10000, seed: int = 0)
                             n_boot=n_boot, seed=seed)
 
 
+def series_of(row: dict) -> str | None:
+    """How the tables and plots group a scored point: its repair method, with interpolation toward the aligned
+    adapter (target aligned) a series of its own, "interpolate→Wa"; None for the aligned / fine-tuned rows."""
+    point = row.get("point") or {}
+    method = point.get("method")
+    return f"{method}→Wa" if method and point.get("target") == "aligned" else method
+
+
 def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
-    """method -> the admissible scored point that minimises `key` (None when no point is admissible)."""
+    """series (series_of, in the registry's order) -> the admissible scored point that minimises `key` (None when
+    no point is admissible)."""
+    order = {m: i for i, m in enumerate(REPAIRS)}
+    names = sorted({s for r in doc["points"] if (s := series_of(r))}, key=lambda s: (order[s.split("→")[0]], s))
     out = {}
-    for method in REPAIRS:
-        rows = [r for r in doc["points"] if method_of(r) == method and None not in (pct(r, "hs"), pct(r, "fa"))]
+    for name in names:
+        rows = [r for r in doc["points"] if series_of(r) == name and None not in (pct(r, "hs"), pct(r, "fa"))]
         if rows:
             ok = [r for r in rows if admissible(r)]
-            out[method] = min(ok, key=key) if ok else None
+            out[name] = min(ok, key=key) if ok else None
     return out
 
 

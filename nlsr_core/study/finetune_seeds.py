@@ -30,14 +30,11 @@ from nlsr_core.study.cell import CellInputs
 from nlsr_core.study.points import Point
 
 def replicate_points(pipeline: Point, knobs: dict) -> list[tuple[str, Point]]:
-    """(method, point) of every registered repair that is scored on replicates (nlsr_core.repair.registry.REPAIRS,
-    `replicate`), each at the pipeline's setting: a method with the pipeline's settings type (nlsr, random-masks)
-    keeps the pipeline's knobs, the others take theirs from `knobs` ({params key: value}, e.g. {"safelora.tau": 0.6};
-    a missing key its default)."""
+    """(method, point) of every registered repair (nlsr_core.repair.registry.REPAIRS), each at the pipeline's
+    setting: a method with the pipeline's settings type (nlsr, random-masks) keeps the pipeline's knobs, the others
+    take theirs from `knobs` ({params key: value}, e.g. {"safelora.tau": 0.6}; a missing key its default)."""
     points = []
     for name, repair in REPAIRS.items():
-        if not repair.replicate:
-            continue
         if isinstance(pipeline.settings, repair.settings):
             points.append((name, pipeline.replace(method=name)))
         else:

@@ -125,13 +125,31 @@ class Point:
 GRID_AXES = ("sparsity", "layer_prune", "delta", "selection", "seed")  # the realign knobs a grid may sweep
 
 
-def control_points(base: Point, random_sparsity: Iterable[float] = (), lambdas: Iterable[float] = (),
-                   gammas: Iterable[float] = ()) -> list[Point]:
-    """The controls NLSR is compared with: random masks at each P_SR (else the pipeline's setting, so the kept
-    fraction matches NLSR's point of the same P_SR), interpolation per λ, safety-vector addition per γ."""
-    points = [base.replace(method="random-masks", sparsity=float(s)) for s in random_sparsity]
-    points += [base.replace(method="interpolate", lam=float(v)) for v in lambdas]
-    points += [base.replace(method="safety-vector", gamma=float(v)) for v in gammas]
+# The controls' frontier grids: params key of the `frontier` section -> (repair method, the knob its values set,
+# knobs held fixed). A method's grid is one line here and one list in params.yaml.
+CONTROL_GRIDS: dict[str, tuple[str, str, dict]] = {
+    "grid_random_masks": ("random-masks", "sparsity", {}),
+    "grid_lambda": ("interpolate", "lam", {}),
+    "grid_lambda_aligned": ("interpolate", "lam", {"target": "aligned"}),
+    "grid_gamma": ("safety-vector", "gamma", {}),
+    "grid_safemerge_tau": ("safemerge", "tau", {}),
+    "grid_dense_ratio": ("antidote", "dense_ratio", {}),
+    "grid_dg_hard_scale": ("dg-hard", "scale", {}),
+}
+
+
+def control_points(base: Point, grids: dict[str, Iterable[float]]) -> list[Point]:
+    """The controls NLSR is compared with, one point per value of each grid of CONTROL_GRIDS ({params key:
+    values}): random masks at each P_SR (so the kept fraction matches NLSR's point of the same P_SR),
+    interpolation toward We and toward Wa per λ, safety-vector addition per γ, SafeMERGE per τ, Antidote per ρ,
+    DG-Hard per c; every other knob at `base`'s value or its default."""
+    unknown = [k for k in grids if k not in CONTROL_GRIDS]
+    if unknown:
+        raise NlsrError(f"control grid '{unknown[0]}': expected one of {', '.join(CONTROL_GRIDS)}")
+    points = []
+    for key, values in grids.items():
+        method, knob_name, fixed = CONTROL_GRIDS[key]
+        points += [base.replace(method=method, **fixed, **{knob_name: float(v)}) for v in values]
     return points
 
 
