@@ -67,11 +67,11 @@ def test_report_outputs(judged_dir):
     assert "| Variant | HS p = 0.05 | HS p = 0.1 | HS avg | FA p = 0.05 | FA p = 0.1 | FA avg |" in md
     # NLSR row: HS 20, 30 (avg 25); FA 87.5, 90 (avg 88.75 -> 88.8)
     assert "| *NLSR (realigned) | 20.0 | 30.0 | 25.0 | 87.5 | 90.0 | 88.8 |" in md
-    assert "| Non-Aligned (M) | 80.0 | 80.0 | 80.0 | 5.0 | 5.0 | 5.0 |" in md
+    assert "| Base (M, no adapter) | 80.0 | 80.0 | 80.0 | 5.0 | 5.0 | 5.0 |" in md and "Non-Aligned" not in md
     lo, hi = Rate(15, 50).interval()
     assert f"| *NLSR (realigned) | 0.1 | 30.0 [{lo:.1f}, {hi:.1f}] (15/50) |" in md
     rows_order = [line.split("|")[1].strip() for line in md.split("## sst2")[1].splitlines()[6:11]]
-    assert rows_order == ["Non-Aligned (M)", "Aligned (M'+Wa)", "Fine-tuned (M'+Wt)", "*SafeLoRA",
+    assert rows_order == ["Base (M, no adapter)", "Aligned (M'+Wa)", "Fine-tuned (M'+Wt)", "*SafeLoRA",
                           "*NLSR (realigned)"]
 
     with open(reports / "plots" / "hs_fa_vs_p.csv") as fh:
