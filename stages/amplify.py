@@ -1,6 +1,7 @@
 """`nlsr amplify`: the safety reference We from the aligned adapter Wa (eq. 2, or eq. 1 with --strong).
 
-    adapters/reference/<method>/   PEFT dir + lineage (model, model_spec and weak copied from Wa's lineage)
+    adapters/reference/<method>/   PEFT dir + lineage (model, model_spec and weak copied from Wa's lineage, when
+                                   Wa has one: an adapter trained elsewhere may have none)
 
 Tensor work only (nlsr_core.method.amplify): no model is loaded, so it takes well under a second.
 """
