@@ -1,6 +1,7 @@
 """`nlsr amplify`: the safety reference We from the aligned adapter Wa (eq. 2, or eq. 1 with --strong).
 
-    adapters/reference/<method>/   PEFT dir + lineage (model, model_spec and weak copied from Wa's lineage)
+    adapters/reference/<method>/   PEFT dir + lineage (model, model_spec and weak copied from Wa's lineage, when
+                                   Wa has one: an adapter trained elsewhere may have none)
 
 Tensor work only (nlsr_core.method.amplify): no model is loaded, so it takes well under a second.
 """
@@ -46,14 +47,16 @@ def _run(aligned_dir, output, beta, preset, mode, strong_dir) -> None:
 
     from nlsr_core.method import amplify
     from nlsr_core.lora.adapters import load_adapter, save_adapter
-    from nlsr_core.io.lineage import inherited_fields, input_record, read_lineage
+    from nlsr_core.io.lineage import inherited_fields, input_record, lineage_or_empty
     from stages.artifact import write_artifact
 
     out = output.path
     params = {"beta": beta, "preset": preset, "mode": mode}
     amplify.product_factor(beta, preset)            # checks beta and preset before anything is read
     aligned = load_adapter(aligned_dir)
-    parent = read_lineage(aligned_dir)
+    # An aligned adapter trained elsewhere has no lineage: the reference then names no base model or W0, and
+    # `nlsr identify --model` supplies them.
+    parent = lineage_or_empty(aligned_dir)
     inputs = [input_record(aligned_dir, "aligned")]
     extra: dict = {}
     if mode == "extrapolate":

@@ -161,6 +161,21 @@ def test_stage_writes_the_reference_with_inherited_lineage_and_loads_no_model(al
     assert json.loads((out / "adapter_config.json").read_text()) == aligned.config
 
 
+def test_stage_takes_an_aligned_adapter_trained_elsewhere(aligned_dir, tmp_path):
+    """No lineage.json (a user's own Wa, README "Repair your own adapters"): the reference is written, naming no
+    base model or W0 (identify takes them from --model / --weak), a damaged lineage.json is still an error."""
+    from nlsr_core.io.lineage import read_lineage
+
+    (aligned_dir / "lineage.json").unlink()
+    code, _, err = run_cli(["amplify", "--aligned", aligned_dir, "--out", tmp_path / "ref"])
+    assert code == 0, err
+    record = read_lineage(tmp_path / "ref")
+    assert record["inputs"][0]["role"] == "aligned" and "model" not in record and "weak" not in record
+    (aligned_dir / "lineage.json").write_text("{")
+    code, _, err = run_cli(["amplify", "--aligned", aligned_dir, "--out", tmp_path / "ref2"])
+    assert code == 1 and "not valid JSON" in err and not (tmp_path / "ref2").exists()
+
+
 def test_stage_interpolates_toward_a_strong_adapter(aligned_dir, tmp_path):
     from nlsr_core.lora.adapters import save_adapter
     from nlsr_core.io.lineage import read_lineage

@@ -28,11 +28,18 @@ POINTS = ("claimed", "writing", "filled", "aside", "replaced")
 STARTED: list[subprocess.Popen] = []   # every `nlsr` this module starts in the background, stopped after each test
 
 
+def _interruptible() -> None:
+    """SIGINT as a terminal delivers it. Under a background job (`cmd &` in a script, some CI runners) every child
+    inherits SIGINT ignored (POSIX) and Python then installs no KeyboardInterrupt handler, so the ^C tests would wait
+    for a signal the command rightly ignores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list, cwd: Path, env: dict, **popen) -> subprocess.Popen:
     """`nlsr ARGS` in its own process group (session), recorded so that it ends with the test, pass or fail: a
     process paused at a fault point (NLSR_FAULT_PAUSE) otherwise waits for ever."""
     proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *map(str, args)], cwd=cwd, env=env,
-                            start_new_session=True, **popen)
+                            start_new_session=True, preexec_fn=_interruptible, **popen)
     STARTED.append(proc)
     return proc
 
