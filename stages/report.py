@@ -72,14 +72,15 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     frontiers = study_report.load_docs(Path(frontier_dir) if frontier_dir else None, "frontier")
     calibrations = study_report.load_docs(Path(calibrate_dir) if calibrate_dir else None, "calibrate")
     ablations = study_report.load_docs(Path(ablate_dir) if ablate_dir else None, "ablate")
+    replicated = study_report.load_docs(Path(finetune_seeds_dir) if finetune_seeds_dir else None, "finetune-seeds",
+                                        key="replicates")
     if frontier_dir:
         with replace_file(files["--frontier-md"]) as tmp:
-            tmp.write_text(study_report.frontier_markdown(frontiers, calibrations), encoding="utf-8")
+            tmp.write_text(study_report.frontier_markdown(frontiers, calibrations, replicated), encoding="utf-8")
     if ablate_dir:
         with replace_file(files["--ablations-md"]) as tmp:
             tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
     if finetune_seeds_dir:
-        replicated = study_report.load_docs(Path(finetune_seeds_dir), "finetune-seeds", key="replicates")
         with replace_file(files["--finetune-seeds-md"]) as tmp:
             tmp.write_text(finetune_seeds_markdown(replicated), encoding="utf-8")
     with replace(plots) as tmp:

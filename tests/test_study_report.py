@@ -99,8 +99,9 @@ def _row(label, method, hs_k, fa_k, n=10, sparsity=0.35, flags=None):
             **({"flags": {"hs": flags}} if flags else {})}
 
 
-def test_methods_at_matched_fa_and_the_random_mask_contrast():
-    from nlsr_core.study.comparison import matched_fa_lines, random_contrast_lines
+def test_leaderboard_at_matched_fa_and_the_random_mask_contrast():
+    from nlsr_core.report.leaderboard import leaderboard_lines
+    from nlsr_core.study.comparison import random_contrast_lines
 
     ft = {"name": "finetuned", "label": "finetuned", "point": None,
           "hs": {"k": 8, "n": 10, "pct": 80.0, "ci95": [0, 100]}, "fa": {"k": 10, "n": 10, "pct": 100.0, "ci95": [0, 100]}}
@@ -109,10 +110,19 @@ def test_methods_at_matched_fa_and_the_random_mask_contrast():
                       _row("nlsr b", "nlsr", 0, 5, sparsity=0.2, flags="0000000000"),
                       _row("random a", "random-masks", 6, 10, flags="1111110000"),
                       _row("interp", "interpolate", 5, 7)]}
-    text = "\n".join(matched_fa_lines(doc))
+    # two replicates: nlsr meets floor 98 and ceiling 40 on the first only; random masks on neither
+    replicated = {"replicates": [{"rows": [ft, _row("nlsr a", "nlsr", 1, 10), _row("random a", "random-masks", 6, 10)]},
+                                 {"rows": [ft, _row("nlsr a", "nlsr", 5, 10), _row("random a", "random-masks", 7, 9)]}]}
+    text = "\n".join(leaderboard_lines(doc, replicated))
     # FA floor 98: nlsr a (HS 10) qualifies, nlsr b (FA 50) does not; interpolate has nothing under the floor
-    assert "| nlsr | nlsr a |" in text and "| interpolate | none under the floor |" in text
-    # HS ceiling 40: random masks (HS 60) has nothing under it; nlsr's best FA under it is nlsr a
-    assert "| random-masks | random a |" in text and "none under the ceiling" in text
+    assert "| nlsr | nlsr a | 10.0 [0.0, 100.0] (1/10) | 100.0 | nlsr a |" in text
+    assert "| interpolate | none | – | – | none | – | – | not replicated | – | – | – |" in text
+    # HS ceiling 40: random masks (HS 60) has nothing under it
+    assert "| random-masks | random a | 60.0 [0.0, 100.0] (6/10) | 100.0 | none | – | – | random a |" in text
+    # seed columns: mean ± sd over the replicates and the replicates meeting both bounds
+    assert "| 30.0 ± 28.3 | 100.0 ± 0.0 | 1/2 |" in text and "| 65.0 ± 7.1 | 95.0 ± 7.1 | 0/2 |" in text
+    # the ranking: nlsr (HS 10) beats random masks (HS 60) under the floor, with a paired interval
+    assert "Lowest HS at FA ≥ 98.0: **nlsr** (nlsr a, HS 10.0, FA 100.0); next **random-masks**" in text
+    assert "difference -50.0 [" in text
     contrast = "\n".join(random_contrast_lines(doc, n_boot=2000))
     assert "| 0.35 | 0 | 10.0 | 60.0 | -50.0 [" in contrast

@@ -63,8 +63,16 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+class ModuleAudit:
+    """Base of every repair's per-module audit dataclass (a `RepairResult` record): `as_dict()` gives its fields,
+    what lineage, the study points and the reports record of one module."""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
 @dataclass(frozen=True)
-class ModuleRecord:
+class ModuleRecord(ModuleAudit):
     """Per-module audit: similarity S_j, rank r_j, probability P_j, uniform u_j, draw γ_j, patched flag."""
 
     module: str
@@ -75,14 +83,11 @@ class ModuleRecord:
     draw: int | None
     patched: bool
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
 class RepairResult:
     """What every repair returns (nlsr_core.repair.registry): the repaired adapter and one audit record per module
-    (a dataclass with `.module`, `.patched` and `.as_dict()`; its other fields are the method's own)."""
+    (a `ModuleAudit` dataclass with `.module` and `.patched`; its other fields are the method's own)."""
 
     adapter: Adapter
     records: list

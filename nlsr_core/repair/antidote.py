@@ -35,7 +35,7 @@ import torch
 
 from nlsr_core.config import check_knobs, knob
 from nlsr_core.lora.adapters import Adapter
-from nlsr_core.method.realign import RealignError, RepairResult
+from nlsr_core.method.realign import ModuleAudit, RealignError, RepairResult
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,13 @@ class AntidoteSettings:
 
 
 @dataclass(frozen=True)
-class AntidoteRecord:
+class AntidoteRecord(ModuleAudit):
     """Per-module audit: entries zeroed per row of A and of B, and whether any entry was zeroed."""
 
     module: str
     zeroed_per_row_a: int
     zeroed_per_row_b: int
     patched: bool
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def pruned_count(n: int, dense_ratio: float) -> int:

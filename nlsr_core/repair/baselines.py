@@ -26,20 +26,17 @@ import torch
 
 from nlsr_core.lora.adapters import Adapter, check_compatible
 from nlsr_core.config import check_knobs, check_value, knob
-from nlsr_core.method.realign import (RealignError, RealignParams, RepairResult, check_masks, check_same_scaling,
-                                     frobenius_inner, realign)
+from nlsr_core.method.realign import (ModuleAudit, RealignError, RealignParams, RepairResult, check_masks,
+                                     check_same_scaling, frobenius_inner, realign)
 
 
 @dataclass(frozen=True)
-class BlendRecord:
+class BlendRecord(ModuleAudit):
     """Per-module audit of a baseline that touches every module: the module and its relative change."""
 
     module: str
     relative_change: float     # ‖ΔW't − ΔWt‖_F / ‖ΔWt‖_F (0 when ΔWt = 0)
     patched: bool = True
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)

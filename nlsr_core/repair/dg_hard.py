@@ -45,7 +45,7 @@ import torch
 
 from nlsr_core.config import check_knobs, knob
 from nlsr_core.lora.adapters import Adapter
-from nlsr_core.method.realign import RealignError, RepairResult
+from nlsr_core.method.realign import ModuleAudit, RealignError, RepairResult
 from nlsr_core.repair.safelora import RANK_RTOL
 
 
@@ -60,7 +60,7 @@ class DgHardSettings:
 
 
 @dataclass(frozen=True)
-class DgHardRecord:
+class DgHardRecord(ModuleAudit):
     """Per-module audit: singular values kept / non-zero, the threshold in ΔW's units (s·θ), patched when any
     non-zero singular value was dropped."""
 
@@ -69,9 +69,6 @@ class DgHardRecord:
     rank_nonzero: int
     threshold: float
     patched: bool
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def optimal_lambda(beta: float) -> float:

@@ -27,7 +27,8 @@ import torch
 
 from nlsr_core.lora.adapters import Adapter, check_compatible
 from nlsr_core.config import check_knobs, knob
-from nlsr_core.method.realign import RealignError, RepairResult, cosine_from_products, frobenius_inner
+from nlsr_core.method.realign import (ModuleAudit, RealignError, RepairResult, cosine_from_products,
+                                     frobenius_inner)
 
 # Singular values below this fraction of the largest one are treated as zero when taking col(V).
 RANK_RTOL = 1e-6
@@ -47,7 +48,7 @@ class SafeLoraParams:
 
 
 @dataclass(frozen=True)
-class SafeLoraRecord:
+class SafeLoraRecord(ModuleAudit):
     module: str
     cosine: float
     projected: bool
@@ -55,9 +56,6 @@ class SafeLoraRecord:
     @property
     def patched(self) -> bool:
         return self.projected
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def column_basis(a_a: torch.Tensor, b_a: torch.Tensor) -> torch.Tensor:

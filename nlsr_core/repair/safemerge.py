@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from nlsr_core.config import check_knobs, knob
 from nlsr_core.lora.adapters import Adapter, check_compatible
-from nlsr_core.method.realign import RealignError, RepairResult
+from nlsr_core.method.realign import ModuleAudit, RealignError, RepairResult
 from nlsr_core.repair.baselines import stacked_lora
 from nlsr_core.repair.safelora import projected_cosine, projector
 
@@ -61,15 +61,12 @@ class SafeMergeSettings:
 
 
 @dataclass(frozen=True)
-class SafeMergeRecord:
+class SafeMergeRecord(ModuleAudit):
     """Per-module audit: the projected cosine S_j = cos(C·ΔWt, ΔWt) and whether the module was merged."""
 
     module: str
     similarity: float
     patched: bool
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def safemerge(finetuned: Adapter, aligned: Adapter, settings: SafeMergeSettings) -> RepairResult:

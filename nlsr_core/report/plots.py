@@ -70,54 +70,92 @@ def plot_similarity(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+# Frontier series: colour, marker, legend name. Every series is one curve, its points joined in order of FA.
+_FRONTIER_STYLE = {
+    "nlsr": ("tab:green", "^", "NLSR (P_SR, P_L)"), "random-masks": ("tab:gray", "x", "random masks (P_SR)"),
+    "interpolate": ("tab:purple", "s", "interpolate toward We λ"),
+    "interpolate→Wa": ("tab:pink", "s", "interpolate toward Wa λ"),
+    "safety-vector": ("tab:brown", "P", "safety-vector γ"), "safelora": ("tab:orange", "D", "SafeLoRA τ"),
+    "safemerge": ("tab:olive", "h", "SafeMERGE τ"), "antidote": ("tab:cyan", "*", "Antidote ρ (data-free)"),
+    "dg-hard": ("black", "d", "DG-Hard c"),
+    "aligned": ("tab:blue", "o", "aligned Wa"), "finetuned": ("tab:red", "v", "fine-tuned Wt")}
+_LABELLED = ("nlsr", "safelora")    # series whose points carry their setting as text (in the zoomed panel)
+
+
+def spread_labels(points: list[tuple[float, float]], gap: float, width: float) -> list[float]:
+    """y positions for text labels at `points` [(x, y)] so that no two labels closer than `width` in x sit closer
+    than `gap` in y: the highest point keeps its y, each next one (by y, descending) moves down until it is clear."""
+    order = sorted(range(len(points)), key=lambda i: -points[i][1])
+    placed: list[tuple[float, float]] = []
+    out = [0.0] * len(points)
+    for i in order:
+        x, y = points[i]
+        while any(abs(x - px) < width and abs(y - py) < gap for px, py in placed):
+            y -= gap / 4
+        placed.append((x, y))
+        out[i] = y
+    return out
+
+
+def _frontier_panel(ax, sel: list[dict], xlim: tuple[float, float], labelled: bool) -> None:
+    for kind, (color, marker, name) in _FRONTIER_STYLE.items():
+        pts = sorted((r for r in sel if r["kind"] == kind), key=lambda r: r["fa"])
+        if not pts:
+            continue
+        xerr = [[r["fa"] - r["fa_lo"] for r in pts], [r["fa_hi"] - r["fa"] for r in pts]]
+        yerr = [[r["hs"] - r["hs_lo"] for r in pts], [r["hs_hi"] - r["hs"] for r in pts]]
+        ax.errorbar([r["fa"] for r in pts], [r["hs"] for r in pts], xerr=xerr, yerr=yerr, fmt=marker, color=color,
+                    ecolor=color, alpha=0.8, elinewidth=0.6, capsize=2, label=name)
+        if len(pts) > 1:
+            ax.plot([r["fa"] for r in pts], [r["hs"] for r in pts], "-", color=color, alpha=0.5, lw=0.8)
+    if labelled:
+        texts = [r for r in sel if r["kind"] in _LABELLED and xlim[0] <= r["fa"] <= xlim[1]]
+        ys = spread_labels([(r["fa"], r["hs"]) for r in texts], gap=3.0, width=0.35 * (xlim[1] - xlim[0]))
+        for r, y in zip(texts, ys):
+            ax.annotate(r["label"].split(" ", 1)[-1], (r["fa"], r["hs"]), xytext=(xlim[0] + 0.02 * (xlim[1] - xlim[0])
+                        if r["fa"] > (xlim[0] + xlim[1]) / 2 else r["fa"] + 1, y), fontsize=6,
+                        color=_FRONTIER_STYLE[r["kind"]][0], va="center",
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"})
+    ax.set_xlim(*xlim)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("FA (%) ↑")
+    ax.set_ylabel("HS (%) ↓")
+    ax.grid(alpha=0.3)
+
+
 def plot_frontier(rows: list[dict], path: Path) -> None:
-    """HS against FA for every scored setting (95% Wilson intervals as error bars), one panel per cell: one
-    series per method (NLSR grid points, SafeLoRA thresholds, random masks, interpolation toward We and toward Wa,
-    safety-vector addition, SafeMERGE, Antidote, DG-Hard; the controls joined in order of FA), the aligned and fine-tuned references, the calibrated
-    choice starred."""
+    """HS against FA for every scored setting (95% Wilson intervals as error bars), one row of two panels per cell:
+    the whole square, and the high-FA corner (FA ≥ FA(fine-tuned) − 15) where most settings sit, with the NLSR and
+    SafeLoRA settings written beside their points. One curve per repair series (nlsr_core.study.comparison
+    .series_of), the aligned and fine-tuned references, the matched-FA floor and HS ceiling of the leaderboard
+    (nlsr_core.report.leaderboard) dashed, the calibrated choice starred; one legend below."""
+    from nlsr_core.study.comparison import FA_SLACK, HS_FACTOR
+
     plt = _pyplot()
     cells = sorted({r["cell"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(6.5 * max(1, len(cells)), 5), squeeze=False,
+    fig, axes = plt.subplots(max(1, len(cells)), 2, figsize=(13, 5.5 * max(1, len(cells))), squeeze=False,
                              layout="constrained")
     if not cells:
         axes[0][0].text(0.5, 0.5, "no frontier points", ha="center", va="center")
-        axes[0][0].set_axis_off()
-    style = {"nlsr": ("tab:green", "^", "NLSR settings"), "safelora": ("tab:orange", "D", "SafeLoRA τ"),
-             "random-masks": ("tab:gray", "x", "random masks (P_SR)"),
-             "interpolate": ("tab:purple", "s", "interpolate λ"),
-             "safety-vector": ("tab:brown", "P", "safety-vector γ"),
-             "interpolate→Wa": ("tab:pink", "s", "interpolate toward Wa λ"),
-             "safemerge": ("tab:olive", "h", "SafeMERGE τ"), "antidote": ("tab:cyan", "*", "Antidote ρ (data-free)"),
-             "dg-hard": ("black", "d", "DG-Hard c"),
-             "aligned": ("tab:blue", "o", "aligned"), "finetuned": ("tab:red", "v", "fine-tuned")}
-    joined = ("random-masks", "interpolate", "safety-vector", "interpolate→Wa", "safemerge", "antidote", "dg-hard")
-    for cell, ax in zip(cells, axes[0]):
+        for ax in axes[0]:
+            ax.set_axis_off()
+    for cell, (whole, corner) in zip(cells, axes):
         sel = [r for r in rows if r["cell"] == cell and r["hs"] is not None and r["fa"] is not None]
-        for kind, (color, marker, name) in style.items():
-            pts = [r for r in sel if r["kind"] == kind]
-            if not pts:
-                continue
-            xerr = [[r["fa"] - r["fa_lo"] for r in pts], [r["fa_hi"] - r["fa"] for r in pts]]
-            yerr = [[r["hs"] - r["hs_lo"] for r in pts], [r["hs_hi"] - r["hs"] for r in pts]]
-            ax.errorbar([r["fa"] for r in pts], [r["hs"] for r in pts], xerr=xerr, yerr=yerr, fmt=marker,
-                        color=color, ecolor=color, alpha=0.8, elinewidth=0.7, capsize=2, label=name)
-            if kind in joined and len(pts) > 1:
-                line = sorted(pts, key=lambda r: r["fa"])
-                ax.plot([r["fa"] for r in line], [r["hs"] for r in line], "-", color=color, alpha=0.5, lw=0.8)
-            if kind in ("nlsr", "safelora"):
-                for r in pts:
-                    ax.annotate(r["label"].split(" ", 1)[1], (r["fa"], r["hs"]), fontsize=6,
-                                xytext=(3, 3), textcoords="offset points")
-        chosen = [r for r in sel if r["chosen"]]
-        if chosen:
-            ax.scatter([r["fa"] for r in chosen], [r["hs"] for r in chosen], s=260, marker="*", facecolors="none",
-                       edgecolors="black", linewidths=1.2, label="calibrated choice", zorder=5)
-        ax.set_title(f"{cell}: HS against FA (test split)")
-        ax.set_xlabel("FA (%) ↑")
-        ax.set_ylabel("HS (%) ↓")
-        ax.set_xlim(-3, 103)
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ft = next((r for r in sel if r["kind"] == "finetuned"), None)
+        lo = max(0.0, (ft["fa"] if ft else 100.0) - 15.0)
+        for ax, xlim, labelled in ((whole, (-3, 103), False), (corner, (lo, 101), True)):
+            _frontier_panel(ax, sel, xlim, labelled)
+            if ft:
+                ax.axvline(ft["fa"] - FA_SLACK, ls="--", lw=0.7, color="0.4")
+                ax.axhline(HS_FACTOR * ft["hs"], ls="--", lw=0.7, color="0.4")
+            chosen = [r for r in sel if r["chosen"]]
+            if chosen:
+                ax.scatter([r["fa"] for r in chosen], [r["hs"] for r in chosen], s=260, marker="*",
+                           facecolors="none", edgecolors="black", linewidths=1.2, label="calibrated choice", zorder=5)
+        whole.set_title(f"{cell}: HS against FA (test split)")
+        corner.set_title(f"{cell}: FA ≥ {lo:.0f} (dashed: FA floor, HS ceiling)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=8)
     _save(fig, path)
     plt.close(fig)

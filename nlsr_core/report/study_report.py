@@ -10,7 +10,8 @@ from pathlib import Path
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import ci_text, mean_sd, pct
-from nlsr_core.study.comparison import (FA_SLACK, HS_FACTOR, matched_fa_lines, random_contrast_lines, reference,
+from nlsr_core.report.leaderboard import leaderboard_lines
+from nlsr_core.study.comparison import (FA_SLACK, HS_FACTOR, random_contrast_lines, reference,
                                         series_of)
 
 
@@ -56,7 +57,10 @@ FRONTIER_TITLE = "# Operating points: the realign trade-off"
 ABLATIONS_TITLE = "# Ablations"
 
 
-def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict]) -> str:
+def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict],
+                      replicated: dict[str, dict] | None = None) -> str:
+    """reports/frontier.md from {cell: frontier.json}, {cell: calibrate.json} and, for the leaderboard's seed
+    columns, {cell: finetune-seeds.json} (nlsr_core.report.leaderboard)."""
     out = [FRONTIER_TITLE, "",
            "Every setting of the grid (`frontier` params) scored on the **test** split with the judge stage's "
            "settings; masks for each P_SR come from one identification pass (stats.safetensors). "
@@ -83,7 +87,8 @@ def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict])
         out += ["", f"Settings meeting the goal: {len(winners)} of "
                     f"{sum(1 for r in doc['points'] if r.get('point'))} scored (all methods)." if ft else "",
                 "", safelora_comparison(doc), ""]
-        out += matched_fa_lines(doc) + random_contrast_lines(doc)
+        out += leaderboard_lines(doc, (replicated or {}).get(cell))
+        out += random_contrast_lines(doc)
         if calib:
             out += calibration_lines(calib)
     return "\n".join(out)

@@ -1,16 +1,16 @@
-"""NLSR against its controls at matched task accuracy, for reports/frontier.md (docs/DESIGN.md §8).
+"""NLSR against its controls, for reports/frontier.md and reports/finetune-seeds.md (docs/DESIGN.md §8).
 
 From one frontier document (every scored point with its method, HS/FA rates and per-prompt flags):
-    HS at FA ≥ FA(fine-tuned) − 2     the lowest-HS point of each method under that FA floor, with its interval
-    FA at HS ≤ 0.5·HS(fine-tuned)     the highest-FA point of each method under that HS ceiling
+    best_per_method                   each series' best admissible point: the lowest HS under the FA floor
+                                      FA(fine-tuned) − 2, the highest FA under the HS ceiling 0.5·HS(fine-tuned)
+                                      (the leaderboard, nlsr_core.report.leaderboard)
     NLSR − random masks               at each P_SR both were scored at (same kept count, same selection, same
                                       prompts): the HS difference with a paired bootstrap 95% interval
-A method with no point under the floor (ceiling) is reported as such: a missed target stays visible.
 """
 from __future__ import annotations
 
 from nlsr_core.eval.stats import paired_bootstrap
-from nlsr_core.eval.formatting import ci_text, pct
+from nlsr_core.eval.formatting import pct
 from nlsr_core.repair.registry import REPAIRS
 
 # The study's criterion for a repair: at most 2 FA points below the fine-tuned adapter (the matched-FA floor,
@@ -55,26 +55,6 @@ def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
             ok = [r for r in rows if admissible(r)]
             out[name] = min(ok, key=key) if ok else None
     return out
-
-
-def matched_fa_lines(doc: dict) -> list[str]:
-    ft = reference(doc, "finetuned")
-    if ft is None or pct(ft, "fa") is None:
-        return []
-    floor, ceiling = pct(ft, "fa") - FA_SLACK, HS_FACTOR * pct(ft, "hs")
-    low_hs = best_per_method(doc, lambda r: (pct(r, "hs"), -pct(r, "fa")), lambda r: pct(r, "fa") >= floor)
-    high_fa = best_per_method(doc, lambda r: (-pct(r, "fa"), pct(r, "hs")), lambda r: pct(r, "hs") <= ceiling)
-    lines = [f"### Methods at matched task accuracy (FA floor {floor:.1f} = FA(fine-tuned) − {FA_SLACK:g}; "
-             f"HS ceiling {ceiling:.1f} = {HS_FACTOR:g} × HS(fine-tuned))", "",
-             "| Method | Lowest HS at FA ≥ floor: setting | HS % [95% CI] (k/n) | FA % | "
-             "Highest FA at HS ≤ ceiling: setting | FA % [95% CI] (k/n) | HS % |", "|---|---|---|---|---|---|---|"]
-    for method in low_hs:
-        a, b = low_hs[method], high_fa.get(method)
-        left = (f"{a['label']} | {ci_text(a.get('hs'))} | {pct(a, 'fa'):.1f}" if a else "none under the floor | – | –")
-        right = (f"{b['label']} | {ci_text(b.get('fa'))} | {pct(b, 'hs'):.1f}" if b
-                 else "none under the ceiling | – | –")
-        lines.append(f"| {method} | {left} | {right} |")
-    return lines + [""]
 
 
 def random_contrast_lines(doc: dict, n_boot: int = 10000, seed: int = 0) -> list[str]:

@@ -7,9 +7,9 @@ trained. On every replicate every registered repair is scored on the test split,
 
     nlsr           P_SR = identify.sparsity and realign.* (eqs. 9-11), the pipeline's realign for that Wt
     random-masks   the same selection and eq. 11 with uniform masks of the same kept count per tensor
-    interpolate    Wt + λ·(We − Wt),  λ = realign.interpolate_lambda
-    safety-vector  ΔWt + γ·ΔWa,       γ = realign.safety_vector_gamma
-    safelora       SafeLoRA projection, τ = safelora.tau
+    every other    its knobs from params (realign.interpolate_lambda/_target, realign.safety_vector_gamma,
+    method         safelora.tau, realign.safemerge_tau/_weight, realign.antidote_dense_ratio,
+                   realign.dg_hard_scale), the same on every replicate
 
 `finetune_seeds_markdown` turns the stage's documents into reports/finetune-seeds.md: HS and FA of each method
 per replicate with mean ± sd over replicates, and NLSR − random masks per replicate with a paired bootstrap
