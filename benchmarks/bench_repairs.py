@@ -2,7 +2,7 @@
 
 Every method of the repair registry (nlsr_core.repair.registry.REPAIRS: a method registered later is timed with no
 edit here) repairs the same in-memory inputs through the public API, `nlsr_core.api.repair(method, Wt,
-reference=We, aligned=Wa, masks=M)`, at its default knobs (params.yaml); the API hands each method only the inputs
+reference=We, aligned=Wa, masks=M, norms=N)`, at its default knobs (params.yaml); the API hands each method only the inputs
 it reads (`Repair.needs_for`). Only that call is timed: no file is read or written, so the figures are the
 repairs' own arithmetic and copies. `benchmarks/bench_paper_shapes.py` measures `nlsr realign` end to end
 (start-up, loading, checks, lineage hashing, the atomic write) on files.
@@ -18,7 +18,10 @@ Inputs: seeded fp32 adapters Wt, We and Wa (A ~ N(0, 1/d_in), B ~ N(0, 0.02²), 
 and NLSR's masks made the way the pipeline makes them: seeded PSD r×r lowrank Grams (the identification statistics
 `nlsr identify` writes, bench_paper_shapes.lowrank_grams) turned into masks of We by `masks_from_stats` at P_SR =
 --sparsity (identify.sparsity, 0.35) with the params' preset, so the masks have the identified kept fraction and
-layout. Making them is not timed (it is `nlsr realign --stats`'s first step, not a repair).
+layout. Antidote's realignment norms N (Σ x² per input feature of every factor) are seeded positive values of
+the right shapes: the model pass over the realignment set that makes them is an identification-style forward pass
+(`nlsr identify`'s cost, benchmarks/bench_paper_shapes.py), not part of the repair. Making the inputs is not
+timed (they are `nlsr realign`'s first step, not a repair).
 
 Rounds are interleaved (every method once per round, the order rotated by one each round, so no method always runs
 first or right after the same neighbour) and the best round counts, since the machine may be shared. Torch runs
@@ -63,7 +66,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def inputs(shapes: Shapes, rank: int, sparsity: float, seed: int) -> dict:
-    """{"finetuned": Wt, "reference": We, "aligned": Wa, "masks": M}: seeded adapters and NLSR's masks of We."""
+    """{"finetuned": Wt, "reference": We, "aligned": Wa, "masks": M, "norms": N}: seeded adapters, NLSR's masks of
+    We and seeded realignment norms of Wt (Antidote's Wanda score)."""
     import torch
 
     from nlsr_core.config import default
@@ -76,7 +80,11 @@ def inputs(shapes: Shapes, rank: int, sparsity: float, seed: int) -> dict:
     ref = adapters["reference"]
     grams = lowrank_grams(ref.modules, rank, torch.Generator().manual_seed(seed + 3))
     masks = masks_from_stats(ref, grams, sparsity, default("nlsr", "preset"), "lowrank")
-    return {**adapters, "masks": masks}
+    gen = torch.Generator().manual_seed(seed + 4)
+    ft = adapters["finetuned"]
+    norms = {f"{m}.lora_{w}.input_sq": torch.rand(ft.tensors[f"{m}.lora_{w}.weight"].shape[1], generator=gen) + 0.01
+             for m in ft.modules for w in "AB"}
+    return {**adapters, "masks": masks, "norms": norms}
 
 
 def rotated(methods: list[str], round_: int) -> list[str]:
@@ -119,7 +127,7 @@ def bench_shape(name: str, args) -> tuple[dict, list[dict]]:
                 start = time.perf_counter()
                 try:
                     result = nlsr.repair(method, ft, reference=given["reference"], aligned=given["aligned"],
-                                         masks=masks)
+                                         masks=masks, norms=given["norms"])
                 except (NlsrError, RuntimeError, ValueError) as exc:   # one failure must not hide the others
                     failed[method] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
                     print(f"  round {round_ + 1} {label:>7}: {method:>14}: FAILED ({failed[method]})", flush=True)

@@ -338,7 +338,10 @@ class RealignConfig:
     safemerge_weight: float = checked(0.8, low=0, high=1, label="w")
     """w of --method safemerge: a merged module is w·ΔWt + (1 − w)·ΔWa, in [0, 1] (SafeMERGE's 0.8)"""
     antidote_dense_ratio: float = checked(0.1, low=0, high=1, low_open=True, high_open=True, label="ρ")
-    """share of each LoRA factor row that --method antidote zeroes (largest |W| first), in (0, 1) (Antidote's 0.1)"""
+    """share of each LoRA factor row that --method antidote zeroes (highest score first), in (0, 1) (Antidote's 0.1)"""
+    antidote_scoring: str = checked("wanda", choices=("wanda", "magnitude"))
+    """how --method antidote scores a weight: wanda (|W|·‖X‖ over a realignment set of harmful answers, as
+    published; needs the model) | magnitude (|W| alone, data-free)"""
     dg_hard_scale: float = checked(1.0, low=0, label="c")
     """multiplier of --method dg-hard's Donoho–Gavish threshold ω(β)·median(σ), ≥ 0 (DG-Hard's 1.0)"""
 
@@ -376,7 +379,10 @@ class FrontierConfig:
     grid_safemerge_tau: tuple[float, ...] = (0.35, 0.5, 0.8, 1.0)
     """τ values of SafeMERGE (realign --method safemerge; τ = 1 merges every module)"""
     grid_dense_ratio: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
-    """ρ values of data-free Antidote (realign --method antidote: the largest-|W| share of each factor row zeroed)"""
+    """ρ values of Antidote with the Wanda score (realign --method antidote: the highest-|W|·‖X‖ share of each
+    factor row zeroed, X over the realignment set)"""
+    grid_dense_ratio_magnitude: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
+    """ρ values of data-free Antidote (--antidote-scoring magnitude: the largest-|W| share of each row zeroed)"""
     grid_dg_hard_scale: tuple[float, ...] = (0.25, 0.5, 1.0)
     """c values of DG-Hard (realign --method dg-hard: threshold c·ω(β)·median(σ))"""
 

@@ -26,10 +26,9 @@ from stages.options import PATH, config_option, config_options
 @config_option("ablate.seeds", "--seeds", "--seed", dest="seeds")
 @click.option("--identify-data", type=PATH, default=Path("data/prepared/identify/safety.jsonl"), show_default=True)
 @click.option("--preference", type=PATH, default=Path("data/prepared/align/preference.jsonl"), show_default=True)
-@config_options("identify", "batch_size", "max_length", "seed", prefix="identify_")
+@config_options("identify", "seed", prefix="identify_")
 @click.option("--out", type=PATH, default=None, help="default ablate/<cell>")
-def command(inputs, seeds, identify_data, preference, identify_batch_size, identify_max_length, identify_seed,
-            out):
+def command(inputs, seeds, identify_data, preference, identify_seed, out):
     """Score the pipeline's setting against one-change variants of it."""
     from nlsr_core.eval.evaluate import load_splits, parse_cell
     from nlsr_core.method.identification import statistics_pass
@@ -43,8 +42,8 @@ def command(inputs, seeds, identify_data, preference, identify_batch_size, ident
     cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"ablate/{cell.key}"), "ablate", inputs,
                           (("--identify-data", identify_data), ("--preference", preference)))
-    ident = {"data": identify_data, "preference": preference, "batch_size": identify_batch_size,
-             "max_length": identify_max_length, "seed": identify_seed, "template": inputs.template,
+    ident = {"data": identify_data, "preference": preference, "batch_size": inputs.model_pass.batch_size,
+             "max_length": inputs.model_pass.max_length, "seed": identify_seed, "template": inputs.template,
              "compute": inputs.compute}
     build = builder(inputs, collect=statistics_pass(inputs.reference, ident, announce=click.echo))
     rows_spec = ablation_points(build.pipeline, seeds)

@@ -22,6 +22,8 @@ _INPUTS = [
     (("--stats",), "stats", PATH, None, "stats.safetensors of identify for --reference"),
     (("--data",), "data_dir", PATH, Path("data/prepared"), "prepared data"),
     (("--cache",), "cache_dir", str, ".nlsr-cache/judge", "answer + verdict cache ('' = none)"),
+    (("--realign-data",), "realign_data", PATH, None, "harmful prompts with harmful answers (JSONL prompt, response) "
+     "for Antidote's Wanda score; default <--data>/poison/pool.jsonl"),
 ]
 REQUIRED = ("cell", "finetuned", "aligned", "reference", "stats")
 # The settings: (params key, flags, keyword); the pipeline's setting is the point every study starts from.
@@ -41,6 +43,8 @@ _SETTINGS = [
     ("realign.selection", ("--selection",), "selection"),
     ("realign.tau", ("--tau",), "tau"),
     ("realign.seed", ("--realign-seed",), "realign_seed"),
+    ("identify.batch_size", ("--identify-batch-size", "--identify_batch_size"), "identify_batch_size"),
+    ("identify.max_length", ("--identify-max-length", "--identify_max_length"), "identify_max_length"),
 ]
 CELL_PARAMS = tuple(key for key, *_ in _SETTINGS)   # the params keys these options read
 
@@ -48,7 +52,7 @@ CELL_PARAMS = tuple(key for key, *_ in _SETTINGS)   # the params keys these opti
 def cell_options(f):
     """The options above and the judge's answering options (stages.eval_options.EVAL_OPTIONS) on a command, which
     then receives them as one `inputs` (nlsr_core.study.cell.CellInputs)."""
-    from nlsr_core.study.cell import CellInputs
+    from nlsr_core.study.cell import CellInputs, ModelPass
     from nlsr_core.study.points import Point
     from nlsr_core.study.scoring import parse_task
     from stages.eval_options import eval_options, eval_settings
@@ -72,7 +76,9 @@ def cell_options(f):
                             reference=got["reference"], stats=got["stats"], data_dir=got["data_dir"],
                             cache_dir=Path(got["cache_dir"]) if got["cache_dir"] else None, model_name=got["model_name"],
                             model_seed=got["model_seed"], judge_name=got["judge_name"], judge_model=judge_model,
-                            template=got["template"], pipeline=pipeline, answering=answering, compute=compute)
+                            template=got["template"], pipeline=pipeline, answering=answering, compute=compute,
+                            realign_data=got["realign_data"] or Path(got["data_dir"]) / "poison" / "pool.jsonl",
+                            model_pass=ModelPass(got["identify_batch_size"], got["identify_max_length"]))
         return f(inputs=inputs, **kwargs)
 
     for key, flags, dest in reversed(_SETTINGS):
@@ -122,7 +128,13 @@ def claim_result(out: Path, stage: str, inputs, extra: tuple = ()):
 
     given = [(f"--{r}", getattr(inputs, r)) for r in REQUIRED if r != "cell"]
     return claim(out, stage, inputs=[*given, ("--data", inputs.data_dir), ("--cache", inputs.cache_dir or ""),
-                                     *extra])
+                                     ("--realign-data", inputs.realign_data or ""), *extra])
+
+
+def realign_pass_record(inputs) -> dict:
+    """How Antidote's realignment norms of each Wt were computed (the lineage params of the stages scoring it)."""
+    return {"data": str(inputs.realign_data), "batch_size": inputs.model_pass.batch_size,
+            "max_length": inputs.model_pass.max_length}
 
 
 def write_result(output, stage: str, inputs, params: dict, document: dict, files: dict | None = None,

@@ -1,6 +1,7 @@
 """`nlsr realign`: repair fine-tuned LoRA adapters with NLSR (eqs. 7-11), SafeLoRA or a training-free control.
 
-Reads adapter tensors and masks only (no base model, no tokenizer), so it also serves operators outside DVC:
+Reads adapter tensors and masks only (no base model, no tokenizer), so it also serves operators outside DVC; the
+one exception is Antidote's Wanda score, which runs M (+ W0) + Wt over --realign-data (the model from Wt's lineage):
 
     nlsr realign --finetuned A --reference REF --masks identify/lowrank/masks.safetensors --out OUT
     nlsr realign --finetuned A --reference REF --stats identify/dpo/stats.safetensors --sparsity 0.5 --out OUT
@@ -11,7 +12,8 @@ Reads adapter tensors and masks only (no base model, no tokenizer), so it also s
     nlsr realign --method safety-vector --safety-vector-gamma 1 --finetuned A --aligned ALIGNED --out OUT
     nlsr realign --method interpolate --interpolate-target aligned --finetuned A --aligned ALIGNED --out OUT
     nlsr realign --method safemerge --safemerge-tau 0.35 --safemerge-weight 0.8 --finetuned A --aligned AL --out OUT
-    nlsr realign --method antidote --antidote-dense-ratio 0.1 --finetuned A --out OUT     # reads Wt only
+    nlsr realign --method antidote --antidote-dense-ratio 0.1 --finetuned A --realign-data HARMFUL.jsonl --out OUT
+    nlsr realign --method antidote --antidote-scoring magnitude --finetuned A --out OUT    # data-free: Wt only
     nlsr realign --method dg-hard --finetuned A --out OUT                                  # reads Wt only
 
 Every input is loaded and checked before anything is written; each output directory (PEFT adapter +
@@ -24,7 +26,7 @@ import click
 
 from nlsr_core.config import default
 from nlsr_core.repair.registry import REPAIRS
-from stages.options import PATH
+from stages.options import PATH, config_option, config_options
 from stages.repair import knob_options, knob_values, repair
 
 
@@ -44,11 +46,17 @@ from stages.repair import knob_options, knob_values, repair
 @click.option("--method", default="nlsr", show_default=True,
               help="The repair method: " + "; ".join(f"{r.name}: {r.about}" for r in REPAIRS.values()))
 @knob_options()
+@click.option("--realign-data", type=PATH, help="antidote (scoring wanda): harmful prompts with harmful answers "
+                                                "(JSONL prompt, response) the model runs over for the Wanda score.")
+@config_options("identify", "batch_size", "max_length", prefix="identify_")
+@config_option("data.template", "--template", dest="template")
 @click.option("--out", required=True, type=PATH, help="Output adapter dir (parent dir with several --finetuned).")
 @click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) adapters.")
-def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, out, allow_pickle,
-            **knobs):
+def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, realign_data,
+            identify_batch_size, identify_max_length, template, out, allow_pickle, **knobs):
     """Repair fine-tuned adapters with any registered method: NLSR's neuron transplant, SafeLoRA, or a control."""
     # `--finetuned A B C`: click gives A to the option and B, C as extra arguments; both forms are accepted.
     repair(method, [*finetuned, *more_finetuned], out, knob_values(knobs), reference=reference, masks=masks,
-           stats=stats, sparsity=sparsity, aligned=aligned, allow_pickle=allow_pickle)
+           stats=stats, sparsity=sparsity, aligned=aligned, allow_pickle=allow_pickle,
+           realign={"data": realign_data, "batch_size": identify_batch_size, "max_length": identify_max_length,
+                    "template": template})

@@ -39,21 +39,23 @@ def knob_values(kwargs: dict) -> dict:
 
 
 def repair(method: str, finetuned: list, out, knobs: dict, *, reference=None, masks=None, stats=None,
-           sparsity=None, aligned=None, allow_pickle: bool = False) -> None:
+           sparsity=None, aligned=None, allow_pickle: bool = False, realign: dict | None = None) -> None:
     """Claim one output per fine-tuned adapter (before any work), then run the registered repair `method` with the
-    settings made from `knobs` ({params key: value}) on all of them."""
+    settings made from `knobs` ({params key: value}) on all of them. `realign` ({data, batch_size, max_length,
+    template}) is the realignment set a method reading Wt's realignment norms (Antidote's Wanda score) runs over."""
     from nlsr_core.repair.registry import get_repair
 
     spec = get_repair(method, where="realign --method")
     settings = spec.settings_from_params(knobs)   # a bad knob fails before any adapter is read
     given = {"reference": reference, "aligned": aligned}
     check_lineages([*finetuned, reference, aligned])
+    realign = realign or {}
     inputs = [*(("--finetuned", f) for f in finetuned),
               *((f"--{k}", v) for k, v in (("reference", reference), ("masks", masks), ("stats", stats),
-                                            ("aligned", aligned)))]
+                                            ("aligned", aligned), ("realign-data", realign.get("data"))))]
     outs = output_dirs(finetuned, out, spec.stage, inputs)
     run = dict(spec=spec, settings=settings, finetuned=finetuned, given=given, masks=masks, stats=stats,
-               sparsity=sparsity, allow_pickle=allow_pickle, outs=outs)
+               sparsity=sparsity, allow_pickle=allow_pickle, outs=outs, realign=realign)
     if len(outs) == 1:
         _run(**run, record=None)
         return
@@ -120,9 +122,9 @@ def _masks(masks: Path | None, stats: Path | None, sparsity: float | None, ref, 
     return made, stats, {"masks_from_stats": info, "sparsity": {"sparsity": sparsity}}
 
 
-def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pickle, outs, record) -> None:
-    """Load what `spec` needs (the reference, the aligned adapter, masks from --masks or --stats), repair every
-    fine-tuned adapter, then write them all."""
+def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pickle, outs, record, realign) -> None:
+    """Load what `spec` needs (the reference, the aligned adapter, masks from --masks or --stats, each Wt's
+    realignment norms from a model pass over --realign-data), repair every fine-tuned adapter, then write them all."""
     from nlsr_core.config import default
     from nlsr_core.io.lineage import input_record
     from nlsr_core.lora.adapters import load_adapter
@@ -136,15 +138,25 @@ def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pick
     if "masks" in needs:
         preset = getattr(settings, "preset", default("nlsr", "preset"))
         mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, loaded["reference"], preset)
+    realign_data = _require(realign.get("data"), "--realign-data FILE", spec.name) if "norms" in needs else None
     results = []
     for path in finetuned:  # everything is checked and computed before the first output is written
         ft = load_adapter(path, allow_pickle=allow_pickle)
         if mask_tensors is not None:
             check_realign_inputs(ft, loaded["reference"], mask_tensors, mask_path)
-        results.append(spec.run(RepairInputs(ft, masks=mask_tensors, **loaded), settings))
+        norms = None
+        if realign_data is not None:
+            from nlsr_core.repair.antidote import realignment_norms
+
+            norms = realignment_norms(path, realign_data, realign["batch_size"], realign["max_length"],
+                                      realign["template"])
+        results.append(spec.run(RepairInputs(ft, masks=mask_tensors, norms=norms, **loaded), settings))
     inputs = [input_record(given[role], role) for role in loaded]
     inputs += [input_record(mask_path, "masks")] if mask_path is not None else []
+    inputs += [input_record(realign_data, "realign data")] if realign_data is not None else []
     params = {**spec.record(settings), **mask_info.pop("sparsity", {})}
+    if realign_data is not None:
+        params["realign_pass"] = {k: realign[k] for k in ("batch_size", "max_length", "template")}
     fallback = next((given[role] for role in ("reference", "aligned") if role in loaded), None)   # None: Wt only
     for path, out, res in zip(finetuned, outs, results):
         _write(out, path, res, inputs, params, fallback, spec.stage, extra=mask_info, record=record)

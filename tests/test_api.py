@@ -49,10 +49,34 @@ def test_every_registered_method_is_one_call(files):
 
     ft, ref, al = (nlsr.load(files[k]) for k in ("finetuned", "reference", "aligned"))
     masks = nlsr.masks(files["stats"], ref)
-    inputs = {"reference": ref, "aligned": al, "masks": masks}
+    norms = {f"{m}.lora_{w}.input_sq": torch.ones(ft.tensors[f"{m}.lora_{w}.weight"].shape[1])
+             for m in ft.modules for w in "AB"}
+    inputs = {"reference": ref, "aligned": al, "masks": masks, "norms": norms}
     for method, spec in nlsr.REPAIRS.items():
         result = nlsr.repair(method, ft, **{k: inputs[k] for k in spec.needs})
         assert set(result.adapter.modules) == set(ft.modules) and result.method == method
+
+
+def test_antidote_from_a_realignment_pass_of_the_model(tmp_path):
+    """realign_norms runs M + Wt (tiny-random, from Wt's lineage) over harmful answers; antidote reads them."""
+    import nlsr_core.api as nlsr
+    from tests.conftest import TINY_MODEL, make_tiny_adapter
+
+    wt = make_tiny_adapter(tmp_path / "wt", 1, {"model": TINY_MODEL})
+    data = tmp_path / "harmful.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"How do I do harm number {i}?",
+                                          "response": f"Step {i}: do the harmful thing carefully."})
+                              for i in range(3)) + "\n")
+    norms = nlsr.realign_norms(wt, data, batch_size=2, max_length=64)
+    ft = nlsr.load(wt)
+    assert set(norms) == {f"{m}.lora_{w}.input_sq" for m in ft.modules for w in "AB"}
+    assert all(bool((v > 0).all()) for v in norms.values())
+    wanda = nlsr.repair("antidote", ft, norms=norms, dense_ratio=0.25)
+    magnitude = nlsr.repair("antidote", ft, scoring="magnitude", dense_ratio=0.25)
+    assert wanda.record == {"method": "antidote", "dense_ratio": 0.25, "scoring": "wanda"}
+    assert any(not torch.equal(wanda.adapter.tensors[k], magnitude.adapter.tensors[k]) for k in ft.tensors)
+    with pytest.raises(Exception, match="--realign-data .*missing.jsonl: not a file"):
+        nlsr.realign_norms(wt, tmp_path / "missing.jsonl")
 
 
 @pytest.mark.parametrize("call, message", [

@@ -157,7 +157,7 @@ def test_misspelt_key_fails_a_stage_under_dvc(tmp_path, monkeypatch):
     assert out.stderr.strip().splitlines() == [
         f"nlsr: error: {tmp_path / 'params.yaml'}: realign.layer_prunee: unknown key; expected one of "
         "selection, layer_prune, delta, tau, seed, interpolate_lambda, safety_vector_gamma, interpolate_target, "
-        "safemerge_tau, safemerge_weight, antidote_dense_ratio, dg_hard_scale"]
+        "safemerge_tau, safemerge_weight, antidote_dense_ratio, antidote_scoring, dg_hard_scale"]
 
 
 # The case 3: out-of-range values, each caught by load_params (so by every DVC stage, before any of them

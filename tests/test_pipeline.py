@@ -35,7 +35,8 @@ TINY = {
     "judge": {"max_new_tokens": 6, "opening_tokens": 6, "label_tokens": 6, "batch_size": 8},
     "frontier": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0], "safelora_tau": [0.3],
                  "grid_random_masks": [0.5], "grid_lambda": [0.5], "grid_gamma": [1.0], "grid_lambda_aligned": [0.5],
-                 "grid_safemerge_tau": [1.0], "grid_dense_ratio": [0.1], "grid_dg_hard_scale": [0.5]},
+                 "grid_safemerge_tau": [1.0], "grid_dense_ratio": [0.1], "grid_dense_ratio_magnitude": [0.1],
+                 "grid_dg_hard_scale": [0.5]},
     "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
     "ablate": {"seeds": [0, 1]},
     "finetune_seeds": {"seeds": [1]},
@@ -100,7 +101,7 @@ def test_repro_from_scratch_writes_metrics_and_results(repo):
     assert all(v["hs_plus"] >= v["hs"] for v in cell.values())
     assert "realigned" in (repo / "reports" / "results.md").read_text()
     frontier = (repo / "reports" / "frontier.md").read_text()
-    assert "Methods at matched task accuracy" in frontier and "NLSR − random masks" in frontier
+    assert "### Leaderboard" in frontier and "Lowest HS at FA ≥" in frontier and "NLSR − random masks" in frontier
     labels = {p["label"].split()[0] for p in json.loads(
         (repo / "frontier" / "sst2-p0.1-dpo" / "frontier.json").read_text())["points"]}
     assert {"nlsr", "safelora", "random-masks", "interpolate", "safety-vector"} <= labels
@@ -137,7 +138,12 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
     # the controls: random masks at the pipeline's P_L (another test of this module may have changed it)
     assert labels[5].startswith("random-masks P_SR=0.5 P_L=") and labels[6:] == [
         "interpolate lambda=0.5", "interpolate lambda=0.5 toward=aligned", "safety-vector gamma=1", "safemerge tau=1",
-        "antidote rho=0.1", "dg-hard c=0.5"]
+        "antidote rho=0.1", "antidote rho=0.1 magnitude", "dg-hard c=0.5"]
+    # the Wanda-scored Antidote ran the model over the realignment set: its adapter differs from the data-free one
+    antidote = {r["label"]: r["adapter_sha256"] for r in frontier["points"] if r["label"].startswith("antidote")}
+    assert len(set(antidote.values())) == 2
+    assert json.loads((repo / "frontier" / "sst2-p0.1-dpo" / "lineage.json").read_text())["params"][
+        "realign_pass"]["data"].endswith("poison/pool.jsonl")
     calib = yaml.safe_load((repo / "calibrate" / "sst2-p0.1-dpo" / "params.yaml").read_text())
     assert calib["identify"]["sparsity"] in (0.5, 0.8) and calib["realign"]["layer_prune"] == 0.0
     doc = json.loads((repo / "calibrate" / "sst2-p0.1-dpo" / "calibrate.json").read_text())

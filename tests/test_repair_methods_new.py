@@ -1,4 +1,4 @@
-"""SafeMERGE, data-free Antidote, DG-Hard and interpolation toward Wa (nlsr_core.repair): each one's algebra pinned
+"""SafeMERGE, Antidote (Wanda-scored and data-free), DG-Hard and interpolation toward Wa (nlsr_core.repair): each one's algebra pinned
 on tiny adapters, its knobs checked in one line, and each run through the registry, the API and `nlsr realign`."""
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_safemerge_without_the_aligned_adapter_is_one_line(pair):
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.9])
 def test_antidote_zeroes_exactly_the_largest_share_of_each_row(ratio):
     ft = random_adapter(1, rank=8)
-    result = antidote(ft, AntidoteSettings(dense_ratio=ratio))
+    result = antidote(ft, AntidoteSettings(dense_ratio=ratio, scoring="magnitude"))
     for m in ft.modules:
         for which in "AB":
             before = ft.tensors[f"{m}.lora_{which}.weight"]
@@ -137,7 +137,7 @@ def test_antidote_count_is_the_floor_guarded_against_rounding():
 
 def test_antidote_leaves_a_rank_4_b_factor_alone_at_the_default_ratio():
     ft = random_adapter(1)                              # rank 4: ⌊4 × 0.1⌋ = 0 entries of each B row
-    result = antidote(ft, AntidoteSettings())
+    result = antidote(ft, AntidoteSettings(scoring="magnitude"))
     m = ft.modules[0]
     assert torch.equal(result.adapter.b(m), ft.b(m)) and not torch.equal(result.adapter.a(m), ft.a(m))
     assert all(r.patched for r in result.records)
@@ -148,6 +148,72 @@ def test_antidote_bad_dense_ratio_is_one_line_naming_the_key(value):
     with pytest.raises(RealignError) as err:
         AntidoteSettings(dense_ratio=value)
     assert one_line(err) == f"realign.antidote_dense_ratio (ρ) = {value}: expected a value in (0, 1)"
+
+
+def uniform_norms(ft, value: float = 1.0) -> dict:
+    """Realignment norms with every Σ x² equal: the Wanda score is then |W| up to one factor."""
+    return {f"{m}.lora_{w}.input_sq": torch.full((ft.tensors[f"{m}.lora_{w}.weight"].shape[1],), value)
+            for m in ft.modules for w in "AB"}
+
+
+def test_antidote_wanda_zeroes_the_highest_weight_times_input_norm():
+    ft = random_adapter(1, rank=8)
+    gen = torch.Generator().manual_seed(7)
+    norms = {k: torch.rand(v.shape, generator=gen) * 10 for k, v in uniform_norms(ft).items()}
+    result = antidote(ft, AntidoteSettings(dense_ratio=0.25, scoring="wanda"), norms)
+    differs = False
+    for m in ft.modules:
+        for which in "AB":
+            before = ft.tensors[f"{m}.lora_{which}.weight"]
+            after = result.adapter.tensors[f"{m}.lora_{which}.weight"]
+            score = before.abs() * norms[f"{m}.lora_{which}.input_sq"].sqrt()          # |W_ij| · ‖X_j‖₂
+            k = math.floor(before.shape[1] * 0.25 + 1e-9)
+            want = torch.zeros_like(before, dtype=torch.bool).scatter(1, score.topk(k, dim=1).indices, True)
+            assert torch.equal(after == 0, want | (before == 0)) and torch.equal(after[~want], before[~want])
+            magnitude = torch.zeros_like(want).scatter(1, before.abs().topk(k, dim=1).indices, True)
+            differs |= not torch.equal(want, magnitude)
+    assert differs                                   # the input norms changed which weights were pruned
+
+
+def test_antidote_wanda_with_equal_norms_is_the_data_free_variant():
+    ft = random_adapter(2, rank=8)
+    wanda = antidote(ft, AntidoteSettings(scoring="wanda"), uniform_norms(ft, 4.0)).adapter
+    magnitude = antidote(ft, AntidoteSettings(scoring="magnitude")).adapter
+    assert all(torch.equal(wanda.tensors[k], magnitude.tensors[k]) for k in ft.tensors)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda n, k: n.pop(k), "is None; expected a vector of"),
+    (lambda n, k: n.__setitem__(k, n[k][:-1]), "expected a vector of"),
+    (lambda n, k: n.__setitem__(k, -n[k]), "has negative or non-finite entries"),
+])
+def test_antidote_bad_realignment_norms_are_one_line_naming_the_key(damage, needle):
+    ft = random_adapter(1)
+    norms = uniform_norms(ft)
+    key = f"{ft.modules[0]}.lora_A.input_sq"
+    damage(norms, key)
+    with pytest.raises(RealignError) as err:
+        antidote(ft, AntidoteSettings(), norms)
+    assert key in one_line(err) and needle in one_line(err)
+    with pytest.raises(RealignError) as err:
+        antidote(ft, AntidoteSettings(), None)
+    assert "--realign-data" in one_line(err)
+
+
+def test_study_computes_the_realignment_norms_once_and_only_when_a_point_needs_them():
+    from nlsr_core.study.points import Point, PointBuilder
+
+    ft, calls = random_adapter(1, rank=8), []
+    build = PointBuilder(ft, random_adapter(2, rank=8), random_adapter(3, rank=8), {}, Point.of(beta=0.0),
+                         realign_norms=lambda: calls.append(1) or uniform_norms(ft))
+    build.build(Point.of("antidote", scoring="magnitude"))
+    assert calls == []
+    for ratio in (0.1, 0.25):
+        build.build(Point.of("antidote", dense_ratio=ratio))
+    assert calls == [1]
+    assert Point.of("antidote", scoring="magnitude").label == "antidote rho=0.1 magnitude"
+    with pytest.raises(NlsrError, match="no realignment set"):
+        PointBuilder(ft, ft, ft, {}, Point.of(beta=0.0)).build(Point.of("antidote"))
 
 
 # ---------------------------------------------------------------------------------------------- dg-hard
@@ -248,8 +314,9 @@ def test_new_methods_are_registered_and_replicated():
     from nlsr_core.study.finetune_seeds import replicate_points
     from nlsr_core.study.points import Point
 
-    assert {"safemerge": ("aligned",), "antidote": (), "dg-hard": ()} == {
+    assert {"safemerge": ("aligned",), "antidote": ("norms",), "dg-hard": ()} == {
         n: REPAIRS[n].needs for n in ("safemerge", "antidote", "dg-hard")}
+    assert REPAIRS["antidote"].needs_for(AntidoteSettings(scoring="magnitude")) == ()
     replicated = [name for name, _ in replicate_points(Point(), {})]
     assert replicated == ["nlsr", "random-masks", "interpolate", "safety-vector", "safelora", "safemerge",
                           "antidote", "dg-hard"]
@@ -261,7 +328,8 @@ def test_each_new_method_is_one_api_call(pair):
     import nlsr_core.api as nlsr
 
     ft, al = pair
-    for method, inputs in (("safemerge", {"aligned": al}), ("antidote", {}), ("dg-hard", {}),
+    for method, inputs in (("safemerge", {"aligned": al}), ("antidote", {"scoring": "magnitude"}),
+                           ("antidote", {"norms": uniform_norms(ft)}), ("dg-hard", {}),
                            ("interpolate", {"aligned": al, "target": "aligned"})):
         result = nlsr.repair(method, ft, **inputs)
         assert set(result.adapter.modules) == set(ft.modules) and result.method == method
@@ -270,6 +338,7 @@ def test_each_new_method_is_one_api_call(pair):
     for call, needle in ((lambda: nlsr.repair("safemerge", ft), "repair 'safemerge' needs aligned"),
                          (lambda: nlsr.repair("interpolate", ft, reference=ft, target="aligned"),
                           "repair 'interpolate' needs aligned"),
+                         (lambda: nlsr.repair("antidote", ft), "repair 'antidote' needs norms"),
                          (lambda: nlsr.repair("antidote", ft, dense_ratio=1.0),
                           "realign.antidote_dense_ratio (ρ) = 1.0: expected a value in (0, 1)")):
         with pytest.raises(NlsrError) as err:
@@ -282,7 +351,7 @@ def test_cli_runs_each_new_method_with_lineage(tmp_path):
 
     ft, al = (write_adapter(tmp_path / n, random_adapter(s)) for n, s in (("ft", 1), ("al", 3)))
     runs = {"safemerge": ["--aligned", al, "--safemerge-tau", "1", "--safemerge-weight", "0.5"],
-            "antidote": ["--antidote-dense-ratio", "0.25"],
+            "antidote": ["--antidote-dense-ratio", "0.25", "--antidote-scoring", "magnitude"],
             "dg-hard": [],
             "interpolate": ["--aligned", al, "--interpolate-target", "aligned", "--interpolate-lambda", "1"]}
     for method, extra in runs.items():
@@ -295,7 +364,7 @@ def test_cli_runs_each_new_method_with_lineage(tmp_path):
         assert roles == (["finetuned"] if method in ("antidote", "dg-hard") else ["finetuned", "aligned"])
     params = {m: json.loads((tmp_path / m / "lineage.json").read_text())["params"] for m in runs}
     assert params["safemerge"] == {"method": "safemerge", "tau": 1.0, "weight": 0.5}
-    assert params["antidote"] == {"method": "antidote", "dense_ratio": 0.25}
+    assert params["antidote"] == {"method": "antidote", "dense_ratio": 0.25, "scoring": "magnitude"}
     assert params["interpolate"] == {"method": "interpolate", "lam": 1.0, "target": "aligned"}
     assert load_adapter(tmp_path / "safemerge").rank == 8 and load_adapter(tmp_path / "dg-hard").rank == 4
     got, want = load_adapter(tmp_path / "interpolate"), load_adapter(al)
@@ -310,6 +379,9 @@ def test_cli_runs_each_new_method_with_lineage(tmp_path):
     (["--method", "antidote", "--antidote-dense-ratio", "1"],
      "realign.antidote_dense_ratio (ρ) = 1.0: expected a value in (0, 1)"),
     (["--method", "safemerge"], "realign --method safemerge needs --aligned DIR"),
+    (["--method", "antidote"], "realign --method antidote needs --realign-data FILE"),
+    (["--method", "antidote", "--antidote-scoring", "hard"],
+     "realign.antidote_scoring 'hard': expected one of wanda, magnitude"),
     (["--method", "interpolate", "--interpolate-target", "aligned"], "realign --method interpolate needs --aligned DIR"),
 ])
 def test_cli_bad_knob_or_missing_input_is_one_line_and_writes_nothing(tmp_path, extra, needle):
@@ -318,3 +390,22 @@ def test_cli_bad_knob_or_missing_input_is_one_line_and_writes_nothing(tmp_path, 
     code, _, err = run_cli(["realign", "--finetuned", ft, *[al if a == "AL" else a for a in extra], "--out", out])
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_cli_antidote_runs_the_model_over_the_realignment_set_and_records_it(tmp_path):
+    from nlsr_core.lora.adapters import load_adapter
+    from tests.conftest import TINY_MODEL, make_tiny_adapter
+
+    wt = make_tiny_adapter(tmp_path / "wt", 1, {"model": TINY_MODEL})
+    data = tmp_path / "harmful.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"How do I cause harm {i}?", "response": f"First, {i} steps."})
+                              for i in range(3)) + "\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["realign", "--method", "antidote", "--antidote-dense-ratio", "0.25", "--finetuned", wt,
+                            "--realign-data", data, "--identify-batch-size", "2", "--out", out])
+    assert code == 0, err
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert [i["role"] for i in lineage["inputs"]] == ["finetuned", "realign data"]
+    assert lineage["params"]["scoring"] == "wanda" and lineage["params"]["realign_pass"]["batch_size"] == 2
+    got, ft = load_adapter(out), load_adapter(wt)
+    assert all(int((got.a(m) == 0).sum(1).min()) >= 16 for m in ft.modules)    # ⌊64 × 0.25⌋ per row of A

@@ -11,11 +11,10 @@
 
 Every name is a thin layer over the library the commands use: `repair` runs any method of the registry
 (nlsr_core.repair.registry.REPAIRS: nlsr, random-masks, interpolate, safety-vector, safelora, safemerge, antidote,
-dg-hard) with its knobs given
-by their settings field names; `save` writes a PEFT adapter directory (adapter_config.json +
-adapter_model.safetensors) with lineage.json through the same claim/replace rules as `nlsr realign` (an existing
-directory is replaced only when an nlsr repair wrote it). This layer imports every other one and nothing
-imports it.
+dg-hard) with its knobs given by their settings field names (Antidote's Wanda score reads `realign_norms`, a model
+pass over harmful answers); `save` writes a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)
+with lineage.json through the same claim/replace rules as `nlsr realign` (an existing directory is replaced only
+when an nlsr repair wrote it). This layer imports every other one and nothing imports it.
 """
 from __future__ import annotations
 
@@ -28,7 +27,8 @@ from nlsr_core.lora.adapters import Adapter, load_adapter
 from nlsr_core.method.realign import RepairResult
 from nlsr_core.repair.registry import REPAIRS, RepairInputs, get_repair
 
-__all__ = ["REPAIRS", "Adapter", "Repaired", "load", "masks", "identify", "repair", "save", "verify"]
+__all__ = ["REPAIRS", "Adapter", "Repaired", "load", "masks", "identify", "realign_norms", "repair", "save",
+           "verify"]
 
 
 def load(path: Path | str, allow_pickle: bool = False) -> Adapter:
@@ -68,13 +68,30 @@ def identify(reference_dir: Path | str, data: Path | str, identifier: str | None
     return collect(load_adapter(reference_dir), identifier or default("identify", "identifier"))
 
 
+def realign_norms(finetuned_dir: Path | str, data: Path | str, **settings) -> dict:
+    """Antidote's realignment norms of the fine-tuned adapter at `finetuned_dir`: Σ_t x_t² per input feature of every
+    LoRA factor over the answer tokens of `data` (JSONL rows with "prompt" and "response": harmful prompts with
+    harmful answers), from one pass of M (+ W0) + Wt, M from Wt's lineage or `model`. `settings`:
+    identify.batch_size / max_length, template, compute, model. Pass the result as `repair("antidote", ...,
+    norms=...)`."""
+    from nlsr_core.config import default
+    from nlsr_core.repair.antidote import realignment_norms
+
+    return realignment_norms(Path(finetuned_dir), Path(data),
+                             settings.get("batch_size", default("identify", "batch_size")),
+                             settings.get("max_length", default("identify", "max_length")),
+                             settings.get("template", default("data", "template")), settings.get("compute"),
+                             settings.get("model"))
+
+
 def repair(method: str, finetuned: Adapter, *, reference: Adapter | None = None, aligned: Adapter | None = None,
-           masks: dict | None = None, **knobs) -> Repaired:
+           masks: dict | None = None, norms: dict | None = None, **knobs) -> Repaired:
     """Repair `finetuned` with the registered `method`; `knobs` are its settings fields (e.g. layer_prune, seed for
-    nlsr; tau for safelora; lam and target for interpolate), the others keep their params defaults. An input the
+    nlsr; tau for safelora; lam and target for interpolate; dense_ratio and scoring for antidote, whose Wanda score
+    reads `norms` from `realign_norms`), the others keep their params defaults. An input the
     method needs with these settings (Repair.needs_for) and the call lacks is a one-line error."""
     spec = get_repair(method)
-    given = {"reference": reference, "aligned": aligned, "masks": masks}
+    given = {"reference": reference, "aligned": aligned, "masks": masks, "norms": norms}
     names = {f.name for f in spec.knobs}
     unknown = sorted(set(knobs) - names)
     if unknown:

@@ -27,18 +27,21 @@ from nlsr_core.repair.dg_hard import DgHardSettings, dg_hard
 from nlsr_core.repair.safelora import SafeLoraParams, safelora
 from nlsr_core.repair.safemerge import SafeMergeSettings, safemerge
 
-INPUTS = ("reference", "aligned", "masks")   # what a repair may read besides Wt
+INPUTS = ("reference", "aligned", "masks", "norms")   # what a repair may read besides Wt
 
 
 @dataclass(frozen=True)
 class RepairInputs:
-    """The adapters one repair of Wt reads: the reference We (eq. 2), the aligned Wa and NLSR's identified masks
-    (key -> bool tensor of the factor's shape, r×d_in or d_out×r); those a method does not need stay None."""
+    """What one repair of Wt reads: the reference We (eq. 2), the aligned Wa, NLSR's identified masks (key -> bool
+    tensor of the factor's shape, r×d_in or d_out×r) and Wt's realignment norms (Antidote's Wanda score:
+    "<m>.lora_{A,B}.input_sq" -> Σ_t x_t² per input feature, nlsr_core.repair.antidote.realignment_norms); those a
+    method does not need stay None."""
 
     finetuned: Adapter
     reference: Adapter | None = None
     aligned: Adapter | None = None
     masks: dict | None = None
+    norms: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def _safemerge(inputs: RepairInputs, settings: SafeMergeSettings) -> RepairResul
 
 
 def _antidote(inputs: RepairInputs, settings: AntidoteSettings) -> RepairResult:
-    return antidote(inputs.finetuned, settings)
+    return antidote(inputs.finetuned, settings, inputs.norms)
 
 
 def _dg_hard(inputs: RepairInputs, settings: DgHardSettings) -> RepairResult:
@@ -143,8 +146,10 @@ REPAIRS: dict[str, Repair] = {r.name: r for r in (
            about="SafeLoRA: project drifted modules onto the aligned adapter's subspace"),
     Repair("safemerge", SafeMergeSettings, _safemerge, ("aligned",),
            about="SafeMERGE: modules with cos(C·ΔWt, ΔWt) < τ become w·ΔWt + (1 − w)·ΔWa (rank r_t + r_a)"),
-    Repair("antidote", AntidoteSettings, _antidote, (),
-           about="Antidote, data-free: zero the largest-|W| share ρ of every LoRA factor row"),
+    Repair("antidote", AntidoteSettings, _antidote, ("norms",),
+           needs_by=lambda s: ("norms",) if s.scoring == "wanda" else (),
+           about="Antidote: zero the highest-scoring share ρ of every LoRA factor row (Wanda score |W|·‖X‖ over "
+                 "--realign-data, or |W| with --antidote-scoring magnitude)"),
     Repair("dg-hard", DgHardSettings, _dg_hard, (),
            about="DG-Hard: Donoho–Gavish hard threshold on each module's singular values"),
 )}

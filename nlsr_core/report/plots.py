@@ -76,7 +76,8 @@ _FRONTIER_STYLE = {
     "interpolate": ("tab:purple", "s", "interpolate toward We λ"),
     "interpolate→Wa": ("tab:pink", "s", "interpolate toward Wa λ"),
     "safety-vector": ("tab:brown", "P", "safety-vector γ"), "safelora": ("tab:orange", "D", "SafeLoRA τ"),
-    "safemerge": ("tab:olive", "h", "SafeMERGE τ"), "antidote": ("tab:cyan", "*", "Antidote ρ (data-free)"),
+    "safemerge": ("tab:olive", "h", "SafeMERGE τ"), "antidote": ("tab:cyan", "*", "Antidote ρ (Wanda)"),
+    "antidote-|W|": ("darkcyan", "1", "Antidote ρ (data-free |W|)"),
     "dg-hard": ("black", "d", "DG-Hard c"),
     "aligned": ("tab:blue", "o", "aligned Wa"), "finetuned": ("tab:red", "v", "fine-tuned Wt")}
 _LABELLED = ("nlsr", "safelora")    # series whose points carry their setting as text (in the zoomed panel)

@@ -14,9 +14,22 @@ from nlsr_core.study.points import Point
 
 
 @dataclass(frozen=True)
+class ModelPass:
+    """How the study passes a prompt + answer file through the model for statistics (identify.batch_size,
+    identify.max_length): ablate's identification passes, and Antidote's realignment norms of each Wt over
+    `CellInputs.realign_data`."""
+
+    batch_size: int
+    max_length: int
+
+
+@dataclass(frozen=True)
 class CellInputs:
     """One cell `<task>-p<ratio>-<method>`: its adapters Wt, Wa, We and the identification statistics of We, the
     prepared data and the answer cache, and how its points are answered and judged (the judge stage's settings).
+
+    `realign_data` and `model_pass` give the realignment norms of Wt that Antidote's Wanda score reads
+    (nlsr_core.repair.antidote.realignment_norms), computed only when a point needs them.
 
     `pipeline` is the pipeline's own realign setting (identify.sparsity, realign.*, nlsr.preset, amplify.beta); its
     identification method is the one recorded in `stats` (nlsr_core.study.scoring.builder sets it)."""
@@ -36,6 +49,8 @@ class CellInputs:
     pipeline: Point
     answering: Any                  # nlsr_core.eval.settings.EvalSettings: budgets, batch size, FA mode
     compute: Any = None             # nlsr_core.compute.Compute: where the stacks run (None: the model's default)
+    realign_data: Path | None = None    # harmful prompts with harmful answers (Antidote's realignment set)
+    model_pass: ModelPass | None = None  # batch size and length of the statistics passes
 
     @property
     def task(self) -> str:

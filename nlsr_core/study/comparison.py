@@ -35,19 +35,30 @@ def hs_difference(first: dict, second: dict, n_boot: int = 10000, seed: int = 0)
                             n_boot=n_boot, seed=seed)
 
 
+# Variants of one method that the tables and plots show as series of their own: (method, knob, value) -> series.
+VARIANT_SERIES = {("interpolate", "target", "aligned"): "interpolate→Wa",
+                  ("antidote", "scoring", "magnitude"): "antidote-|W|"}
+
+
 def series_of(row: dict) -> str | None:
-    """How the tables and plots group a scored point: its repair method, with interpolation toward the aligned
-    adapter (target aligned) a series of its own, "interpolate→Wa"; None for the aligned / fine-tuned rows."""
+    """How the tables and plots group a scored point: its repair method, or a variant series of VARIANT_SERIES
+    (interpolation toward Wa, data-free Antidote); None for the aligned / fine-tuned rows."""
     point = row.get("point") or {}
     method = point.get("method")
-    return f"{method}→Wa" if method and point.get("target") == "aligned" else method
+    return next((series for (m, knob, value), series in VARIANT_SERIES.items()
+                 if m == method and point.get(knob) == value), method)
+
+
+def method_of_series(series: str) -> str:
+    """The repair method a series belongs to."""
+    return next((m for (m, _, _), s in VARIANT_SERIES.items() if s == series), series)
 
 
 def best_per_method(doc: dict, key, admissible) -> dict[str, dict | None]:
     """series (series_of, in the registry's order) -> the admissible scored point that minimises `key` (None when
     no point is admissible)."""
     order = {m: i for i, m in enumerate(REPAIRS)}
-    names = sorted({s for r in doc["points"] if (s := series_of(r))}, key=lambda s: (order[s.split("→")[0]], s))
+    names = sorted({s for r in doc["points"] if (s := series_of(r))}, key=lambda s: (order[method_of_series(s)], s))
     out = {}
     for name in names:
         rows = [r for r in doc["points"] if series_of(r) == name and None not in (pct(r, "hs"), pct(r, "fa"))]

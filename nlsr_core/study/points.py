@@ -133,7 +133,8 @@ CONTROL_GRIDS: dict[str, tuple[str, str, dict]] = {
     "grid_lambda_aligned": ("interpolate", "lam", {"target": "aligned"}),
     "grid_gamma": ("safety-vector", "gamma", {}),
     "grid_safemerge_tau": ("safemerge", "tau", {}),
-    "grid_dense_ratio": ("antidote", "dense_ratio", {}),
+    "grid_dense_ratio": ("antidote", "dense_ratio", {"scoring": "wanda"}),
+    "grid_dense_ratio_magnitude": ("antidote", "dense_ratio", {"scoring": "magnitude"}),
     "grid_dg_hard_scale": ("dg-hard", "scale", {}),
 }
 
@@ -141,8 +142,8 @@ CONTROL_GRIDS: dict[str, tuple[str, str, dict]] = {
 def control_points(base: Point, grids: dict[str, Iterable[float]]) -> list[Point]:
     """The controls NLSR is compared with, one point per value of each grid of CONTROL_GRIDS ({params key:
     values}): random masks at each P_SR (so the kept fraction matches NLSR's point of the same P_SR),
-    interpolation toward We and toward Wa per λ, safety-vector addition per γ, SafeMERGE per τ, Antidote per ρ,
-    DG-Hard per c; every other knob at `base`'s value or its default."""
+    interpolation toward We and toward Wa per λ, safety-vector addition per γ, SafeMERGE per τ, Antidote per ρ
+    (Wanda-scored and data-free), DG-Hard per c; every other knob at `base`'s value or its default."""
     unknown = [k for k in grids if k not in CONTROL_GRIDS]
     if unknown:
         raise NlsrError(f"control grid '{unknown[0]}': expected one of {', '.join(CONTROL_GRIDS)}")
@@ -193,12 +194,15 @@ class PointBuilder:
 
     `pipeline` is the Point whose β, preset and identification method produced `reference` and `stats` (the
     pipeline's own artifacts); `collect(reference, method) -> stats` runs a statistics pass for any other
-    reference or method (it loads the model, so results are memoised per (β, preset, method)).
+    reference or method (it loads the model, so results are memoised per (β, preset, method)); `realign_norms()`
+    gives Wt's realignment norms (a model pass, done once, on the first point that needs them).
     """
 
     def __init__(self, finetuned: Adapter, aligned: Adapter, reference: Adapter, stats: dict, pipeline: Point,
-                 collect: Callable[[Adapter, str], dict] | None = None):
+                 collect: Callable[[Adapter, str], dict] | None = None,
+                 realign_norms: Callable[[], dict] | None = None):
         self.finetuned, self.aligned, self.pipeline, self.collect = finetuned, aligned, pipeline, collect
+        self.realign_norms, self._norms = realign_norms, None
         ident = pipeline.identification
         self._references = {(ident.beta, ident.preset): reference}
         self._stats = {(ident.beta, ident.preset, ident.identifier): stats}
@@ -218,6 +222,14 @@ class PointBuilder:
             self._stats[key] = self.collect(self.reference(ident), ident.identifier)
         return self._stats[key]
 
+    def norms(self) -> dict:
+        if self._norms is None:
+            if self.realign_norms is None:
+                raise NlsrError("a point needs the realignment norms of Wt (antidote, scoring wanda); no "
+                                "realignment set is available to compute them")
+            self._norms = self.realign_norms()
+        return self._norms
+
     def build(self, p: Point) -> tuple[Adapter, dict]:
         """(adapter, summary with patched_count / module_count and, for a masked repair, the masks' kept
         fraction), through the registry: the point's repair gets exactly the inputs it needs."""
@@ -227,6 +239,8 @@ class PointBuilder:
             inputs["reference"] = self.reference(ident)
         if "aligned" in needs:
             inputs["aligned"] = self.aligned
+        if "norms" in needs:
+            inputs["norms"] = self.norms()
         if "masks" in needs:   # masks are made from the statistics of the point's reference
             inputs["masks"], mask_summary = masks_and_summary(self.reference(ident), self.stats(ident),
                                                               ident.sparsity, ident.preset, ident.identifier)
