@@ -346,29 +346,48 @@ def test_each_new_method_is_one_api_call(pair):
         assert needle in one_line(err)
 
 
-def test_cli_runs_each_new_method_with_lineage(tmp_path):
-    from nlsr_core.lora.adapters import load_adapter
+# `nlsr realign --method M` for every method but nlsr (tests/test_realign.py) and safelora (tests/test_safelora.py):
+# extra options (REF, AL, STATS stand for the files), the input roles lineage records, the params it records
+# (None: only the method checked), the output rank, and the input the output equals (None: no such check).
+CLI_RUNS = {
+    "interpolate": (["--reference", "REF", "--interpolate-lambda", "1"], ["finetuned", "reference"],
+                    {"method": "interpolate", "lam": 1.0, "target": "reference"}, 4, "REF"),
+    "interpolate→Wa": (["--aligned", "AL", "--interpolate-target", "aligned", "--interpolate-lambda", "1"],
+                       ["finetuned", "aligned"], {"method": "interpolate", "lam": 1.0, "target": "aligned"}, 4, "AL"),
+    "safety-vector": (["--aligned", "AL", "--safety-vector-gamma", "0.5"], ["finetuned", "aligned"],
+                      {"method": "safety-vector", "gamma": 0.5}, 8, None),
+    "random-masks": (["--reference", "REF", "--stats", "STATS"], ["finetuned", "reference", "masks"], None, 4, None),
+    "safemerge": (["--aligned", "AL", "--safemerge-tau", "1", "--safemerge-weight", "0.5"], ["finetuned", "aligned"],
+                  {"method": "safemerge", "tau": 1.0, "weight": 0.5}, 8, None),
+    "antidote": (["--antidote-dense-ratio", "0.25", "--antidote-scoring", "magnitude"], ["finetuned"],
+                 {"method": "antidote", "dense_ratio": 0.25, "scoring": "magnitude"}, 4, None),
+    "dg-hard": ([], ["finetuned"], None, 4, None),
+}
 
-    ft, al = (write_adapter(tmp_path / n, random_adapter(s)) for n, s in (("ft", 1), ("al", 3)))
-    runs = {"safemerge": ["--aligned", al, "--safemerge-tau", "1", "--safemerge-weight", "0.5"],
-            "antidote": ["--antidote-dense-ratio", "0.25", "--antidote-scoring", "magnitude"],
-            "dg-hard": [],
-            "interpolate": ["--aligned", al, "--interpolate-target", "aligned", "--interpolate-lambda", "1"]}
-    for method, extra in runs.items():
-        out = tmp_path / method
-        code, _, err = run_cli(["realign", "--method", method, "--finetuned", ft, *extra, "--out", out])
-        assert code == 0, err
-        lineage = json.loads((out / "lineage.json").read_text())
-        assert lineage["params"]["method"] == method and lineage["stage"] == "realign"
-        roles = [i["role"] for i in lineage["inputs"]]
-        assert roles == (["finetuned"] if method in ("antidote", "dg-hard") else ["finetuned", "aligned"])
-    params = {m: json.loads((tmp_path / m / "lineage.json").read_text())["params"] for m in runs}
-    assert params["safemerge"] == {"method": "safemerge", "tau": 1.0, "weight": 0.5}
-    assert params["antidote"] == {"method": "antidote", "dense_ratio": 0.25, "scoring": "magnitude"}
-    assert params["interpolate"] == {"method": "interpolate", "lam": 1.0, "target": "aligned"}
-    assert load_adapter(tmp_path / "safemerge").rank == 8 and load_adapter(tmp_path / "dg-hard").rank == 4
-    got, want = load_adapter(tmp_path / "interpolate"), load_adapter(al)
-    assert all(torch.allclose(got.tensors[k], want.tensors[k]) for k in want.tensors)
+
+@pytest.mark.parametrize("series", list(CLI_RUNS))
+def test_cli_runs_each_method_with_lineage(tmp_path, series):
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.method.neuron_keys import gram_key
+    from nlsr_core.method.neurons import save_stats
+
+    extra, roles, params, rank, equals = CLI_RUNS[series]
+    files = {n: write_adapter(tmp_path / n, random_adapter(s)) for n, s in (("FT", 1), ("REF", 2), ("AL", 3))}
+    files["STATS"] = tmp_path / "stats.safetensors"
+    save_stats({gram_key(m): torch.eye(4) for m in random_adapter(1).modules}, files["STATS"], {"method": "lowrank"})
+    method, out = series.split("→")[0], tmp_path / "out"
+    code, _, err = run_cli(["realign", "--method", method, "--finetuned", files["FT"],
+                            *[files.get(a, a) for a in extra], "--out", out])
+    assert code == 0, err
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["stage"] == "realign" and lineage["params"]["method"] == method
+    assert [i["role"] for i in lineage["inputs"]] == roles
+    assert params is None or lineage["params"] == params
+    got = load_adapter(out)
+    assert got.rank == rank
+    if equals:
+        want = load_adapter(files[equals])
+        assert all(torch.allclose(got.tensors[k], want.tensors[k]) for k in want.tensors)
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -378,6 +397,10 @@ def test_cli_runs_each_new_method_with_lineage(tmp_path):
      "realign.safemerge_weight (w) = 2.0: expected a value in [0, 1]"),
     (["--method", "antidote", "--antidote-dense-ratio", "1"],
      "realign.antidote_dense_ratio (ρ) = 1.0: expected a value in (0, 1)"),
+    (["--method", "interpolate", "--reference", "AL", "--interpolate-lambda", "1.5"], "interpolate_lambda (λ) = 1.5"),
+    (["--method", "safety-vector", "--aligned", "AL", "--safety-vector-gamma", "-1"],
+     "safety_vector_gamma (γ) = -1.0"),
+    (["--method", "interpolate"], "realign --method interpolate needs --reference DIR"),
     (["--method", "safemerge"], "realign --method safemerge needs --aligned DIR"),
     (["--method", "antidote"], "realign --method antidote needs --realign-data FILE"),
     (["--method", "antidote", "--antidote-scoring", "hard"],

@@ -123,6 +123,13 @@ def test_leaderboard_at_matched_fa_and_the_random_mask_contrast():
     assert "| 30.0 ± 28.3 | 100.0 ± 0.0 | 1/2 |" in text and "| 65.0 ± 7.1 | 95.0 ± 7.1 | 0/2 |" in text
     # the ranking: nlsr (HS 10) beats random masks (HS 60) under the floor, with a paired interval
     assert "Lowest HS at FA ≥ 98.0: **nlsr** (nlsr a, HS 10.0, FA 100.0); next **random-masks**" in text
-    assert "difference -50.0 [" in text
+    assert "HS difference -50.0 [" in text
+    # under the HS ceiling 40 only nlsr has points: its best FA, and no runner-up
+    assert "Highest FA at HS ≤ 40.0: **nlsr** (nlsr a, HS 10.0, FA 100.0); no other method" in text
+    # a series whose name holds a bar (data-free Antidote) stays one table cell
+    magnitude = _row("antidote rho=0.1 magnitude", "antidote", 9, 10)
+    magnitude["point"]["scoring"] = "magnitude"
+    text = "\n".join(leaderboard_lines({"points": doc["points"] + [magnitude]}, None))
+    assert "| antidote-\\|W\\| | antidote rho=0.1 magnitude |" in text
     contrast = "\n".join(random_contrast_lines(doc, n_boot=2000))
     assert "| 0.35 | 0 | 10.0 | 60.0 | -50.0 [" in contrast

@@ -10,13 +10,14 @@ Two sources, kept apart because they answer different questions:
                                                replicate): HS and FA mean ± sd over the replicates, and on how many
                                                replicates it met both the floor and the ceiling of that replicate.
 
-The ranking line compares the two best methods under the FA floor on the same test prompts: HS difference with a
-paired bootstrap 95% interval (nlsr_core.study.comparison.hs_difference), so "wins by" carries its uncertainty.
+Two ranking lines compare the two best series under the FA floor (HS) and under the HS ceiling (FA) on the same
+test prompts: the difference with a paired bootstrap 95% interval, so "wins by" carries its uncertainty.
 """
 from __future__ import annotations
 
 from nlsr_core.eval.formatting import ci_text, mean_sd, pct
-from nlsr_core.study.comparison import FA_SLACK, HS_FACTOR, best_per_method, hs_difference, method_of, reference
+from nlsr_core.eval.stats import paired_bootstrap
+from nlsr_core.study.comparison import FA_SLACK, HS_FACTOR, best_per_method, method_of, reference
 
 
 def floor_and_ceiling(doc: dict) -> tuple[float, float] | None:
@@ -46,23 +47,34 @@ def replicate_summary(replicated: dict | None) -> dict[str, dict]:
     return out
 
 
-def ranking_line(low_hs: dict[str, dict | None], floor: float) -> str:
-    """Which series has the lowest HS under the FA floor, by how much over the next one (paired bootstrap)."""
-    ranked = sorted(((name, row) for name, row in low_hs.items() if row), key=lambda nr: (pct(nr[1], "hs"),
-                                                                                           -pct(nr[1], "fa")))
+def ranking_line(best: dict[str, dict | None], metric: str, bound: str) -> str:
+    """Which series is best under a bound (metric "hs": the lowest HS under the FA floor; "fa": the highest FA
+    under the HS ceiling), and by how much over the next one: the difference in points with a paired bootstrap 95%
+    interval over the same prompts (nlsr_core.eval.stats.paired_bootstrap on the per-prompt flags)."""
+    other = "fa" if metric == "hs" else "hs"
+    sign = 1 if metric == "hs" else -1          # lower HS is better, higher FA is better
+    ranked = sorted(((name, row) for name, row in best.items() if row),
+                    key=lambda nr: (sign * pct(nr[1], metric), -sign * pct(nr[1], other)))
+    what = "Lowest HS" if metric == "hs" else "Highest FA"
     if not ranked:
-        return f"No method keeps FA ≥ {floor:.1f} at any grid point."
+        return f"{what} at {bound}: no method has a grid point there."
     (first, a), rest = ranked[0], ranked[1:]
-    text = f"Lowest HS at FA ≥ {floor:.1f}: **{first}** ({a['label']}, HS {pct(a, 'hs'):.1f}, FA {pct(a, 'fa'):.1f})"
+    text = (f"{what} at {bound}: **{cell(first)}** ({a['label']}, HS {pct(a, 'hs'):.1f}, FA {pct(a, 'fa'):.1f})")
     if not rest:
-        return text + "; no other method keeps the floor."
+        return text + "; no other method has a grid point there."
     second, b = rest[0]
-    if not (a.get("flags") and b.get("flags")):
-        return text + f"; next {second} at HS {pct(b, 'hs'):.1f} (no per-prompt flags for an interval)."
-    d = hs_difference(a, b)
-    return (text + f"; next **{second}** ({b['label']}, HS {pct(b, 'hs'):.1f}): difference {d['diff']:+.1f} "
-            f"[{d['lo']:+.1f}, {d['hi']:+.1f}] points (paired bootstrap over the same prompts; an interval that "
-            "holds 0 is no clear winner).")
+    flags_a, flags_b = ((r.get("flags") or {}).get(metric) for r in (a, b))
+    if not (flags_a and flags_b):
+        return text + f"; next {cell(second)} at {metric.upper()} {pct(b, metric):.1f} (no per-prompt flags)."
+    d = paired_bootstrap([c == "1" for c in flags_a], [c == "1" for c in flags_b], n_boot=10000, seed=0)
+    return (text + f"; next **{cell(second)}** ({b['label']}, {metric.upper()} {pct(b, metric):.1f}): "
+            f"{metric.upper()} difference {d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}] points (paired bootstrap "
+            "over the same prompts; an interval that holds 0 is no clear winner).")
+
+
+def cell(text: str) -> str:
+    """A markdown table cell: a series name such as antidote-|W| keeps its bars as text."""
+    return text.replace("|", "\\|")
 
 
 def leaderboard_lines(doc: dict, replicated: dict | None) -> list[str]:
@@ -81,7 +93,8 @@ def leaderboard_lines(doc: dict, replicated: dict | None) -> list[str]:
              f"on {n_reps} fine-tuning replicates (reports/finetune-seeds.md), mean ± sd, and the replicates where "
              f"it met FA ≥ FA(fine-tuned) − {FA_SLACK:g} and HS ≤ {HS_FACTOR:g} × HS(fine-tuned) of that "
              "replicate.", "",
-             ranking_line(low_hs, floor), "",
+             ranking_line(low_hs, "hs", f"FA ≥ {floor:.1f}"), "",
+             ranking_line(high_fa, "fa", f"HS ≤ {ceiling:.1f}"), "",
              f"| Method | HS at FA ≥ {floor:.1f}: setting | HS % [95% CI] (k/n) | FA % | FA at HS ≤ {ceiling:.1f}: "
              "setting | FA % [95% CI] (k/n) | HS % | Seeds: setting | HS mean ± sd | FA mean ± sd | met |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -91,5 +104,5 @@ def leaderboard_lines(doc: dict, replicated: dict | None) -> list[str]:
         mid = f"{b['label']} | {ci_text(b.get('fa'))} | {pct(b, 'hs'):.1f}" if b else "none | – | –"
         right = (f"{s['label']} | {mean_sd(s['hs'])} | {mean_sd(s['fa'])} | {s['met']}/{s['n']}" if s
                  else "not replicated | – | – | –")
-        lines.append(f"| {name} | {left} | {mid} | {right} |")
+        lines.append(f"| {cell(name)} | {left} | {mid} | {right} |")
     return lines + [""]
