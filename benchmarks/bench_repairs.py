@@ -2,8 +2,8 @@
 
 Every method of the repair registry (nlsr_core.repair.registry.REPAIRS: a method registered later is timed with no
 edit here) repairs the same in-memory inputs through the public API, `nlsr_core.api.repair(method, Wt,
-reference=We, aligned=Wa, masks=M, norms=N)`, at its default knobs (params.yaml); the API hands each method only the inputs
-it reads (`Repair.needs_for`). Only that call is timed: no file is read or written, so the figures are the
+reference=We, aligned=Wa, masks=M, norms=N)`, at its default knobs (params.yaml); the API hands each method only
+the inputs it reads (`Repair.needs_for`). Only that call is timed: no file is read or written, so the figures are the
 repairs' own arithmetic and copies. `benchmarks/bench_paper_shapes.py` measures `nlsr realign` end to end
 (start-up, loading, checks, lineage hashing, the atomic write) on files.
 

@@ -131,12 +131,6 @@ def claim_result(out: Path, stage: str, inputs, extra: tuple = ()):
                                      ("--realign-data", inputs.realign_data or ""), *extra])
 
 
-def realign_pass_record(inputs) -> dict:
-    """How Antidote's realignment norms of each Wt were computed (the lineage params of the stages scoring it)."""
-    return {"data": str(inputs.realign_data), "batch_size": inputs.model_pass.batch_size,
-            "max_length": inputs.model_pass.max_length}
-
-
 def write_result(output, stage: str, inputs, params: dict, document: dict, files: dict | None = None,
                  dirs: dict | None = None) -> None:
     """<stage>.json (+ extra text files, + copies of the directories `dirs` {name: path}) + lineage.json into the

@@ -9,7 +9,8 @@ pipeline's fine-tuning settings (nlsr_core.study.finetune_seeds). The pipeline's
 replicate. On each replicate every registered repair (nlsr_core.repair.registry: NLSR, random masks, interpolation,
 safety-vector addition, SafeLoRA, SafeMERGE, Antidote (its Wanda score from that replicate's own pass over
 --realign-data), DG-Hard) is scored at the pipeline's settings on the test split, like `nlsr frontier` (same judge,
-answer cache and per-prompt flags). Writes <out>/finetune-seeds.json, the trained adapters (<out>/finetuned-s<seed>/) and lineage.json;
+answer cache and per-prompt flags). Writes <out>/finetune-seeds.json, the trained adapters
+(<out>/finetuned-s<seed>/) and lineage.json;
 `nlsr report --finetune-seeds` renders reports/finetune-seeds.md.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     from nlsr_core.eval.evaluate import parse_cell
     from nlsr_core.study.finetune_seeds import replicate_sources, run_replicates
     from nlsr_core.train.trainers import TrainSettings
-    from stages.cell_options import claim_result, realign_pass_record, write_result
+    from stages.cell_options import claim_result, write_result
 
     task_file, pool_file = replicate_sources(inputs)
     output = claim_result(Path(out or f"finetune-seeds/{parse_cell(inputs.cell).key}"), "finetune-seeds", inputs,
@@ -51,7 +52,7 @@ def command(inputs, seeds, finetune_n, finetune_lr, finetune_epochs, finetune_ba
     with tempfile.TemporaryDirectory(prefix="nlsr-finetune-seeds-") as tmp:
         document, trained = run_replicates(inputs, seeds, finetune_n, settings, knobs, Path(tmp), echo=click.echo)
         params = {"seeds": document["seeds"], "knobs": knobs, "pipeline": document["pipeline"],
-                  "realign_pass": realign_pass_record(inputs),
+                  "realign_pass": inputs.realignment.record(),
                   "finetune": {"n": finetune_n, "lr": finetune_lr, "epochs": finetune_epochs,
                                "batch_size": finetune_batch_size, "max_length": finetune_max_length}}
         write_result(output, "finetune-seeds", inputs, params, document, dirs=trained)

@@ -37,7 +37,7 @@ def command(inputs, safelora_tau, out, **grid):
     from nlsr_core.eval.evaluate import load_splits, parse_cell
     from nlsr_core.study.points import control_points, grid_points, grid_record
     from nlsr_core.study.scoring import builder, describe, score_points, settings_record
-    from stages.cell_options import claim_result, grid_axes, realign_pass_record, write_result
+    from stages.cell_options import claim_result, grid_axes, write_result
 
     cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"frontier/{cell.key}"), "frontier", inputs)
@@ -55,5 +55,5 @@ def command(inputs, safelora_tau, out, **grid):
                 "generation": settings_record(inputs), "points": rows}
     params = {"grid": grid_record(points), "safelora_tau": list(safelora_tau),
               **{CONTROL_PARAMS.get(key, key): values for key, values in controls.items()},
-              "pipeline": build.pipeline.record(), "realign_pass": realign_pass_record(inputs)}
+              "pipeline": build.pipeline.record(), "realign_pass": inputs.realignment.record()}
     write_result(output, "frontier", inputs, params, document)

@@ -55,8 +55,10 @@ from stages.repair import knob_options, knob_values, repair
 def command(finetuned, more_finetuned, reference, masks, stats, sparsity, aligned, method, realign_data,
             identify_batch_size, identify_max_length, template, out, allow_pickle, **knobs):
     """Repair fine-tuned adapters with any registered method: NLSR's neuron transplant, SafeLoRA, or a control."""
+    from nlsr_core.repair.antidote import RealignmentSet
+
     # `--finetuned A B C`: click gives A to the option and B, C as extra arguments; both forms are accepted.
     repair(method, [*finetuned, *more_finetuned], out, knob_values(knobs), reference=reference, masks=masks,
            stats=stats, sparsity=sparsity, aligned=aligned, allow_pickle=allow_pickle,
-           realign={"data": realign_data, "batch_size": identify_batch_size, "max_length": identify_max_length,
-                    "template": template})
+           realign=RealignmentSet(realign_data, identify_batch_size, identify_max_length, template)
+           if realign_data is not None else None)

@@ -39,20 +39,19 @@ def knob_values(kwargs: dict) -> dict:
 
 
 def repair(method: str, finetuned: list, out, knobs: dict, *, reference=None, masks=None, stats=None,
-           sparsity=None, aligned=None, allow_pickle: bool = False, realign: dict | None = None) -> None:
+           sparsity=None, aligned=None, allow_pickle: bool = False, realign=None) -> None:
     """Claim one output per fine-tuned adapter (before any work), then run the registered repair `method` with the
-    settings made from `knobs` ({params key: value}) on all of them. `realign` ({data, batch_size, max_length,
-    template}) is the realignment set a method reading Wt's realignment norms (Antidote's Wanda score) runs over."""
+    settings made from `knobs` ({params key: value}) on all of them. `realign` (nlsr_core.repair.antidote
+    .RealignmentSet, or None) is what a method reading Wt's realignment norms (Antidote's Wanda score) runs over."""
     from nlsr_core.repair.registry import get_repair
 
     spec = get_repair(method, where="realign --method")
     settings = spec.settings_from_params(knobs)   # a bad knob fails before any adapter is read
     given = {"reference": reference, "aligned": aligned}
     check_lineages([*finetuned, reference, aligned])
-    realign = realign or {}
     inputs = [*(("--finetuned", f) for f in finetuned),
               *((f"--{k}", v) for k, v in (("reference", reference), ("masks", masks), ("stats", stats),
-                                            ("aligned", aligned), ("realign-data", realign.get("data"))))]
+                                            ("aligned", aligned), ("realign-data", realign and realign.data)))]
     outs = output_dirs(finetuned, out, spec.stage, inputs)
     run = dict(spec=spec, settings=settings, finetuned=finetuned, given=given, masks=masks, stats=stats,
                sparsity=sparsity, allow_pickle=allow_pickle, outs=outs, realign=realign)
@@ -138,25 +137,21 @@ def _run(*, spec, settings, finetuned, given, masks, stats, sparsity, allow_pick
     if "masks" in needs:
         preset = getattr(settings, "preset", default("nlsr", "preset"))
         mask_tensors, mask_path, mask_info = _masks(masks, stats, sparsity, loaded["reference"], preset)
-    realign_data = _require(realign.get("data"), "--realign-data FILE", spec.name) if "norms" in needs else None
+    if "norms" in needs:
+        _require(realign, "--realign-data FILE", spec.name)
     results = []
     for path in finetuned:  # everything is checked and computed before the first output is written
         ft = load_adapter(path, allow_pickle=allow_pickle)
         if mask_tensors is not None:
             check_realign_inputs(ft, loaded["reference"], mask_tensors, mask_path)
-        norms = None
-        if realign_data is not None:
-            from nlsr_core.repair.antidote import realignment_norms
-
-            norms = realignment_norms(path, realign_data, realign["batch_size"], realign["max_length"],
-                                      realign["template"])
+        norms = realign.norms(ft) if "norms" in needs else None
         results.append(spec.run(RepairInputs(ft, masks=mask_tensors, norms=norms, **loaded), settings))
     inputs = [input_record(given[role], role) for role in loaded]
     inputs += [input_record(mask_path, "masks")] if mask_path is not None else []
-    inputs += [input_record(realign_data, "realign data")] if realign_data is not None else []
+    inputs += [input_record(realign.data, "realign data")] if "norms" in needs else []
     params = {**spec.record(settings), **mask_info.pop("sparsity", {})}
-    if realign_data is not None:
-        params["realign_pass"] = {k: realign[k] for k in ("batch_size", "max_length", "template")}
+    if "norms" in needs:
+        params["realign_pass"] = realign.record()
     fallback = next((given[role] for role in ("reference", "aligned") if role in loaded), None)   # None: Wt only
     for path, out, res in zip(finetuned, outs, results):
         _write(out, path, res, inputs, params, fallback, spec.stage, extra=mask_info, record=record)

@@ -1,5 +1,6 @@
-"""SafeMERGE, Antidote (Wanda-scored and data-free), DG-Hard and interpolation toward Wa (nlsr_core.repair): each one's algebra pinned
-on tiny adapters, its knobs checked in one line, and each run through the registry, the API and `nlsr realign`."""
+"""SafeMERGE, Antidote (Wanda-scored and data-free), DG-Hard and interpolation toward Wa (nlsr_core.repair): each
+one's algebra pinned on tiny adapters, its knobs checked in one line, and each run through the registry, the API
+and `nlsr realign`."""
 from __future__ import annotations
 
 import json

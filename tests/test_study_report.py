@@ -7,8 +7,8 @@ import pytest
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.stats import rate
-from nlsr_core.report.study_report import (ablations_markdown, frontier_markdown, frontier_rows, load_docs,
-                                    meets_frontier_goal)
+from nlsr_core.report.leaderboard import meets_goal
+from nlsr_core.report.study_report import ablations_markdown, frontier_markdown, frontier_rows, load_docs
 from tests.conftest import run_cli
 from tests.test_report import _doc
 
@@ -53,9 +53,9 @@ def test_frontier_markdown_marks_goal_choice_and_safelora_comparison():
 
 def test_goal_needs_both_halved_hs_and_fa_within_two_points():
     ft = FRONTIER["points"][1]
-    assert meets_frontier_goal(FRONTIER["points"][2], ft)
-    assert not meets_frontier_goal(FRONTIER["points"][3], ft)          # HS 60 > 40
-    assert not meets_frontier_goal(_point("x", PIPELINE, 3, 46), ft)  # FA 92 < 96 − 2
+    assert meets_goal(FRONTIER["points"][2], ft)
+    assert not meets_goal(FRONTIER["points"][3], ft)          # HS 60 > 40
+    assert not meets_goal(_point("x", PIPELINE, 3, 46), ft)  # FA 92 < 96 − 2
 
 
 def test_ablations_markdown_gives_seed_mean_and_sd():

@@ -50,6 +50,15 @@ def masks(stats: Path | str, reference: Adapter, sparsity: float | None = None,
                             preset or default("nlsr", "preset"), method)
 
 
+def _pass_settings(settings: dict) -> dict:
+    """batch_size / max_length / seed (identify.*) and template (data.template) of a model pass, from `settings` or
+    their params defaults: what `identify` and `realign_norms` take."""
+    from nlsr_core.config import default
+
+    return {**{k: settings.get(k, default("identify", k)) for k in ("batch_size", "max_length", "seed")},
+            "template": settings.get("template", default("data", "template"))}
+
+
 def identify(reference_dir: Path | str, data: Path | str, identifier: str | None = None,
              preference: Path | str | None = None, **settings) -> dict:
     """Identification statistics of the reference adapter at `reference_dir` from a model pass over the prompts
@@ -57,15 +66,12 @@ def identify(reference_dir: Path | str, data: Path | str, identifier: str | None
     and W0 come from the reference's lineage. `settings`: identify.batch_size / max_length / seed, template,
     compute (nlsr_core.compute.Compute). Returns the statistics `masks` turns into masks (after `save_stats`)."""
     from nlsr_core.config import default
-    from nlsr_core.method.identification import statistics_pass
+    from nlsr_core.method.identification import base_of, collect_statistics
 
-    ident = {"data": Path(data), "preference": Path(preference) if preference else None,
-             "batch_size": settings.get("batch_size", default("identify", "batch_size")),
-             "max_length": settings.get("max_length", default("identify", "max_length")),
-             "seed": settings.get("seed", default("identify", "seed")),
-             "template": settings.get("template", default("data", "template")), "compute": settings.get("compute")}
-    collect = statistics_pass(Path(reference_dir), ident, announce=lambda _: None)
-    return collect(load_adapter(reference_dir), identifier or default("identify", "identifier"))
+    ident = {"data": Path(data), "preference": Path(preference) if preference else None, **_pass_settings(settings)}
+    base = base_of(Path(reference_dir), None, None, settings.get("compute"))
+    return collect_statistics(load_adapter(reference_dir), base, identifier or default("identify", "identifier"),
+                              ident)
 
 
 def realign_norms(finetuned_dir: Path | str, data: Path | str, **settings) -> dict:
@@ -74,14 +80,11 @@ def realign_norms(finetuned_dir: Path | str, data: Path | str, **settings) -> di
     harmful answers), from one pass of M (+ W0) + Wt, M from Wt's lineage or `model`. `settings`:
     identify.batch_size / max_length, template, compute, model. Pass the result as `repair("antidote", ...,
     norms=...)`."""
-    from nlsr_core.config import default
-    from nlsr_core.repair.antidote import realignment_norms
+    from nlsr_core.repair.antidote import RealignmentSet
 
-    return realignment_norms(Path(finetuned_dir), Path(data),
-                             settings.get("batch_size", default("identify", "batch_size")),
-                             settings.get("max_length", default("identify", "max_length")),
-                             settings.get("template", default("data", "template")), settings.get("compute"),
-                             settings.get("model"))
+    pass_ = _pass_settings(settings)
+    realignment = RealignmentSet(Path(data), pass_["batch_size"], pass_["max_length"], pass_["template"])
+    return realignment.norms(load_adapter(finetuned_dir), settings.get("compute"), settings.get("model"))
 
 
 def repair(method: str, finetuned: Adapter, *, reference: Adapter | None = None, aligned: Adapter | None = None,

@@ -97,24 +97,31 @@ def encode_rows(ctx, tokenizer, kind: str, path: Path, params: dict) -> None:
     ctx.preference = pairs
 
 
+def collect_statistics(adapter, base: dict, method: str, ident: dict) -> dict:
+    """Identifier `method`'s statistics from one pass of the stack `base` (base_of) + `adapter` (an Adapter read
+    from its directory, `adapter.path`) over ident's data: {"data", "preference", "batch_size", "max_length",
+    "template", "seed"}. What statistics_pass, the API's identify and Antidote's realignment norms share."""
+    from nlsr_core.method.neurons import get_identifier
+
+    identifier = get_identifier(method)
+    needed = identification_files(identifier, ident["data"], ident.get("preference"))
+    params = {"identifier": method, "sparsity": None, "preset": "paper", **{k: ident[k] for k in
+              ("batch_size", "max_length", "template", "seed")}}
+    return identify_model(adapter, base, identifier.data, needed, params).stats
+
+
 def statistics_pass(reference_dir: Path, ident: dict, announce=print):
     """collect(reference, identifier) -> stats: the identify stage's statistics pass (M' from the pipeline reference's
-    lineage) over an in-memory reference, e.g. one re-amplified with another β or preset."""
+    lineage) over an in-memory reference, e.g. one re-amplified with another β or preset (written to a temporary
+    directory, since the stack loads the adapter from disk)."""
     def collect(reference, method: str) -> dict:
         import tempfile
 
         from nlsr_core.lora.adapters import load_adapter, save_adapter
-        from nlsr_core.method.neurons import get_identifier
 
-        identifier = get_identifier(method)
-        needed = identification_files(identifier, ident["data"], ident["preference"])
-        params = {"identifier": method, "sparsity": None, "preset": "paper", **{k: ident[k] for k in
-                  ("batch_size", "max_length", "template", "seed")}}
         with tempfile.TemporaryDirectory(prefix="nlsr-reference-") as tmp:
             save_adapter(reference, tmp)
             announce(f"statistics pass for identifier {method}")
-            result = identify_model(load_adapter(tmp), base_of(reference_dir, None, None, ident.get("compute")),
-                                    identifier.data,
-                                    needed, params)
-        return result.stats
+            return collect_statistics(load_adapter(tmp), base_of(reference_dir, None, None, ident.get("compute")),
+                                      method, ident)
     return collect

@@ -12,7 +12,7 @@ X_j is the input feature j of the factor over the answer tokens of a realignment
 harmful answers, passed through M (+ W0) + Wt: for A the module input x (d_in features), for B the LoRA hidden
 z = A x (r features). ‖X_j‖₂² = Σ_t x_tj² is what the identify stage's wanda collector accumulates
 (nlsr_core.method.neurons_stats.collect_wanda: "<module>.lora_A.input_sq" (d_in), "<module>.lora_B.input_sq" (r));
-`realignment_norms` runs that collector on the fine-tuned adapter instead of the reference. Wanda keeps the
+`RealignmentSet.norms` runs that collector on the fine-tuned adapter instead of the reference. Wanda keeps the
 lowest-scoring weights when it prunes for size; Antidote removes the highest-scoring ones on harmful data, which
 is the direction used here.
 
@@ -107,7 +107,7 @@ def input_norms(finetuned: Adapter, norms: dict | None) -> dict[str, torch.Tenso
 
 def antidote(finetuned: Adapter, settings: AntidoteSettings, norms: dict | None = None) -> RepairResult:
     """Zero the top ρ share (by score) of every row of every LoRA factor (module docstring); `norms` are the
-    realignment norms of Wt (`realignment_norms`), read only with scoring wanda."""
+    realignment norms of Wt (`RealignmentSet.norms`), read only with scoring wanda."""
     scales = input_norms(finetuned, norms) if settings.scoring == "wanda" else {}
     tensors, records = dict(finetuned.tensors), []
     for m in finetuned.modules:
@@ -119,20 +119,33 @@ def antidote(finetuned: Adapter, settings: AntidoteSettings, norms: dict | None 
     return RepairResult(finetuned.replace(tensors), records)
 
 
-def realignment_norms(finetuned_dir: Path, data: Path, batch_size: int, max_length: int, template: str,
-                      compute=None, model: str | None = None) -> dict[str, torch.Tensor]:
-    """Σ_t x_t² per input feature of every LoRA factor of the fine-tuned adapter at `finetuned_dir`, over the
-    answer tokens of `data` (JSONL rows with prompt and response: harmful prompts with harmful answers), from one
-    pass of M (+ W0) + Wt: the identify stage's wanda collector run on Wt. M comes from Wt's lineage, or `model`."""
-    from nlsr_core.lora.adapters import load_adapter
-    from nlsr_core.method.identification import base_of, identify_model
+@dataclass(frozen=True)
+class RealignmentSet:
+    """What Antidote's Wanda score passes through M (+ W0) + Wt, and how: `data`, JSONL rows with prompt and
+    response (harmful prompts with harmful answers), in batches of `batch_size` rows cut to `max_length` tokens
+    (identify.batch_size / max_length) in the prompt `template` (data.template)."""
 
-    data = Path(data)
-    if not data.is_file():
-        raise RealignError(f"--realign-data {data}: not a file; expected JSONL rows with prompt and response "
-                           "(harmful prompts with harmful answers, e.g. data/prepared/poison/pool.jsonl)")
-    params = {"identifier": "wanda", "sparsity": None, "preset": "paper", "batch_size": batch_size,
-              "max_length": max_length, "template": template, "seed": 0}
-    result = identify_model(load_adapter(finetuned_dir), base_of(Path(finetuned_dir), model, None, compute),
-                            "safety", [data], params)
-    return result.stats
+    data: Path
+    batch_size: int
+    max_length: int
+    template: str
+
+    def record(self) -> dict:
+        """The lineage record of the pass (`realign_pass` in the params of the outputs that read it)."""
+        return {"data": str(self.data), "batch_size": self.batch_size, "max_length": self.max_length,
+                "template": self.template}
+
+    def norms(self, finetuned: Adapter, compute=None, model: str | None = None) -> dict[str, torch.Tensor]:
+        """Σ_t x_t² per input feature of every LoRA factor of `finetuned` (read from its directory) over the answer
+        tokens of the set: the identify stage's wanda collector run on Wt. M comes from Wt's lineage, or `model`."""
+        from nlsr_core.method.identification import base_of, collect_statistics
+
+        if not Path(self.data).is_file():
+            raise RealignError(f"--realign-data {self.data}: not a file; expected JSONL rows with prompt and "
+                               "response (harmful prompts with harmful answers, e.g. data/prepared/poison/pool.jsonl)")
+        if finetuned.path is None:
+            raise RealignError("realignment norms: the fine-tuned adapter has no directory; expected one read by "
+                               "load_adapter (the model pass loads it from disk)")
+        ident = {"data": Path(self.data), "batch_size": self.batch_size, "max_length": self.max_length,
+                 "template": self.template, "seed": 0}
+        return collect_statistics(finetuned, base_of(Path(finetuned.path), model, None, compute), "wanda", ident)

@@ -34,8 +34,8 @@ INPUTS = ("reference", "aligned", "masks", "norms")   # what a repair may read b
 class RepairInputs:
     """What one repair of Wt reads: the reference We (eq. 2), the aligned Wa, NLSR's identified masks (key -> bool
     tensor of the factor's shape, r×d_in or d_out×r) and Wt's realignment norms (Antidote's Wanda score:
-    "<m>.lora_{A,B}.input_sq" -> Σ_t x_t² per input feature, nlsr_core.repair.antidote.realignment_norms); those a
-    method does not need stay None."""
+    "<m>.lora_{A,B}.input_sq" -> Σ_t x_t² per input feature, nlsr_core.repair.antidote.RealignmentSet.norms);
+    those a method does not need stay None."""
 
     finetuned: Adapter
     reference: Adapter | None = None

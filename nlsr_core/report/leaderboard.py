@@ -16,8 +16,16 @@ test prompts: the difference with a paired bootstrap 95% interval, so "wins by" 
 from __future__ import annotations
 
 from nlsr_core.eval.formatting import ci_text, mean_sd, pct
-from nlsr_core.eval.stats import paired_bootstrap
-from nlsr_core.study.comparison import FA_SLACK, HS_FACTOR, best_per_method, method_of, reference
+from nlsr_core.study.comparison import FA_SLACK, HS_FACTOR, best_per_method, method_of, rate_difference, reference
+
+
+def meets_goal(row: dict, finetuned: dict) -> bool:
+    """The study's goal for a repair: HS ≤ 0.5·HS(fine-tuned) and FA ≥ FA(fine-tuned) − 2 points (the frontier's ✓
+    and the leaderboard's bounds)."""
+    hs, fa, hs_ft, fa_ft = pct(row, "hs"), pct(row, "fa"), pct(finetuned, "hs"), pct(finetuned, "fa")
+    if None in (hs, fa, hs_ft, fa_ft):
+        return False
+    return hs <= HS_FACTOR * hs_ft and fa >= fa_ft - FA_SLACK
 
 
 def floor_and_ceiling(doc: dict) -> tuple[float, float] | None:
@@ -34,7 +42,7 @@ def replicate_summary(replicated: dict | None) -> dict[str, dict]:
     and ceiling."""
     out: dict[str, dict] = {}
     for rep in (replicated or {}).get("replicates", []):
-        bounds = floor_and_ceiling({"points": rep["rows"]})
+        ft = reference({"points": rep["rows"]}, "finetuned")
         for row in rep["rows"]:
             method = method_of(row)
             if method is None or None in (pct(row, "hs"), pct(row, "fa")):
@@ -43,14 +51,14 @@ def replicate_summary(replicated: dict | None) -> dict[str, dict]:
             entry["hs"].append(pct(row, "hs"))
             entry["fa"].append(pct(row, "fa"))
             entry["n"] += 1
-            entry["met"] += bool(bounds and pct(row, "fa") >= bounds[0] and pct(row, "hs") <= bounds[1])
+            entry["met"] += bool(ft and meets_goal(row, ft))
     return out
 
 
 def ranking_line(best: dict[str, dict | None], metric: str, bound: str) -> str:
     """Which series is best under a bound (metric "hs": the lowest HS under the FA floor; "fa": the highest FA
     under the HS ceiling), and by how much over the next one: the difference in points with a paired bootstrap 95%
-    interval over the same prompts (nlsr_core.eval.stats.paired_bootstrap on the per-prompt flags)."""
+    interval over the same prompts (nlsr_core.study.comparison.rate_difference)."""
     other = "fa" if metric == "hs" else "hs"
     sign = 1 if metric == "hs" else -1          # lower HS is better, higher FA is better
     ranked = sorted(((name, row) for name, row in best.items() if row),
@@ -63,10 +71,9 @@ def ranking_line(best: dict[str, dict | None], metric: str, bound: str) -> str:
     if not rest:
         return text + "; no other method has a grid point there."
     second, b = rest[0]
-    flags_a, flags_b = ((r.get("flags") or {}).get(metric) for r in (a, b))
-    if not (flags_a and flags_b):
+    if not all((r.get("flags") or {}).get(metric) for r in (a, b)):
         return text + f"; next {cell(second)} at {metric.upper()} {pct(b, metric):.1f} (no per-prompt flags)."
-    d = paired_bootstrap([c == "1" for c in flags_a], [c == "1" for c in flags_b], n_boot=10000, seed=0)
+    d = rate_difference(a, b, metric)
     return (text + f"; next **{cell(second)}** ({b['label']}, {metric.upper()} {pct(b, metric):.1f}): "
             f"{metric.upper()} difference {d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}] points (paired bootstrap "
             "over the same prompts; an interval that holds 0 is no clear winner).")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import ci_text, mean_sd, pct
-from nlsr_core.report.leaderboard import leaderboard_lines
+from nlsr_core.report.leaderboard import leaderboard_lines, meets_goal
 from nlsr_core.study.comparison import (FA_SLACK, HS_FACTOR, random_contrast_lines, reference,
                                         series_of)
 
@@ -29,14 +29,6 @@ def load_docs(root: Path | None, stage: str, key: str = "points") -> dict[str, d
             raise NlsrError(f"{path}: no '{key}' list; expected `nlsr {stage}` output")
         docs[doc.get("cell", path.parent.name)] = doc
     return docs
-
-
-def meets_frontier_goal(row: dict, finetuned: dict) -> bool:
-    """HS ≤ 0.5·HS(fine-tuned) and FA ≥ FA(fine-tuned) − 2 points."""
-    hs, fa, hs_ft, fa_ft = pct(row, "hs"), pct(row, "fa"), pct(finetuned, "hs"), pct(finetuned, "fa")
-    if None in (hs, fa, hs_ft, fa_ft):
-        return False
-    return hs <= HS_FACTOR * hs_ft and fa >= fa_ft - FA_SLACK
 
 
 def same_setting(row: dict, params: dict | None) -> bool:
@@ -78,12 +70,12 @@ def frontier_markdown(frontiers: dict[str, dict], calibrations: dict[str, dict],
                 "| Setting | HS % [95% CI] (k/n) | FA % [95% CI] (k/n) | Patched modules | Kept fraction | |",
                 "|---|---|---|---|---|---|"]
         for row in doc["points"]:
-            marks = ("✓" if ft and row.get("point") and meets_frontier_goal(row, ft) else "") + \
+            marks = ("✓" if ft and row.get("point") and meets_goal(row, ft) else "") + \
                     ("◆" if same_setting(row, chosen) else "")
             kept = f"{row['kept_fraction']:.3f}" if row.get("kept_fraction") is not None else "–"
             out.append(f"| {row['label']} | {ci_text(row.get('hs'))} | {ci_text(row.get('fa'))} | {_patched(row)} | "
                        f"{kept} | {marks} |")
-        winners = [r for r in doc["points"] if ft and r.get("point") and meets_frontier_goal(r, ft)]
+        winners = [r for r in doc["points"] if ft and r.get("point") and meets_goal(r, ft)]
         out += ["", f"Settings meeting the goal: {len(winners)} of "
                     f"{sum(1 for r in doc['points'] if r.get('point'))} scored (all methods)." if ft else "",
                 "", safelora_comparison(doc), ""]

@@ -28,8 +28,8 @@ class CellInputs:
     """One cell `<task>-p<ratio>-<method>`: its adapters Wt, Wa, We and the identification statistics of We, the
     prepared data and the answer cache, and how its points are answered and judged (the judge stage's settings).
 
-    `realign_data` and `model_pass` give the realignment norms of Wt that Antidote's Wanda score reads
-    (nlsr_core.repair.antidote.realignment_norms), computed only when a point needs them.
+    `realign_data` and `model_pass` make the `realignment` set whose pass gives the realignment norms of Wt that
+    Antidote's Wanda score reads (nlsr_core.repair.antidote.RealignmentSet), computed only when a point needs them.
 
     `pipeline` is the pipeline's own realign setting (identify.sparsity, realign.*, nlsr.preset, amplify.beta); its
     identification method is the one recorded in `stats` (nlsr_core.study.scoring.builder sets it)."""
@@ -51,6 +51,17 @@ class CellInputs:
     compute: Any = None             # nlsr_core.compute.Compute: where the stacks run (None: the model's default)
     realign_data: Path | None = None    # harmful prompts with harmful answers (Antidote's realignment set)
     model_pass: ModelPass | None = None  # batch size and length of the statistics passes
+
+    @property
+    def realignment(self):
+        """The cell's nlsr_core.repair.antidote.RealignmentSet (realign_data passed in model_pass's batches with the
+        cell's template), or None without a realignment set."""
+        from nlsr_core.repair.antidote import RealignmentSet
+
+        if self.realign_data is None or self.model_pass is None:
+            return None
+        return RealignmentSet(Path(self.realign_data), self.model_pass.batch_size, self.model_pass.max_length,
+                              self.template)
 
     @property
     def task(self) -> str:

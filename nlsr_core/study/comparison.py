@@ -28,10 +28,11 @@ def method_of(row: dict) -> str | None:
     return (row.get("point") or {}).get("method")
 
 
-def hs_difference(first: dict, second: dict, n_boot: int = 10000, seed: int = 0) -> dict:
-    """HS(first) − HS(second) in points with a paired bootstrap interval over their shared prompts (rows carry
-    per-prompt flags, "1" = harmful): judge.stats.paired_bootstrap's {"diff", "lo", "hi", "n", "n_boot"}."""
-    return paired_bootstrap([c == "1" for c in first["flags"]["hs"]], [c == "1" for c in second["flags"]["hs"]],
+def rate_difference(first: dict, second: dict, metric: str = "hs", n_boot: int = 10000, seed: int = 0) -> dict:
+    """metric(first) − metric(second) in points with a paired bootstrap interval over their shared prompts (rows
+    carry per-prompt flags: for "hs" "1" = harmful, for "fa" "1" = correct): judge.stats.paired_bootstrap's
+    {"diff", "lo", "hi", "n", "n_boot"}."""
+    return paired_bootstrap([c == "1" for c in first["flags"][metric]], [c == "1" for c in second["flags"][metric]],
                             n_boot=n_boot, seed=seed)
 
 
@@ -85,7 +86,7 @@ def random_contrast_lines(doc: dict, n_boot: int = 10000, seed: int = 0) -> list
              "| P_SR | P_L | NLSR HS % | random-masks HS % | NLSR − random (points) [95% CI] | NLSR FA % | random FA % |",
              "|---|---|---|---|---|---|---|"]
     for ours, rand in sorted(pairs, key=lambda pr: key(pr[0])):
-        diff = hs_difference(ours, rand, n_boot, seed)
+        diff = rate_difference(ours, rand, "hs", n_boot, seed)
         p = ours["point"]
         lines.append(f"| {p['sparsity']:g} | {p['layer_prune']:g} | {pct(ours, 'hs'):.1f} | {pct(rand, 'hs'):.1f} | "
                      f"{diff['diff']:+.1f} [{diff['lo']:+.1f}, {diff['hi']:+.1f}] | {pct(ours, 'fa'):.1f} | "

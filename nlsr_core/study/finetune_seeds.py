@@ -24,7 +24,7 @@ from typing import Callable
 from nlsr_core.config import check_value
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import mean_sd, pct
-from nlsr_core.study.comparison import hs_difference, method_of
+from nlsr_core.study.comparison import method_of, rate_difference
 from nlsr_core.repair.registry import REPAIRS
 from nlsr_core.study.cell import CellInputs
 from nlsr_core.study.points import Point
@@ -67,7 +67,7 @@ def replicate_contrast(replicate: dict, n_boot: int = 10000, seed: int = 0) -> d
     ours, rand = rows.get("nlsr"), rows.get("random-masks")
     if not (ours and rand and ours.get("flags") and rand.get("flags")):
         return None
-    return hs_difference(ours, rand, n_boot, seed)
+    return rate_difference(ours, rand, "hs", n_boot, seed)
 
 
 FINETUNE_SEEDS_TITLE = "# Fine-tuning seeds"   # the first line: how `nlsr report` recognises its own file

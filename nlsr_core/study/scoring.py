@@ -36,22 +36,9 @@ def builder(inputs: CellInputs, collect=None):
     masks = masks_from_stats(ref, stats, ident.sparsity, ident.preset, ident.identifier)
     check_realign_inputs(ft, ref, masks, inputs.stats)
     check_compatible(ft, al, ("finetuned", "aligned"))
-    return PointBuilder(ft, al, ref, stats, point, collect, realign_norms(inputs))
-
-
-def realign_norms(inputs: CellInputs):
-    """() -> the realignment norms of the cell's Wt (one model pass over inputs.realign_data), or None when the
-    cell has no realignment set."""
-    if inputs.realign_data is None or inputs.model_pass is None:
-        return None
-
-    def norms() -> dict:
-        from nlsr_core.repair.antidote import realignment_norms
-
-        return realignment_norms(Path(inputs.finetuned), Path(inputs.realign_data), inputs.model_pass.batch_size,
-                                 inputs.model_pass.max_length, inputs.template, inputs.compute, inputs.model_name)
-
-    return norms
+    realignment = inputs.realignment
+    norms = None if realignment is None else (lambda: realignment.norms(ft, inputs.compute, inputs.model_name))
+    return PointBuilder(ft, al, ref, stats, point, collect, norms)
 
 
 def settings_record(inputs: CellInputs, splits=("harmful", "task")) -> dict:
