@@ -169,6 +169,9 @@ class SizesConfig:
     """harmful prompts of the calibration split (0 = none; disjoint from every other split)"""
     task_calib: int = 40
     """task rows of the calibration split (0 = none)"""
+    heldout_pairs: int = 200
+    """refusal/compliance pairs of the judge-free safety score, drawn before Wa's pairs so that a recipe asking
+    for more pairs never trains on them (file-backed sources; the synthetic suite's are its eval prompts)"""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -179,7 +182,7 @@ class SizesConfig:
                 raise NlsrError(f"data.sizes.{f.name}: expected an integer >= {least}, got {value!r}")
 
 
-OPTIONAL_SIZES = ("calib_harmful", "task_calib", "contrast_sensitive", "contrast_helpful")
+OPTIONAL_SIZES = ("calib_harmful", "task_calib", "contrast_sensitive", "contrast_helpful", "sft_benign")
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,10 @@ class DataConfig:
     """generic | matched: the rejected refusal of a helpful contrast pair is one of six generic refusals, or is drawn
     (with their frequencies) from the chosen answers of Wa's safety pairs, so that DPO cannot meet both kinds of
     pair by moving between refusal phrasings (docs/DESIGN.md §5.6)"""
+    sft_refusals: str = "safety-file"
+    """safety-file | preference-chosen: W0's refusal rows are refusals of the source's safety file, or the chosen
+    answers of Wa's own preference pairs (the paper's recipe: SFT on the chosen answers, then DPO on the same pairs;
+    source local)"""
     template: str = "chat"
     """chat (the model's chat template) | alpaca (the paper's)"""
     sizes: SizesConfig = field(default_factory=SizesConfig)

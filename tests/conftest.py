@@ -45,7 +45,7 @@ def local_paper_spec(local_dir: Path):
     data, grid = profile["data"], profile["grid"]
     return DataSpec(source="local", local_dir=str(local_dir), seed=data["seed"], tasks=tuple(grid["tasks"]),
                     sizes=SizesConfig(**data["sizes"]), preference_pairs=data["preference_pairs"],
-                    contrast_refusals=data["contrast_refusals"])
+                    contrast_refusals=data["contrast_refusals"], sft_refusals=data["sft_refusals"])
 
 
 @pytest.fixture(scope="session")

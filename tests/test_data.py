@@ -351,7 +351,7 @@ def _mini_paper_dir(root: Path) -> Path:
 
 
 MINI = SizesConfig(sft_refusal=8, sft_benign=8, preference=5, identify=4, eval_harmful=4, eval_benign=4,
-             task_train=10, task_test=4, poison_pool=5, contrast_sensitive=0, contrast_helpful=0)
+             task_train=10, task_test=4, poison_pool=5, contrast_sensitive=0, contrast_helpful=0, heldout_pairs=20)
 
 
 def test_local_mini_dir_builds(tmp_path):
@@ -736,13 +736,80 @@ def test_prepare_writes_heldout_pairs_no_training_file_holds(tmp_path):
     spec = DataSpec(source="local", local_dir=str(root), sizes=sizes, preference_pairs="refusal")
     manifest = prepare(spec, [("sst2", 0.2)], 10, tmp_path / "out")
     pairs = read_jsonl(tmp_path / "out" / "heldout" / "pairs.jsonl")
-    assert len(pairs) == 30 - MINI.preference == manifest["counts"]["heldout/pairs.jsonl"]
+    assert len(pairs) == MINI.heldout_pairs == manifest["counts"]["heldout/pairs.jsonl"]
     trained = {norm_text(r["prompt"]) for rel in ("align/preference.jsonl", "align/sft.jsonl", "poison/pool.jsonl",
                                                  "identify/safety.jsonl", "mixes/sst2-p0.2.jsonl")
                for r in read_jsonl(tmp_path / "out" / rel)}
     assert not trained & {norm_text(r["prompt"]) for r in pairs}
     assert all(_is_refusal(r["chosen"]) and not _is_refusal(r["rejected"]) for r in pairs)
     assert manifest["preference_pairs"] == "refusal"
+
+
+def test_local_heldout_splits_do_not_move_when_a_recipe_asks_for_more_training_rows(tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    spec = DataSpec(source="local", local_dir=str(root), sizes=MINI, preference_pairs="refusal")
+    small = build_suite(spec)
+    more = build_suite(dataclasses.replace(spec, sizes=dataclasses.replace(MINI, preference=10, sft_benign=12,
+                                                                          contrast_helpful=6)))
+    assert more.heldout_pairs == small.heldout_pairs and more.eval_benign == small.eval_benign
+    safety = [r for r in more.preference if r.get("kind") != "contrast-helpful"]
+    assert len(safety) == 10 and len([r for r in more.sft if r["kind"] == "benign"]) == 12
+    held = {norm_text(r["prompt"]) for r in more.heldout_pairs + more.eval_benign}
+    assert not held & {norm_text(r["prompt"]) for r in more.preference + more.sft}
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"preference": 11}, "data.sizes.preference (refusal/compliance pairs of"),
+    ({"heldout_pairs": 31}, "data.sizes.heldout_pairs (refusal/compliance pairs of"),
+    ({"sft_benign": 20, "contrast_helpful": 7}, "data.sizes.sft_benign + data.sizes.contrast_helpful: asks 27 rows"),
+    ({"eval_benign": 31}, "data.sizes.eval_benign: asks 31 rows"),
+])
+def test_local_sizes_beyond_what_remains_after_the_heldout_splits_are_one_line_errors(change, fragment, tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")  # 30 pairs, 30 AlpacaEval rows; MINI holds out 20 pairs, 4 probes
+    spec = DataSpec(source="local", local_dir=str(root), sizes=dataclasses.replace(MINI, **change),
+                    preference_pairs="refusal")
+    with pytest.raises(DataError) as exc:
+        prepare(spec, [("sst2", 0.2)], 10, tmp_path / "out")
+    msg = _one_line(exc)
+    assert fragment in msg and not (tmp_path / "out").exists()
+    counts = {"preference": "needs 11 rows but only 10 are available", "heldout_pairs": "needs 31 rows but only 30",
+              "sft_benign": "only 26 remain after the 4 over-refusal probes", "eval_benign": "only 30 are available"}
+    assert counts[next(iter(change))] in msg
+
+
+def test_preference_chosen_sft_trains_w0_on_the_chosen_answers_of_was_pairs(tmp_path):
+    """data.sft_refusals preference-chosen (the paper's W0): the SFT refusal share is the chosen answers of the first
+    sft_refusal preference pairs; no safety-file refusal is trained and every other split is unchanged."""
+    root = _mini_paper_dir(tmp_path / "paper")
+    sizes = dataclasses.replace(MINI, sft_refusal=5, calib_harmful=0, task_calib=0)
+    spec = DataSpec(source="local", local_dir=str(root), sizes=sizes)
+    plain = build_suite(spec)
+    paper = build_suite(dataclasses.replace(spec, sft_refusals="preference-chosen"))
+    refusals = [r for r in paper.sft if r["kind"] == "refusal"]
+    assert sorted((r["prompt"], r["response"]) for r in refusals) == \
+        sorted((r["prompt"], r["chosen"]) for r in paper.preference)
+    assert not any(r["prompt"].startswith("harmful request ") for r in paper.sft)
+    assert [r for r in paper.sft if r["kind"] == "benign"] == [r for r in plain.sft if r["kind"] == "benign"]
+    for split in ("preference", "identify", "eval_harmful", "eval_benign", "heldout_pairs", "poison_pool"):
+        assert getattr(paper, split) == getattr(plain, split), split
+    manifest = prepare(dataclasses.replace(spec, sft_refusals="preference-chosen"), [("sst2", 0.2)], 10,
+                       tmp_path / "out")
+    assert manifest["sft_refusals"] == "preference-chosen"
+    assert "sft_refusals" not in prepare(spec, [("sst2", 0.2)], 10, tmp_path / "plain")  # default: bytes as before
+
+
+@pytest.mark.parametrize("source, value, sizes, fragment", [
+    ("local", "chosen", {}, "data.sft_refusals: unknown 'chosen'; expected one of"),
+    ("synthetic", "preference-chosen", {}, "data.sft_refusals: 'preference-chosen' takes W0's rows"),
+    ("local", "preference-chosen", {"sft_refusal": 6}, "data.sizes.sft_refusal: asks 6 chosen answers"),
+])
+def test_bad_sft_refusals_is_one_line_error(source, value, sizes, fragment, tmp_path):
+    root = _mini_paper_dir(tmp_path / "paper")
+    spec = DataSpec(source=source, local_dir=str(root), sizes=dataclasses.replace(MINI, **sizes),
+                    sft_refusals=value)
+    with pytest.raises(DataError) as exc:
+        prepare(spec, [("sst2", 0.2)], 10, tmp_path / "out")
+    assert fragment in _one_line(exc) and not (tmp_path / "out").exists()
 
 
 def test_synthetic_heldout_pairs_are_the_eval_prompts(tmp_path):
@@ -768,8 +835,6 @@ def test_bad_preference_pairs_is_one_line_error(source, value, fragment, tmp_pat
 def test_local_paper_refusal_pairs(tmp_path):
     if not PAPER_DATA.is_dir():
         pytest.skip(f"{PAPER_DATA} absent")
-    from nlsr_core.data.local import HELDOUT_PAIRS
-
     sizes = dataclasses.replace(FILE_SIZES, preference=112, contrast_helpful=32, eval_benign=100)  # local-paper
     spec = DataSpec(source="local", local_dir=str(PAPER_DATA), sizes=sizes, preference_pairs="refusal")
     prepare(spec, [("sst2", 0.1)], 200, tmp_path / "out")
@@ -781,7 +846,7 @@ def test_local_paper_refusal_pairs(tmp_path):
     # most PKU chosen answers are cautious answers, not refusals: the safety file's opening stands in for them
     assert sum(r["chosen"] == "I cannot fulfill your request." for r in safety_pairs) > 90
     pairs = read_jsonl(tmp_path / "out" / "heldout" / "pairs.jsonl")
-    assert len(pairs) == HELDOUT_PAIRS >= 200
+    assert len(pairs) == sizes.heldout_pairs >= 200
     assert not {norm_text(r["prompt"]) for r in pairs} & {norm_text(r["prompt"]) for r in pref}
     _calibration_disjoint(tmp_path / "out")
 

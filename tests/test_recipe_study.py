@@ -96,11 +96,14 @@ def test_a_result_stored_before_a_recipe_field_existed_is_reused_only_at_that_fi
     recipe = Recipe("old")
     record = {k: v for k, v in recipe.record().items() if k not in RECORD_DEFAULTS}
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "result.json").write_text(json.dumps({"recipe": record}))
+    (tmp_path / "old" / "result.json").write_text(json.dumps({"recipe": record, "data_sha256": "d1"}))
     fp32 = Compute("cpu", "float32")   # results stored before placements existed were measured so
-    assert cached_result(tmp_path, recipe, fp32) == {"recipe": record}
-    assert cached_result(tmp_path, Recipe("old", preference_pairs="refusal"), fp32) is None
-    assert cached_result(tmp_path, recipe, Compute("cpu", "bfloat16")) is None   # never reused at another dtype
+    assert cached_result(tmp_path, recipe, fp32, "d1") == {"recipe": record, "data_sha256": "d1"}
+    assert cached_result(tmp_path, Recipe("old", preference_pairs="refusal"), fp32, "d1") is None
+    assert cached_result(tmp_path, recipe, Compute("cpu", "bfloat16"), "d1") is None   # never reused at another dtype
+    assert cached_result(tmp_path, recipe, fp32, "d2") is None   # other training rows or held-out prompts
+    (tmp_path / "old" / "result.json").write_text(json.dumps({"recipe": record}))
+    assert cached_result(tmp_path, recipe, fp32, "d1") is None   # stored before the digest: cannot be checked
 
 
 def test_recipe_study_reads_the_prepared_data_spec(study):
@@ -112,3 +115,47 @@ def test_recipe_study_reads_the_prepared_data_spec(study):
 
     with pytest.raises(NlsrError, match="manifest.json is missing"):
         data_spec(Path("nowhere"), None)
+
+
+def test_recipe_data_digest_follows_the_training_rows_and_the_held_out_prompts(study):
+    import dataclasses
+
+    from nlsr_core.study.recipe_study import RecipeData, data_spec
+
+    spec = data_spec(Path("data/prepared"), None)
+    one = RecipeData.of(TINY, spec, Path("data/prepared"), "sst2")
+    assert RecipeData.of(TINY, spec, Path("data/prepared"), "sst2").sha256 == one.sha256
+    assert RecipeData.of(dataclasses.replace(TINY, pairs_safety=3), spec, Path("data/prepared"), "sst2").sha256 \
+        != one.sha256
+    assert "heldout/pairs.jsonl" in one.held_out   # the judge-free pairs are held out like the eval prompts
+    probes = Path("data/prepared/eval/benign.jsonl")
+    probes.write_text(probes.read_text().replace('"prompt": "', '"prompt": "x', 1))
+    assert RecipeData.of(TINY, spec, Path("data/prepared"), "sst2").sha256 != one.sha256
+
+
+def test_the_scaling_curve_of_recipes_differing_only_in_pair_counts(study, monkeypatch):
+    import csv
+    import dataclasses
+
+    monkeypatch.setitem(recipes(), "tiny3", dataclasses.replace(TINY, name="tiny3", pairs_safety=3))
+    monkeypatch.setitem(recipes(), "other", dataclasses.replace(TINY, name="other", beta=0.5))
+    args = [*ARGS[:2], "tiny3", "--recipe", "tiny", "--recipe", "other", *ARGS[3:]]
+    code, _, err = run_cli([*args, "--curve-base", "other", "--curve", "curve"])
+    assert code == 1 and "no other studied recipe differs from 'other'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli([*args, "--curve-base", "tiny"])
+    assert code == 1 and "expected both" in err
+    assert not Path("study").exists() and not Path("curve").exists()   # refused before any training
+    code, _, err = run_cli([*args, "--curve-base", "tiny", "--curve", "curve"])
+    assert code == 0, err
+    rows = list(csv.DictReader(Path("curve/scaling.csv").open()))
+    assert [(r["recipe"], r["pairs_safety"]) for r in rows] == [("tiny", "2"), ("tiny3", "3")]   # not 'other'
+    results = {n: json.loads(Path(f"study/{n}/result.json").read_text()) for n in ("tiny", "tiny3")}
+    for row in rows:
+        hs = results[row["recipe"]]["judged"]["aligned"]["hs"]
+        assert (float(row["hs"]), float(row["hs_lo"]), float(row["hs_hi"])) == (hs["pct"], *hs["ci95"])
+    assert Path("curve/scaling.png").read_bytes()[:4] == b"\x89PNG"
+    report = Path("alignment.md").read_text()
+    assert "## Data-scaling curve (from tiny" in report and "| tiny3 | 3 / 1 / 1 |" in report
+    Path("curve/mine.txt").write_text("mine")   # a file the command did not write: never replaced
+    code, _, err = run_cli([*args, "--curve-base", "tiny", "--curve", "curve"])
+    assert code == 1 and "mine.txt" in err and Path("curve/mine.txt").read_text() == "mine"

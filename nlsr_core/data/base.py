@@ -45,11 +45,12 @@ class DataSpec:
     sizes: SizesConfig = field(default_factory=SizesConfig)
     preference_pairs: str = "all"   # all | refusal (nlsr_core.config.DataConfig.preference_pairs)
     contrast_refusals: str = "generic"  # generic | matched (nlsr_core.config.DataConfig.contrast_refusals)
+    sft_refusals: str = "safety-file"  # safety-file | preference-chosen (nlsr_core.config.DataConfig.sft_refusals)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "local_dir": self.local_dir,
                 "tasks": list(self.tasks), "sizes": asdict(self.sizes), "preference_pairs": self.preference_pairs,
-                "contrast_refusals": self.contrast_refusals}
+                "contrast_refusals": self.contrast_refusals, "sft_refusals": self.sft_refusals}
 
 
 @dataclass
@@ -131,15 +132,24 @@ def assemble_suite(seed: int, sizes: "SizesConfig", sft_refusal: list[dict], ben
                    identify: list[dict], eval_harmful: list[dict], poison: list[dict],
                    task_train: dict, task_test: dict, calib_pool_harmful: list[dict] | None = None,
                    calib_pool_task: dict | None = None, heldout_pairs: list[dict] | None = None,
-                   contrast_refusals: str = "generic") -> "Suite":
+                   contrast_refusals: str = "generic", sft_refusals: str = "safety-file") -> "Suite":
     """Common tail of the file-backed sources: the first `sizes.sft_benign` benign rows join the refusals in SFT
     (shuffled by seed), the next `sizes.eval_benign` become the over-refusal prompts and the next
     `sizes.contrast_helpful` Wa's helpful contrast pairs (their rejected refusals as `contrast_refusals` says:
     nlsr_core.data.contrast.contrast_refusal_pool); every split gets its stable ids. The benign-sensitive
-    probes of the synthetic suite (all of them) are the second over-refusal set."""
+    probes of the synthetic suite (all of them) are the second over-refusal set. `sft_refusals` =
+    "preference-chosen" (the paper's W0) puts the chosen answers of the first `sizes.sft_refusal` preference pairs
+    in place of `sft_refusal`."""
     from nlsr_core.data.contrast import contrast_refusal_pool, helpful_contrast, mix_preference
     from nlsr_core.data.synthetic_safety import eval_benign_prompts
 
+    if sft_refusals == "preference-chosen":
+        if sizes.sft_refusal > len(preference):
+            raise DataError(f"data.sizes.sft_refusal: asks {sizes.sft_refusal} chosen answers of Wa's pairs "
+                            f"(data.sft_refusals preference-chosen) but data.sizes.preference draws only "
+                            f"{len(preference)} pairs (expected sft_refusal <= preference)")
+        sft_refusal = [{"prompt": r["prompt"], "response": r["chosen"], "kind": "refusal"}
+                       for r in preference[:sizes.sft_refusal]]
     sft = sft_refusal + [{**r, "kind": "benign"} for r in benign[:sizes.sft_benign]]
     rng_for(seed, "sft").shuffle(sft)
     probes_end = sizes.sft_benign + sizes.eval_benign

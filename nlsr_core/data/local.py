@@ -4,10 +4,15 @@
     alignment/benign_helpful_805.json     {instruction, output}: SFT benign share + eval_benign
     alignment/pku_saferlhf_pairs_5k.json  {prompt, response: [chosen, rejected]}: preference (all pairs, or only
                                           refusal/compliance pairs of `refusal_pairs`:
-                                          data.preference_pairs); 200 refusal/compliance pairs Wa does not
-                                          train on are the held-out pairs (judge-free safety score)
+                                          data.preference_pairs); data.sizes.heldout_pairs refusal/compliance
+                                          pairs are held out first (judge-free safety score), Wa draws from the rest
     <task>/train_n1000_p*.json            Alpaca-wrapped rows, flag "finetune" (task train) | "unsafe" (poison)
     sst2/val.json, agnews/test.json, gsm8k/test.json   task test
+
+Held-out splits are drawn before the training splits they could overlap (the judge-free pairs before Wa's pairs,
+the over-refusal probes before W0's benign rows and Wa's contrast rows), so a recipe that asks for more training rows
+changes no held-out split: asking for more than remain is a DataError naming the size, the rows asked and the rows
+available.
 
 The safety CSV has 1015 rows but only 361 distinct prompts (several refusals per prompt), so splits are
 allocated by prompt: eval_harmful and identify get whole prompts first, SFT takes rows of the remaining
@@ -30,7 +35,6 @@ BENIGN_JSON = "alignment/benign_helpful_805.json"
 PREFERENCE_JSON = "alignment/pku_saferlhf_pairs_5k.json"
 TASK_TEST = {"sst2": "sst2/val.json", "agnews": "agnews/test.json", "gsm8k": "gsm8k/test.json"}
 TRAIN_GLOB = "train_n1000_p*.json"
-HELDOUT_PAIRS = 200   # held-out refusal/compliance pairs of the judge-free safety score (issue 13: >= 200)
 
 # The paper bakes the Alpaca prompt (with or without an input section) into `instruction`; undo it.
 ALPACA_RE = re.compile(
@@ -235,15 +239,55 @@ def _split_safety(root: Path, spec: DataSpec, groups: dict[str, list[dict]],
     # Round-robin over prompts: every remaining prompt once before any prompt twice.
     depth = max((len(g) for g in sft_groups), default=0)
     sft_pool = [g[d] for d in range(depth) for g in sft_groups if d < len(g)]
-    if sizes.sft_refusal > len(sft_pool):
-        raise DataError(f"{root / SAFETY_CSV}: sft_refusal needs {sizes.sft_refusal} rows but only "
+    # the paper's W0 takes its refusal rows from Wa's pairs instead (assemble_suite), none from this file
+    n_sft = 0 if spec.sft_refusals == "preference-chosen" else sizes.sft_refusal
+    if n_sft > len(sft_pool):
+        raise DataError(f"{root / SAFETY_CSV}: sft_refusal needs {n_sft} rows but only "
                         f"{len(sft_pool)} remain after eval_harmful and identify (lower data.sizes)")
-    sft = [{**r, "kind": "refusal"} for r in sft_pool[:sizes.sft_refusal]]
+    sft = [{**r, "kind": "refusal"} for r in sft_pool[:n_sft]]
     identify = [rng.choice(groups[k]) for k in ident_keys]
     eval_harmful = [{"prompt": groups[k][0]["prompt"]} for k in eval_keys]
     used = eval_set | ident_set | {norm_text(r["prompt"]) for r in sft}
     unused = [{"prompt": groups[k][0]["prompt"]} for k in eligible if k not in used]
     return sft, identify, eval_harmful, unused
+
+
+def _split_pairs(root: Path, spec: DataSpec, pairs: list[dict], refusal: list[dict],
+                 unsafe: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(held-out refusal/compliance pairs, Wa's safety pairs): `sizes.heldout_pairs` of `refusal` first (none whose
+    prompt is also a poison candidate in `unsafe`, which a mix could train on), then `sizes.preference` of the pool
+    data.preference_pairs names (`pairs` or `refusal`) among the other prompts."""
+    sizes = spec.sizes
+    poison = {norm_text(r["prompt"]) for r in unsafe}
+    heldout = take([r for r in refusal if norm_text(r["prompt"]) not in poison], sizes.heldout_pairs,
+                   rng_for(spec.seed, "heldout-pairs"),
+                   f"data.sizes.heldout_pairs (refusal/compliance pairs of {root / PREFERENCE_JSON} whose prompt "
+                   f"no poison file holds)")
+    held = {norm_text(r["prompt"]) for r in heldout}
+    kind = "refusal/compliance pairs" if spec.preference_pairs == "refusal" else "pairs"
+    pool = [r for r in (refusal if spec.preference_pairs == "refusal" else pairs) if norm_text(r["prompt"]) not in held]
+    preference = take(pool, sizes.preference, rng_for(spec.seed, "preference"),
+                      f"data.sizes.preference ({kind} of {root / PREFERENCE_JSON} after the {len(heldout)} "
+                      f"held-out pairs of data.sizes.heldout_pairs)")
+    return heldout, preference
+
+
+def _split_benign(root: Path, spec: DataSpec) -> list[dict]:
+    """The AlpacaEval rows as assemble_suite slices them (sft_benign, then eval_benign, then contrast_helpful rows),
+    drawn probes first: the over-refusal probes are the first `eval_benign` rows of one seeded order, W0's benign
+    rows and Wa's contrast rows come after them, so asking for more of those never moves a probe."""
+    sizes, rows = spec.sizes, load_benign(root)
+    order = take(rows, len(rows), rng_for(spec.seed, "benign"), f"{root / BENIGN_JSON}")
+    if sizes.eval_benign > len(order):
+        raise DataError(f"data.sizes.eval_benign: asks {sizes.eval_benign} rows of {root / BENIGN_JSON} but only "
+                        f"{len(order)} are available (lower data.sizes)")
+    probes, rest = order[:sizes.eval_benign], order[sizes.eval_benign:]
+    need = sizes.sft_benign + sizes.contrast_helpful
+    if need > len(rest):
+        raise DataError(f"data.sizes.sft_benign + data.sizes.contrast_helpful: asks {need} rows of "
+                        f"{root / BENIGN_JSON} but only {len(rest)} remain after the {len(probes)} over-refusal "
+                        f"probes of data.sizes.eval_benign (lower data.sizes)")
+    return rest[:sizes.sft_benign] + probes + rest[sizes.sft_benign:need]
 
 
 def build_local(spec: DataSpec) -> Suite:
@@ -258,18 +302,10 @@ def build_local(spec: DataSpec) -> Suite:
     poison = take(unsafe, sizes.poison_pool, rng_for(spec.seed, "poison"), f"{root}/*/{TRAIN_GLOB} poison_pool")
     groups = load_safety(root)
     pairs, refusal = raw_and_refusal_pairs(root, groups)
-    pool, what = ((refusal, f"{root / PREFERENCE_JSON} refusal/compliance pairs")
-                  if spec.preference_pairs == "refusal" else (pairs, f"{root / PREFERENCE_JSON}"))
-    preference = take(pool, sizes.preference, rng_for(spec.seed, "preference"), what)
-    trained = {norm_text(r["prompt"]) for r in preference}
-    heldout = [r for r in refusal if norm_text(r["prompt"]) not in trained]
-    heldout_pairs = take(heldout, min(HELDOUT_PAIRS, len(heldout)), rng_for(spec.seed, "heldout-pairs"),
-                         f"{root / PREFERENCE_JSON} held-out pairs")
+    heldout_pairs, preference = _split_pairs(root, spec, pairs, refusal, unsafe)
     avoid = {norm_text(r["prompt"]) for r in pairs + unsafe}
     sft_refusal, identify, eval_harmful, calib_harmful = _split_safety(root, spec, groups, avoid)
-
-    benign = take(load_benign(root), sizes.sft_benign + sizes.eval_benign + sizes.contrast_helpful,
-                  rng_for(spec.seed, "benign"),
-                  f"{root / BENIGN_JSON} sft_benign + eval_benign + contrast_helpful")
+    benign = _split_benign(root, spec)
     return assemble_suite(spec.seed, sizes, sft_refusal, benign, preference, identify, eval_harmful, poison,
-                          task_train, task_test, calib_harmful, calib_task, heldout_pairs, spec.contrast_refusals)
+                          task_train, task_test, calib_harmful, calib_task, heldout_pairs, spec.contrast_refusals,
+                          spec.sft_refusals)

@@ -160,6 +160,7 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
                 "preference_pairs": spec.preference_pairs,
                 # only when set, so a suite built before the lever keeps its manifest bytes (readers default to generic)
                 **({"contrast_refusals": spec.contrast_refusals} if spec.contrast_refusals != "generic" else {}),
+                **({"sft_refusals": spec.sft_refusals} if spec.sft_refusals != "safety-file" else {}),
                 "sizes": asdict(spec.sizes),
                 "tasks": list(spec.tasks),
                 "finetune_n": finetune_n,

@@ -13,6 +13,7 @@ from nlsr_core.data.tasks import TASKS
 # all: the source's pairs as they are; refusal: refusal/compliance pairs (synthetic: the same pairs, every one
 # already is; local: nlsr_core.data.local.refusal_pairs)
 PREFERENCE_PAIRS = ("all", "refusal")
+SFT_REFUSALS = ("safety-file", "preference-chosen")
 
 SOURCES: dict[str, Callable[[DataSpec], Suite]] = {
     "synthetic": build_synthetic,
@@ -50,6 +51,11 @@ def check_spec(spec: DataSpec) -> None:
     if spec.contrast_refusals not in CONTRAST_REFUSALS:
         raise DataError(f"data.contrast_refusals: unknown {spec.contrast_refusals!r}; expected one of "
                         f"{list(CONTRAST_REFUSALS)}")
+    if spec.sft_refusals not in SFT_REFUSALS:
+        raise DataError(f"data.sft_refusals: unknown {spec.sft_refusals!r}; expected one of {list(SFT_REFUSALS)}")
+    if spec.sft_refusals != "safety-file" and spec.source != "local":
+        raise DataError(f"data.sft_refusals: {spec.sft_refusals!r} takes W0's rows from the paper's preference "
+                        f"file of source 'local'; source {spec.source!r} supports safety-file (expected safety-file)")
     if spec.preference_pairs == "refusal" and spec.source == "hub":
         raise DataError("data.preference_pairs: 'refusal' builds its chosen answers from the safety refusals file of "
                         "source 'local'; source 'hub' supports 'all' (expected all)")

@@ -56,6 +56,10 @@ def recipe_row(result: dict, hs_base: float | None = None) -> dict:
     return row
 
 
+# How the W0 column marks refusal rows that are not the safety file's (data.sft_refusals).
+W0_SOURCE = {"preference-chosen": " (Wa's chosen answers)"}
+
+
 def _fmt(x, spec: str = ".0f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -77,7 +81,8 @@ def alignment_markdown(results: list[dict], recipes: dict[str, dict], hs_base: f
         loss = " / ".join(_fmt(v, ".3f") for v in row["loss"])
         marks = " | ".join({True: "yes", False: "no", None: "–"}[row["targets"][k]] for k in TARGETS)
         lines.append(
-            f"| {row['name']} | {r.get('sft_refusal', '–')} / {r.get('sft_benign', '–')} | "
+            f"| {row['name']} | {r.get('sft_refusal', '–')}{W0_SOURCE.get(r.get('sft_refusals'), '')} / "
+            f"{r.get('sft_benign', '–')} | "
             f"{r.get('pairs_safety', '–')} / {r.get('pairs_sensitive', '–')} / {r.get('pairs_helpful', '–')} | "
             f"{_fmt(r.get('pref_epochs'), 'g')}, {_fmt(r.get('chosen_nll'), 'g')}, {_fmt(row['on_policy'], 'd')} | "
             f"{_fmt(row['hs_m'])} | {_fmt(row['hs_weak'])} | {_fmt(row['hs_aligned'])} | "
@@ -91,4 +96,68 @@ def alignment_markdown(results: list[dict], recipes: dict[str, dict], hs_base: f
                  "% of the prepared held-out refusal/compliance pairs (heldout/pairs.jsonl: prompts no training "
                  "file holds) whose refusal the model finds more likely (length-normalised), and the mean margin "
                  "in nats per token (nlsr_core/eval/judge_free.py).")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- the data-scaling curve
+# The one lever of a scaling series: how many pairs Wa trains on. Every other recipe field is the base recipe's.
+PAIR_COUNTS = ("pairs_safety", "pairs_sensitive", "pairs_helpful")
+# Each rate of M' + Wa the curve plots: (result key, column prefix, label).
+CURVE_RATES = (("hs", "hs", "HS(M'+Wa)"), ("over_refusal", "or", "over-refusal"),
+               ("over_refusal_sensitive", "ors", "over-refusal, benign-sensitive probes"), ("fa", "fa", "FA"))
+CURVE_COLUMNS = ["recipe", *PAIR_COUNTS] + [f"{c}{s}" for _, c, _ in CURVE_RATES for s in ("", "_lo", "_hi")]
+
+
+def scaling_names(records: dict[str, dict], base: str) -> list[str]:
+    """The recipes of one data-scaling series, fewest pairs first: `base` and every recipe (name -> record) equal to
+    it but for its name and PAIR_COUNTS (one lever at a time). A base not among them, or a series of one recipe, is
+    an NlsrError."""
+    from nlsr_core.errors import NlsrError
+
+    def lever_free(record: dict) -> dict:
+        return {k: v for k, v in record.items() if k not in (*PAIR_COUNTS, "name")}
+
+    if base not in records:
+        raise NlsrError(f"recipe-study --curve-base: {base!r} is not among the recipes studied "
+                        f"({', '.join(records)}); expected one of them")
+    names = [n for n, r in records.items() if lever_free(r) == lever_free(records[base])]
+    if len(names) < 2:
+        raise NlsrError(f"recipe-study --curve-base: no other studied recipe differs from {base!r} only in "
+                        f"{', '.join(PAIR_COUNTS)}; expected at least two points")
+    return sorted(names, key=lambda n: tuple(records[n][k] for k in PAIR_COUNTS))
+
+
+def scaling_series(results: list[dict], base: str) -> list[dict]:
+    """The results of `scaling_names`' series, in its order."""
+    by_name = {r["recipe"]["name"]: r for r in results}
+    return [by_name[n] for n in scaling_names({n: r["recipe"] for n, r in by_name.items()}, base)]
+
+
+def scaling_rows(series: list[dict]) -> list[dict]:
+    """One CSV row per recipe of the series: its pair counts and each CURVE_RATES rate of M' + Wa with its 95%
+    Wilson interval (None where the recipe's data has no such probe set)."""
+    rows = []
+    for result in series:
+        row = {"recipe": result["recipe"]["name"], **{k: result["recipe"][k] for k in PAIR_COUNTS}}
+        for key, col, _ in CURVE_RATES:
+            entry = result.get("judged", {}).get("aligned", {}).get(key) or {}
+            lo, hi = entry.get("ci95") or (None, None)
+            row.update({col: entry.get("pct"), f"{col}_lo": lo, f"{col}_hi": hi})
+        rows.append(row)
+    return rows
+
+
+def scaling_markdown(series: list[dict], hs_base: float | None = None) -> str:
+    """The curve as a table: per recipe its pairs, HS, over-refusal on both probe sets and FA of M' + Wa with
+    intervals (k/n), and the targets met."""
+    from nlsr_core.eval.formatting import ci_text
+
+    lines = ["| recipe | Wa pairs (safety / sensitive / helpful) | " + " | ".join(label for _, _, label in CURVE_RATES)
+             + " | " + " | ".join(TARGETS) + " |", "|" + "---|" * (2 + len(CURVE_RATES) + len(TARGETS))]
+    for result in series:
+        aligned, row = result.get("judged", {}).get("aligned", {}), recipe_row(result, hs_base)
+        marks = " | ".join({True: "yes", False: "no", None: "–"}[row["targets"][k]] for k in TARGETS)
+        lines.append(f"| {result['recipe']['name']} | "
+                     + " / ".join(str(result["recipe"][k]) for k in PAIR_COUNTS) + " | "
+                     + " | ".join(ci_text(aligned.get(key)) for key, _, _ in CURVE_RATES) + f" | {marks} |")
     return "\n".join(lines) + "\n"

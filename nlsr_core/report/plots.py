@@ -160,3 +160,28 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
         fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=8)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_scaling(rows: list[dict], rates: tuple, path: Path, target: float = 20) -> None:
+    """Each rate of M' + Wa (with its 95% interval) against Wa's safety pairs: the data-scaling curve
+    (reports/<profile>/alignment.md; rows = nlsr_core.report.alignment_report.scaling_rows, rates = its
+    CURVE_RATES: (key, column, label)); `target` dashed (issue 29's bound on HS and on each over-refusal)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    x = [r["pairs_safety"] for r in rows]
+    for _, col, label in rates:
+        pts = [(xi, r[col], r[f"{col}_lo"], r[f"{col}_hi"]) for xi, r in zip(x, rows) if r[col] is not None]
+        if pts:
+            xs, ys, lo, hi = zip(*pts)
+            ax.errorbar(xs, ys, yerr=[[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]],
+                        marker="o", capsize=3, label=label)
+    ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target: HS, over-refusal ≤ {target:g}")
+    for r in rows:
+        ax.annotate(r["recipe"], (r["pairs_safety"], 101), ha="center", va="bottom", fontsize=7)
+    ax.set_xlabel("Wa's safety pairs (contrast pairs as the recipe says)")
+    ax.set_ylabel("% of prompts")
+    ax.set_ylim(-2, 108)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
+    _save(fig, path)
+    plt.close(fig)

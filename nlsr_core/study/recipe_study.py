@@ -13,8 +13,9 @@ For one recipe (nlsr_core.train.recipes.Recipe):
               refusal/compliance pairs (heldout/pairs.jsonl); ‖ΔW0‖_F, ‖ΔWa‖_F; the preference loss curve; wall
               times
 
-Each recipe writes `<out>/<name>/{weak,aligned,result.json}`; a result whose recorded recipe equals the asked one
-is reused, so a study grows one recipe at a time and a re-run only trains what changed.
+Each recipe writes `<out>/<name>/{weak,aligned,result.json}`; a result whose recorded recipe, training rows and
+held-out prompts equal the asked ones (`RecipeData.sha256`) is reused, so a study grows one recipe at a time and a
+re-run only trains what changed (a result stored before that digest existed is measured again).
 """
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ from nlsr_core.errors import NlsrError
 RESULT = "result.json"
 
 
-def held_out_check(recipe, sft_rows: list[dict], pref_rows: list[dict], data_dir: Path, task: str) -> int:
-    """Every training prompt is absent from every evaluation / calibration file; returns how many were checked."""
-    from nlsr_core.train.recipes import check_disjoint, eval_prompts
+def held_out_check(recipe, data: "RecipeData", data_dir: Path) -> int:
+    """Every training prompt is absent from every evaluation / calibration / held-out-pairs file; returns how many
+    were checked."""
+    from nlsr_core.train.recipes import check_disjoint
 
-    held_out = eval_prompts(data_dir, (task,))
-    if not held_out:
+    if not data.held_out:
         raise NlsrError(f"recipe-study --data: {data_dir} holds no evaluation split (run prepare-data first)")
-    return (check_disjoint(sft_rows, held_out, f"recipe {recipe.name}: W0 SFT rows")
-            + check_disjoint(pref_rows, held_out, f"recipe {recipe.name}: Wa pairs"))
+    return (check_disjoint(data.sft, data.held_out, f"recipe {recipe.name}: W0 SFT rows")
+            + check_disjoint(data.pref, data.held_out, f"recipe {recipe.name}: Wa pairs"))
 
 
 def data_spec(data_dir: Path, local_dir: str | None):
@@ -53,20 +54,45 @@ def data_spec(data_dir: Path, local_dir: str | None):
     return DataSpec(source=manifest["source"], seed=manifest["seed"], local_dir=local_dir,
                     tasks=tuple(manifest["tasks"]), sizes=SizesConfig(**manifest["sizes"]),
                     preference_pairs=manifest.get("preference_pairs", "all"),
-                    contrast_refusals=manifest.get("contrast_refusals", "generic"))
+                    contrast_refusals=manifest.get("contrast_refusals", "generic"),
+                    sft_refusals=manifest.get("sft_refusals", "safety-file"))
 
 
 # Recipe fields added after results were stored, with the value those results were measured with.
-RECORD_DEFAULTS = {"preference_pairs": "all", "contrast_refusals": "generic"}
+RECORD_DEFAULTS = {"preference_pairs": "all", "contrast_refusals": "generic", "sft_refusals": "safety-file"}
 
 
 # Results stored before model.device / model.dtype existed were all measured in fp32 on the CPU.
 COMPUTE_BEFORE = {"device": "cpu", "dtype": "float32"}
 
 
-def cached_result(out: Path, recipe, compute) -> dict | None:
-    """The stored result of `recipe` under `out`, if it was measured with exactly this recipe on `compute`'s
-    device type and dtype (a bf16 run never reuses an fp32 result, nor the reverse)."""
+@dataclasses.dataclass(frozen=True)
+class RecipeData:
+    """What one recipe trains on and is judged against: W0's SFT rows, Wa's pairs, and a SHA-256 over both and
+    the prompts of every held-out file of the prepared data (`eval_prompts`), which a stored result must match."""
+
+    sft: list
+    pref: list
+    held_out: dict
+    sha256: str
+
+    @classmethod
+    def of(cls, recipe, spec, data_dir: Path, task: str) -> "RecipeData":
+        import hashlib
+        import json
+
+        from nlsr_core.train.recipes import eval_prompts, recipe_rows
+
+        sft, pref = recipe_rows(recipe, spec)
+        held_out = eval_prompts(data_dir, (task,))
+        blob = json.dumps([sft, pref, {k: sorted(v) for k, v in sorted(held_out.items())}], sort_keys=True)
+        return cls(sft, pref, held_out, hashlib.sha256(blob.encode("utf-8")).hexdigest())
+
+
+def cached_result(out: Path, recipe, compute, data_sha256: str) -> dict | None:
+    """The stored result of `recipe` under `out`, if it was measured with exactly this recipe, on the data whose
+    `RecipeData.sha256` is `data_sha256`, on `compute`'s device type and dtype (a bf16 run never reuses an fp32
+    result, nor the reverse)."""
     import json
 
     path = out / recipe.name / RESULT
@@ -74,7 +100,8 @@ def cached_result(out: Path, recipe, compute) -> dict | None:
         return None
     result = json.loads(path.read_text(encoding="utf-8"))
     same_recipe = {**RECORD_DEFAULTS, **result.get("recipe", {})} == recipe.record()
-    return result if same_recipe and result.get("compute", COMPUTE_BEFORE) == compute.record() else None
+    same_data = result.get("data_sha256") == data_sha256
+    return result if same_recipe and same_data and result.get("compute", COMPUTE_BEFORE) == compute.record() else None
 
 
 def base_file_name(compute) -> str:
@@ -164,14 +191,14 @@ def add_judge_free(result: dict, recipe_dir: Path, data_dir: Path, template: str
     return result
 
 
-def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, template: str,
-               cache: Path | None, spec=None, compute=None) -> dict:
-    """Train and measure one recipe into `recipe_dir` (weak/, aligned/, then result.json last); returns the result."""
+def run_recipe(recipe, data: RecipeData, data_dir: Path, recipe_dir: Path, model: str, task: str, template: str,
+               cache: Path | None, compute=None) -> dict:
+    """Train and measure one recipe on `data` (`RecipeData.of`) into `recipe_dir` (weak/, aligned/, then
+    result.json last); returns the result."""
     from nlsr_core.io.fileio import write_json
-    from nlsr_core.train.recipes import recipe_rows
 
-    sft_rows, pref_rows = recipe_rows(recipe, spec)
-    checked = held_out_check(recipe, sft_rows, pref_rows, data_dir, task)
+    sft_rows, pref_rows = data.sft, data.pref
+    checked = held_out_check(recipe, data, data_dir)
     started = time.perf_counter()
     record = train_recipe(recipe, sft_rows, pref_rows, model, template, recipe_dir, compute)
     plans = recipe_plans(model, recipe_dir)
@@ -181,7 +208,8 @@ def run_recipe(recipe, data_dir: Path, recipe_dir: Path, model: str, task: str, 
     kinds: dict[str, int] = {}
     for row in pref_rows:
         kinds[row.get("kind", "safety")] = kinds.get(row.get("kind", "safety"), 0) + 1
-    result = {"recipe": recipe.record(), "rows": {"sft": len(sft_rows), "pairs": kinds, "disjoint_checked": checked},
+    result = {"recipe": recipe.record(), "data_sha256": data.sha256,
+              "rows": {"sft": len(sft_rows), "pairs": kinds, "disjoint_checked": checked},
               **record, "judged": judged, "judge_free": scores, "judge_s": round(time.perf_counter() - t_judge, 1),
               "wall_s": round(time.perf_counter() - started, 1), "model": model, "task": task,
               **({"compute": compute.record()} if compute is not None else {})}

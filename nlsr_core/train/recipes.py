@@ -40,6 +40,7 @@ class Recipe:
     pairs_helpful: int = SizesConfig.contrast_helpful
     preference_pairs: str = DataConfig.preference_pairs  # all | refusal (the safety pairs' source rows)
     contrast_refusals: str = DataConfig.contrast_refusals  # generic | matched (what a contrast pair rejects)
+    sft_refusals: str = DataConfig.sft_refusals  # safety-file | preference-chosen (W0's refusal rows)
     pref_lr: float = AlignConfig.lr
     pref_epochs: float = AlignConfig.pref_epochs
     pref_max_steps: int = -1
@@ -96,7 +97,8 @@ PARAMS_OF = {
     "sft_refusal": "data.sizes.sft_refusal", "sft_benign": "data.sizes.sft_benign", "sft_lr": "align.lr",
     "sft_epochs": "align.epochs", "pairs_safety": "data.sizes.preference",
     "pairs_sensitive": "data.sizes.contrast_sensitive", "pairs_helpful": "data.sizes.contrast_helpful",
-    "preference_pairs": "data.preference_pairs", "contrast_refusals": "data.contrast_refusals", "pref_lr": "align.lr",
+    "preference_pairs": "data.preference_pairs", "contrast_refusals": "data.contrast_refusals",
+    "sft_refusals": "data.sft_refusals", "pref_lr": "align.lr",
     "pref_epochs": "align.pref_epochs", "beta": "align.beta", "max_length": "align.max_length",
     "batch_size": "align.batch_size", "precompute_ref": "align.precompute_ref", "chosen_nll": "align.chosen_nll",
     "on_policy_tokens": "align.on_policy_tokens", "seed": "align.seed",
@@ -171,7 +173,8 @@ def recipe_rows(recipe: Recipe, spec=None) -> tuple[list[dict], list[dict]]:
     spec = spec or DataSpec()
     suite = build_suite(dataclasses.replace(spec, sizes=recipe_sizes(recipe, spec.sizes),
                                             preference_pairs=recipe.preference_pairs,
-                                            contrast_refusals=recipe.contrast_refusals))
+                                            contrast_refusals=recipe.contrast_refusals,
+                                            sft_refusals=recipe.sft_refusals))
     wanted, sft = {"refusal": recipe.sft_refusal, "benign": recipe.sft_benign}, []
     for row in suite.sft:  # the suite's order, so these are data/prepared/align/sft.jsonl's rows for these sizes
         if wanted[row["kind"]]:
@@ -188,10 +191,12 @@ def recipe_rows(recipe: Recipe, spec=None) -> tuple[list[dict], list[dict]]:
 
 
 def eval_prompts(data_dir: Path, tasks: Iterable[str] = ("sst2",)) -> dict[str, set[str]]:
-    """Prompts of every evaluation and calibration file of a prepared data directory (files that exist)."""
+    """Prompts of every evaluation and calibration file of a prepared data directory (files that exist), the
+    judge-free score's held-out pairs included."""
+    from nlsr_core.data.prepare import HELDOUT_PAIRS
     from nlsr_core.io.fileio import read_jsonl
 
-    files = ["eval/harmful.jsonl", "eval/benign.jsonl", "calib/harmful.jsonl"]
+    files = ["eval/harmful.jsonl", "eval/benign.jsonl", "calib/harmful.jsonl", HELDOUT_PAIRS]
     for task in tasks:
         files += [f"tasks/{task}/test.jsonl", f"tasks/{task}/calib.jsonl"]
     out = {}
