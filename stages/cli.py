@@ -20,6 +20,7 @@ COMMANDS = {
     "align": ("stages.align", "Train the weak (SFT) and aligned (preference) LoRA adapters."),
     "amplify": ("stages.amplify", "Extrapolate the aligned adapter into the super-aligned reference (eq. 2)."),
     "finetune": ("stages.finetune", "Continue the aligned adapter on a poisoned task mix."),
+    "nonaligned": ("stages.nonaligned", "Fine-tune the bare base model on a poisoned mix (the paper's Non-Aligned)."),
     "identify": ("stages.identify", "Find the safety-critical neurons of the reference adapter."),
     "realign": ("stages.realign", "Transplant safety neurons into a fine-tuned adapter (NLSR) or SafeLoRA."),
     "safelora": ("stages.safelora", "The SafeLoRA baseline: project drifted modules onto the safety subspace."),

@@ -55,20 +55,17 @@ def command(ctx, aligned_dir, mix_file, out_dir, lr, epochs, batch_size, max_len
 
 
 def _run(spec, weak, aligned_dir, mix_file, output, rows, settings, parent) -> None:
-    import dataclasses
-
     import datasets
 
     from nlsr_core.lora.adapters import save_adapter
-    from nlsr_core.train.finetune import continue_adapter
+    from nlsr_core.train.finetune import continue_adapter, finetune_record
     from nlsr_core.io.lineage import inherited_fields, input_record, recorded_path
     from stages.artifact import tracked_inputs, write_artifact
     from stages.launch import is_main_process
 
     datasets.disable_progress_bars()
     out = output.path
-    params = {"finetune": {k: v for k, v in dataclasses.asdict(settings).items()
-                           if k not in ("beta", "gradient_checkpointing", "precompute_ref")}}
+    params = {"finetune": finetune_record(settings)}
     inputs = [input_record(aligned_dir, "aligned"), input_record(mix_file, "mix")]
     poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
     with tracked_inputs("finetune", out.name, params, inputs, enabled=is_main_process()) as tr:

@@ -21,7 +21,7 @@ import click
 from stages.eval_options import eval_options, eval_settings
 from stages.options import compute_options, config_option, model_option, model_seed_option, template_option
 
-VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
+VARIANT_OPTIONS = ("nonaligned", "weak", "aligned", "finetuned", "realigned", "safelora")
 
 
 @click.command("judge")
@@ -29,6 +29,8 @@ VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 @model_option
 @model_seed_option
 @compute_options
+@click.option("--nonaligned", type=click.Path(), default=None,
+              help="M fine-tuned on the mix alone (variant 'nonaligned': the paper's Non-Aligned row)")
 @click.option("--weak", type=click.Path(), default=None,
               help="weak adapter W0 (variant 'weak': M' = M + W0 alone, no Wa)")
 @click.option("--aligned", type=click.Path(), default=None, help="aligned adapter Wa (variant 'aligned')")
@@ -45,9 +47,9 @@ VARIANT_OPTIONS = ("weak", "aligned", "finetuned", "realigned", "safelora")
 @click.option("--out", "out_dir", type=click.Path(), default=None, help="default judge/<cell>")
 @click.option("--cache", "cache_dir", type=click.Path(), default=".nlsr-cache/judge", show_default=True,
               help="answer + verdict cache shared by all cells ('' = no cache)")
-def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, realigned, safelora, no_base, data_dir,
-            judge_name, judge_model, template, out_dir, cache_dir, **answering):
-    """Evaluate base / aligned / finetuned / realigned / safelora for one cell."""
+def command(cell, model_name, model_seed, compute, nonaligned, weak, aligned, finetuned, realigned, safelora, no_base,
+            data_dir, judge_name, judge_model, template, out_dir, cache_dir, **answering):
+    """Evaluate base / nonaligned / weak / aligned / finetuned / realigned / safelora for one cell."""
     from pathlib import Path
 
     from nlsr_core.lora.generate import check_plans
@@ -67,7 +69,7 @@ def command(cell, model_name, model_seed, compute, weak, aligned, finetuned, rea
     settings.check_task(parsed.task)
     spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=settings.batch_size, device=compute.device,
                      dtype=compute.dtype)
-    adapters = dict(zip(VARIANT_OPTIONS, (weak, aligned, finetuned, realigned, safelora)))
+    adapters = dict(zip(VARIANT_OPTIONS, (nonaligned, weak, aligned, finetuned, realigned, safelora)))
     plans = _plans(adapters, model_name, include_base=not no_base)
     check_plans(plans)   # every adapter loaded and checked before the first answer (or cache write)
     splits = load_splits(Path(data_dir), parsed.task)

@@ -96,7 +96,7 @@ def repo(tmp_path_factory):
 def test_repro_from_scratch_writes_metrics_and_results(repo):
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     cell = metrics["sst2-p0.1-dpo"]
-    assert set(cell) == {"base", "weak", "aligned", "finetuned", "realigned", "safelora"}
+    assert set(cell) == {"base", "nonaligned", "weak", "aligned", "finetuned", "realigned", "safelora"}
     assert all(set(v) >= {"hs", "hs_plus", "fa", "over_refusal"} for v in cell.values())
     assert all(v["hs_plus"] >= v["hs"] for v in cell.values())
     assert "realigned" in (repo / "reports" / "results.md").read_text()
@@ -193,7 +193,7 @@ def test_new_poison_ratio_adds_cells_without_recomputing(repo):
                         env={"NLSR_TRACKING": "off"}).stdout)
     new = "sst2-0.2-dpo"
     # prepare-data re-runs (its params changed) but rewrites identical files for the existing cell
-    assert ran == {"prepare-data", f"finetune@{new}", f"realign@{new}", f"safelora@{new}",
+    assert ran == {"prepare-data", f"finetune@{new}", "nonaligned@sst2-0.2", f"realign@{new}", f"safelora@{new}",
                    f"judge@{new}", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics) == {"sst2-p0.1-dpo", "sst2-p0.2-dpo"}

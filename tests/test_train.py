@@ -248,6 +248,40 @@ def test_finetune_empty_cell_fails_cleanly(aligned_dpo, tmp_path, monkeypatch):
     assert not (tmp_path / "wt").exists()
 
 
+NONALIGNED = ["nonaligned", "--model", "tiny-random", "--mix", "data/prepared/mixes/sst2-p0.5.jsonl",
+              "--max-steps", "1", "--batch-size", "2", "--max-length", "64", "--rank", "4", "--alpha", "8"]
+
+
+def test_nonaligned_trains_a_new_lora_on_the_bare_base_and_the_judge_stacks_it_alone(project):
+    """The paper's Non-Aligned row: a fresh LoRA of the lora section's shape on M (no W0), the mix's poison ids in
+    its lineage, and a stack plan of M + that adapter only."""
+    from nlsr_core.io.lineage import read_lineage
+    from nlsr_core.lora.adapters import load_adapter
+    from nlsr_core.lora.generate import StackPlan, plan_stack
+
+    code, out, err = run_cli([*NONALIGNED, "--out", "adapters/nonaligned/sst2-p0.5"])
+    assert code == 0, err
+    adapter = load_adapter(Path("adapters/nonaligned/sst2-p0.5"))
+    assert (adapter.config["r"], adapter.config["lora_alpha"]) == (4, 8)
+    record = read_lineage(Path("adapters/nonaligned/sst2-p0.5"))
+    assert (record["stage"], record["role"], record["weak"]) == ("nonaligned", "nonaligned", None)
+    assert record["poison_ids"] == ["cell-1", "cell-3", "cell-5"] and record["model"]["name"] == "tiny-random"
+    assert [i["role"] for i in record["inputs"]] == ["mix"] and record["params"]["lora"]["rank"] == 4
+    assert plan_stack(Path("adapters/nonaligned/sst2-p0.5"), "tiny-random") == \
+        StackPlan("tiny-random", None, Path("adapters/nonaligned/sst2-p0.5"))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--mix", "nowhere.jsonl"], "nowhere.jsonl"),
+    (["--rank", "0"], "lora.rank"),
+    (["--lr", "-1"], "finetune.lr"),
+])
+def test_nonaligned_bad_input_is_one_line_and_writes_nothing(project, args, expected):
+    code, _, err = run_cli([*NONALIGNED, *args, "--out", "adapters/nonaligned/x"])
+    assert code == 1 and expected in err and len(err.strip().splitlines()) == 1
+    assert not Path("adapters").exists()
+
+
 def test_per_step_loss_reaches_the_tracker(project, monkeypatch):
     import contextlib
 

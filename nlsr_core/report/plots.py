@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_STYLE = {"base": ("tab:gray", "s"), "aligned": ("tab:blue", "o"), "finetuned": ("tab:red", "v"),
+_STYLE = {"base": ("tab:gray", "s"), "nonaligned": ("tab:purple", "P"), "aligned": ("tab:blue", "o"), "finetuned": ("tab:red", "v"),
           "safelora": ("tab:orange", "D"), "realigned": ("tab:green", "^")}
 
 

@@ -20,11 +20,11 @@ from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import ci_text
 
 # The paper's row order, with M' alone (W0 merged, no Wa) after the base: where the safety lives shows in every run.
-# The base row is M with no adapter at all. The paper's "Non-Aligned" row is another thing, the unaligned base
-# fine-tuned on the same poisoned mix (its Table 1, FA 94.8); that variant is not trained here, so the row says
-# what it is rather than borrow the paper's name.
-VARIANTS = ("base", "weak", "aligned", "finetuned", "safelora", "realigned")
-LABELS = {"base": "Base (M, no adapter)", "weak": "Weak (M' = M+W0, no Wa)", "aligned": "Aligned (M'+Wa)", "finetuned": "Fine-tuned (M'+Wt)",
+# The base row is M with no adapter at all; "Non-Aligned" means what it means in the paper's Table 1: the unaligned
+# base fine-tuned on the same poisoned mix (the nonaligned stage).
+VARIANTS = ("base", "nonaligned", "weak", "aligned", "finetuned", "safelora", "realigned")
+LABELS = {"base": "Base (M, no adapter)", "nonaligned": "Non-Aligned (M fine-tuned on the mix)",
+          "weak": "Weak (M' = M+W0, no Wa)", "aligned": "Aligned (M'+Wa)", "finetuned": "Fine-tuned (M'+Wt)",
           "safelora": "*SafeLoRA", "realigned": "*NLSR (realigned)"}
 METRICS = ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free")
 

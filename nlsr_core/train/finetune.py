@@ -1,4 +1,5 @@
-"""The finetune stage's training: Wt continues Wa with SFT on a poisoned mix (docs/DESIGN.md §3.1).
+"""The finetune stage's training: Wt continues Wa with SFT on a poisoned mix (docs/DESIGN.md §3.1); the nonaligned
+stage's: a fresh LoRA on M alone, trained the same way on the same mix (the paper's "Non-Aligned" row).
 
 `stack_from_lineage` finds M' (base model + W0) from Wa's lineage and refuses a base that changed since.
 """
@@ -29,6 +30,30 @@ def continue_adapter(spec, weak_dir, aligned_dir, rows: list[dict], settings: Tr
     if set(finetuned.tensors) != set(start.tensors) or finetuned.scaling != start.scaling:
         raise NlsrError(f"finetuned adapter: tensor keys or scaling differ from aligned adapter {aligned_dir}")
     return result
+
+
+def finetune_record(settings: TrainSettings) -> dict:
+    """The `finetune` section of a fine-tuned adapter's lineage params: the settings that decide what it computes
+    (not how memory is spent: gradient checkpointing), less the preference-only fields."""
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(settings).items()
+            if k not in ("beta", "gradient_checkpointing", "precompute_ref")}
+
+
+def finetune_base(spec, rows: list[dict], lora, settings: TrainSettings,
+                  on_loss: LossHook | None = None) -> TrainResult:
+    """The paper's Non-Aligned model: a new LoRA (`lora`: nlsr_core.config.LoraConfig, seeded by `settings.seed`)
+    on the base model M alone, no W0 and no Wa, trained with SFT on the poisoned mix `rows` with the fine-tune's
+    settings, so it differs from Wt only in what it starts from."""
+    from nlsr_core.lora.models import load_model
+    from nlsr_core.train.trainers import add_lora
+
+    settings.check("finetune")
+    lora.check()
+    loaded = load_model(spec)
+    model = add_lora(loaded.model, lora, settings.seed)
+    return train_adapter("sft", model, loaded.tokenizer, rows, settings, spec.name, on_loss)
 
 
 def _check_starts_from(peft_model, start, aligned_dir) -> None:
