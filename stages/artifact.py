@@ -44,3 +44,37 @@ def write_artifact(output, stage: str, key: str | None, inputs: list[dict], para
             if value is not None:
                 tr.log_metric(name, value)
         tr.log_artifact(output.path)
+
+
+def write_mix_adapter(stage: str, output, spec, mix_file, rows: list[dict], inputs: list[dict], params: dict,
+                      train: Callable, lineage: dict) -> None:
+    """Train an adapter on a poisoned mix and write it: the finetune and nonaligned stages' shared tail.
+
+    `train(on_loss)` returns the nlsr_core.train.trainers.TrainResult (its per-step loss goes to the stage's run);
+    the lineage gets `lineage`'s fields, the mix record (path, rows, poison rows), the poison row ids, the loss
+    summary, the world size and the compute placement. Only the main process writes."""
+    import click
+    import datasets
+
+    from nlsr_core.io.lineage import recorded_path
+    from nlsr_core.lora.adapters import save_adapter
+    from stages.launch import is_main_process
+
+    datasets.disable_progress_bars()
+    out = output.path
+    poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
+    with tracked_inputs(stage, out.name, params, inputs, enabled=is_main_process()) as tr:
+        result = train(lambda step, loss: tr.log_metric("train_loss", loss, step))
+        if not result.is_main:
+            return
+
+        def fill(tmp):
+            save_adapter(result.adapter(), tmp)
+            return {**lineage, "poison_ids": poison_ids, "train": result.loss_summary(),
+                    "mix": {"path": recorded_path(mix_file), "rows": len(rows), "poison_rows": len(poison_ids)},
+                    "world_size": result.world_size, "compute": spec.compute().record()}
+
+        write_artifact(output, stage, out.name, inputs, params, fill, tracker=tr)
+    s = result.loss_summary()
+    click.echo(f"{stage}: wrote {out} ({len(rows)} rows, {len(poison_ids)} poison, {s['steps']} steps, "
+               f"loss {s['first']:.4f} -> {s['last']:.4f})")

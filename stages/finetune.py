@@ -10,23 +10,18 @@ from __future__ import annotations
 import click
 
 from stages.launch import launch_option, relaunch
-from stages.options import compute_options, config_options, gradient_checkpointing_option, template_option
+from stages.options import compute_options, gradient_checkpointing_option, mix_training_options
 
 
 @click.command("finetune")
 @click.option("--aligned", "aligned_dir", required=True, type=click.Path(), help="aligned adapter Wa (PEFT dir)")
-@click.option("--mix", "mix_file", required=True, type=click.Path(),
-              help="poisoned fine-tuning mix, data/prepared/mixes/<task>-p<p>.jsonl")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="adapters/finetuned/<cell>")
-@config_options("finetune", skip=("n",))
-@template_option
-@click.option("--max-steps", "--max_steps", "max_steps", type=int, default=-1, show_default=True,
-              help="stop after this many optimizer steps (-1: run the epochs)")
+@mix_training_options
 @launch_option
 @gradient_checkpointing_option
 @compute_options
 @click.pass_context
-def command(ctx, aligned_dir, mix_file, out_dir, lr, epochs, batch_size, max_length, seed, template, max_steps,
+def command(ctx, aligned_dir, out_dir, mix_file, lr, epochs, batch_size, max_length, seed, template, max_steps,
             launch_prefix, gradient_checkpointing, compute):
     """Continue Wa with SFT on the mix's rows; write Wt with lineage."""
     from pathlib import Path
@@ -55,32 +50,11 @@ def command(ctx, aligned_dir, mix_file, out_dir, lr, epochs, batch_size, max_len
 
 
 def _run(spec, weak, aligned_dir, mix_file, output, rows, settings, parent) -> None:
-    import datasets
-
-    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.lineage import inherited_fields, input_record
     from nlsr_core.train.finetune import continue_adapter, finetune_record
-    from nlsr_core.io.lineage import inherited_fields, input_record, recorded_path
-    from stages.artifact import tracked_inputs, write_artifact
-    from stages.launch import is_main_process
+    from stages.artifact import write_mix_adapter
 
-    datasets.disable_progress_bars()
-    out = output.path
-    params = {"finetune": finetune_record(settings)}
     inputs = [input_record(aligned_dir, "aligned"), input_record(mix_file, "mix")]
-    poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
-    with tracked_inputs("finetune", out.name, params, inputs, enabled=is_main_process()) as tr:
-        result = continue_adapter(spec, weak, aligned_dir, rows, settings,
-                                  lambda step, loss: tr.log_metric("train_loss", loss, step))
-        if not result.is_main:
-            return
-
-        def fill(tmp):
-            save_adapter(result.adapter(), tmp)
-            return {**inherited_fields(parent), "poison_ids": poison_ids, "train": result.loss_summary(),
-                    "mix": {"path": recorded_path(mix_file), "rows": len(rows), "poison_rows": len(poison_ids)},
-                    "world_size": result.world_size, "compute": spec.compute().record()}
-
-        write_artifact(output, "finetune", out.name, inputs, params, fill, tracker=tr)
-    s = result.loss_summary()
-    click.echo(f"finetune: wrote {out} ({len(rows)} rows, {len(poison_ids)} poison, {s['steps']} steps, "
-               f"loss {s['first']:.4f} -> {s['last']:.4f})")
+    write_mix_adapter("finetune", output, spec, mix_file, rows, inputs, {"finetune": finetune_record(settings)},
+                      lambda on_loss: continue_adapter(spec, weak, aligned_dir, rows, settings, on_loss),
+                      inherited_fields(parent))

@@ -12,7 +12,7 @@ import click
 
 from stages.launch import launch_option, relaunch
 from stages.options import (compute_options, config_option, config_options, gradient_checkpointing_option,
-                            model_option, model_seed_option, template_option)
+                            mix_training_options, model_option, model_seed_option)
 
 
 @click.command("nonaligned")
@@ -20,18 +20,13 @@ from stages.options import (compute_options, config_option, config_options, grad
 @model_seed_option
 @config_option("model.trust_remote_code")
 @compute_options
-@click.option("--mix", "mix_file", required=True, type=click.Path(),
-              help="poisoned fine-tuning mix, data/prepared/mixes/<task>-p<p>.jsonl")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="adapters/nonaligned/<task>-p<p>")
 @config_options("lora")
-@config_options("finetune", skip=("n",))
-@template_option
-@click.option("--max-steps", "--max_steps", "max_steps", type=int, default=-1, show_default=True,
-              help="stop after this many optimizer steps (-1: run the epochs)")
+@mix_training_options
 @launch_option
 @gradient_checkpointing_option
 @click.pass_context
-def command(ctx, model_name, model_seed, trust_remote_code, compute, mix_file, out_dir, rank, alpha, dropout, targets,
+def command(ctx, model_name, model_seed, trust_remote_code, compute, out_dir, rank, alpha, dropout, targets, mix_file,
             lr, epochs, batch_size, max_length, seed, template, max_steps, launch_prefix, gradient_checkpointing):
     """Train a new LoRA on the bare base model with SFT on the mix's rows; write it with lineage."""
     from pathlib import Path
@@ -61,34 +56,14 @@ def command(ctx, model_name, model_seed, trust_remote_code, compute, mix_file, o
 def _run(spec, mix_file, output, rows, lora, settings) -> None:
     import dataclasses
 
-    import datasets
-
-    from nlsr_core.io.lineage import input_record, recorded_path
-    from nlsr_core.lora.adapters import save_adapter
+    from nlsr_core.io.lineage import input_record
     from nlsr_core.lora.models import model_identity, spec_record
     from nlsr_core.train.finetune import finetune_base, finetune_record
-    from stages.artifact import tracked_inputs, write_artifact
-    from stages.launch import is_main_process
+    from stages.artifact import write_mix_adapter
 
-    datasets.disable_progress_bars()
-    out = output.path
     params = {"lora": {**dataclasses.asdict(lora), "targets": list(lora.targets)},
               "finetune": finetune_record(settings)}
-    inputs = [input_record(mix_file, "mix")]
-    poison_ids = [row["id"] for row in rows if row.get("flag") == "poison"]
-    with tracked_inputs("nonaligned", out.name, params, inputs, enabled=is_main_process()) as tr:
-        result = finetune_base(spec, rows, lora, settings, lambda step, loss: tr.log_metric("train_loss", loss, step))
-        if not result.is_main:
-            return
-
-        def fill(tmp):
-            save_adapter(result.adapter(), tmp)
-            return {"model": model_identity(spec), "model_spec": spec_record(spec), "role": "nonaligned",
-                    "weak": None, "poison_ids": poison_ids, "train": result.loss_summary(),
-                    "mix": {"path": recorded_path(mix_file), "rows": len(rows), "poison_rows": len(poison_ids)},
-                    "world_size": result.world_size, "compute": spec.compute().record()}
-
-        write_artifact(output, "nonaligned", out.name, inputs, params, fill, tracker=tr)
-    s = result.loss_summary()
-    click.echo(f"nonaligned: wrote {out} ({len(rows)} rows, {len(poison_ids)} poison, {s['steps']} steps, "
-               f"loss {s['first']:.4f} -> {s['last']:.4f})")
+    write_mix_adapter("nonaligned", output, spec, mix_file, rows, [input_record(mix_file, "mix")], params,
+                      lambda on_loss: finetune_base(spec, rows, lora, settings, on_loss),
+                      {"model": model_identity(spec), "model_spec": spec_record(spec), "role": "nonaligned",
+                       "weak": None})

@@ -140,3 +140,14 @@ def check_align_methods(methods: list[str]) -> None:
     check_value("grid.align_methods", list(methods))
 
 
+
+
+def mix_training_options(f):
+    """What both fine-tuning stages (finetune, nonaligned) read: the poisoned mix, the finetune section, the chat
+    template and a step cap."""
+    f = click.option("--max-steps", "--max_steps", "max_steps", type=int, default=-1, show_default=True,
+                     help="stop after this many optimizer steps (-1: run the epochs)")(f)
+    f = template_option(f)
+    f = config_options("finetune", skip=("n",))(f)
+    return click.option("--mix", "mix_file", required=True, type=click.Path(),
+                        help="poisoned fine-tuning mix, data/prepared/mixes/<task>-p<p>.jsonl")(f)
