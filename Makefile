@@ -30,6 +30,8 @@ repro: $(STAMP)
 
 # Another profile runs in its own copy of the tracked tree (.runs/<profile>, its own git repo and dvc.lock) so the
 # default run's dvc.lock stays as committed; the DVC cache is shared, so a re-run restores instead of retraining.
+# PYTHONPATH puts the copy's packages before the editable install (which points at this checkout), so the stages
+# run the very code whose hashes the copy's dvc.lock records, even if this checkout changes during the run.
 # Its reports land in reports/<profile>/. Data paths are made absolute because the copy sits two levels down.
 PROFILE ?= local-paper
 RUN_DIR := .runs/$(PROFILE)
@@ -43,7 +45,7 @@ repro-profile: $(STAMP)
 	cd $(RUN_DIR) && (test -d .git || git init -q) && git add -A && \
 	  (git -c user.name=nlsr -c user.email=nlsr@localhost commit -qm "profile $(PROFILE)" || true)
 	cd $(RUN_DIR) && ../../$(BIN)/dvc cache dir --local $(CURDIR)/.dvc/cache && \
-	  PATH="$(CURDIR)/$(BIN):$$PATH" ../../$(BIN)/dvc repro
+	  PYTHONPATH="$(CURDIR)/$(RUN_DIR)" PATH="$(CURDIR)/$(BIN):$$PATH" ../../$(BIN)/dvc repro
 	mkdir -p reports/$(PROFILE)
 	cp -r $(RUN_DIR)/reports/. reports/$(PROFILE)/
 	cp $(RUN_DIR)/dvc.lock $(RUN_DIR)/params.yaml reports/$(PROFILE)/
