@@ -92,13 +92,13 @@ def command(names, recipes_dir, data_dir, task, local_dir, model_name, compute, 
 
     results = []
     for recipe in recipes:
-        rows = RecipeData.of(recipe, spec, data, task)
-        result = cached_result(out, recipe, compute, rows.sha256)
+        recipe_data = RecipeData.of(recipe, spec, data, task)
+        result = cached_result(out, recipe, compute, recipe_data.sha256)
         if result is not None and result.get("judge_free") is None:  # measured before the score (or its pairs)
             result = add_judge_free(result, out / recipe.name, data, template, compute)
         if result is None:
             with replace(outputs[recipe.name]) as tmp:
-                result = run_recipe(recipe, rows, data, tmp, model_name, task, template, cache, compute)
+                result = run_recipe(recipe, recipe_data, data, tmp, model_name, task, template, cache, compute)
         results.append(result)
         click.echo(f"recipe-study: {recipe.name}: HS M' {result['judged']['weak']['hs']['pct']:.0f}, "
                    f"M'+Wa {result['judged']['aligned']['hs']['pct']:.0f}, over-refusal "
@@ -106,9 +106,10 @@ def command(names, recipes_dir, data_dir, task, local_dir, model_name, compute, 
     text = alignment_markdown(results, {r.name: r.record() for r in recipes}, hs_base)
     if curve is not None:
         series = scaling_series(results, curve_base)
+        curve_rows = scaling_rows(series)
         with replace(curve) as tmp:
-            write_csv(tmp / CURVE_FILES[0], CURVE_COLUMNS, scaling_rows(series))
-            plot_scaling(scaling_rows(series), CURVE_RATES, tmp / CURVE_FILES[1])
+            write_csv(tmp / CURVE_FILES[0], CURVE_COLUMNS, curve_rows)
+            plot_scaling(curve_rows, CURVE_RATES, tmp / CURVE_FILES[1])
         text += (f"\n## Data-scaling curve (from {curve_base}: only Wa's pair counts change)\n\nM' + Wa on the "
                  f"held-out splits, % [95% Wilson interval] (k/n); plot and CSV in `{curve.path}/`.\n\n"
                  + scaling_markdown(series, hs_base))
