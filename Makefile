@@ -2,12 +2,13 @@
 #   make repro   create/reuse .venv, install everything, run the default `dvc repro` (embedded SmolLM2, synthetic data)
 #   make test    create/reuse .venv, install everything, run the test suite
 # Both are safe to run twice.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro repro-local-paper repro-profile test test-fast bench install clean-venv
+.PHONY: repro repro-local-paper repro-paper-tables repro-profile test test-fast bench install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,17 +39,27 @@ RUN_DIR := .runs/$(PROFILE)
 repro-local-paper:
 	$(MAKE) repro-profile PROFILE=local-paper
 
+# repro.log: dvc's output with the epoch second of each line, from which `nlsr paper-tables` reads stage times.
 repro-profile: $(STAMP)
 	mkdir -p $(RUN_DIR)
 	git ls-files -z -- . ':!dvc.lock' ':!reports' | xargs -0 cp --parents -t $(RUN_DIR)
 	sed 's#^\(  local_dir:\) \.\./#\1 $(CURDIR)/../#' profiles/$(PROFILE).yaml > $(RUN_DIR)/params.yaml
 	cd $(RUN_DIR) && (test -d .git || git init -q) && git add -A && \
 	  (git -c user.name=nlsr -c user.email=nlsr@localhost commit -qm "profile $(PROFILE)" || true)
-	cd $(RUN_DIR) && ../../$(BIN)/dvc cache dir --local $(CURDIR)/.dvc/cache && \
-	  PYTHONPATH="$(CURDIR)/$(RUN_DIR)" PATH="$(CURDIR)/$(BIN):$$PATH" ../../$(BIN)/dvc repro
+	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/dvc cache dir --local $(CURDIR)/.dvc/cache && \
+	  set -o pipefail && PYTHONPATH="$(CURDIR)/$(RUN_DIR)" PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/dvc repro 2>&1 | \
+	  while IFS= read -r line; do printf '%s %s\n' "$$(date +%s)" "$$line"; done | tee -a repro.log
 	mkdir -p reports/$(PROFILE)
 	cp -r $(RUN_DIR)/reports/. reports/$(PROFILE)/
-	cp $(RUN_DIR)/dvc.lock $(RUN_DIR)/params.yaml reports/$(PROFILE)/
+	cp $(RUN_DIR)/dvc.lock $(RUN_DIR)/params.yaml $(RUN_DIR)/repro.log reports/$(PROFILE)/
+
+# The paper's tables and figures at CPU scale: three profile runs sharing the DVC cache (profiles/paper-tables/),
+# then the side-by-side report reports/paper-tables.md. Each run can be repeated alone; finished stages restore.
+PAPER_TABLES := ratios aligners tasks
+repro-paper-tables: $(STAMP)
+	for part in $(PAPER_TABLES); do $(MAKE) repro-profile PROFILE=paper-tables/$$part || exit 1; done
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nlsr paper-tables $(foreach part,$(PAPER_TABLES),--run .runs/paper-tables/$(part)) \
+	  --out reports/paper-tables.md
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -ra

@@ -52,10 +52,11 @@ def after_settings(params: dict, overrides: dict) -> EvalSettings:
 def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) -> dict:
     """The judge's variants and the first `points` calibrate-grid settings, as StackPlans (base first); the grid
     points are built as `nlsr calibrate` builds them (nlsr_core.study.scoring)."""
+    from nlsr_core.lora.adapters import load_adapter
     from nlsr_core.lora.generate import StackPlan, plan_stack
-    from nlsr_core.io.lineage import base_fields
-    from nlsr_core.study.points import grid_points
-    from nlsr_core.study.scoring import builder, point_stack
+    from nlsr_core.method.neurons import load_stats
+    from nlsr_core.study.points import Point, PointBuilder, grid_points
+    from nlsr_core.study.scoring import write_stack
 
     model = params["model"]["name"]
     adapters = {"aligned": f"adapters/aligned/{method}/aligned", "finetuned": f"adapters/finetuned/{cell}",
@@ -64,18 +65,19 @@ def stack_plans(params: dict, cell: str, method: str, points: int, tmp: Path) ->
     plans.update({v: plan_stack(REPO / p, model) for v, p in adapters.items()})
     if points:
         realign = params["realign"]
-        build = builder({"finetuned": REPO / adapters["finetuned"], "aligned": REPO / adapters["aligned"],
-                         "reference": REPO / f"adapters/reference/{method}",
-                         "stats": REPO / f"identify/{method}/stats.safetensors",
-                         "sparsity": params["identify"]["sparsity"], "layer_prune": realign["layer_prune"],
-                         "delta": realign["delta"], "selection": realign["selection"], "tau": realign["tau"],
-                         "realign_seed": realign["seed"], "preset": params["nlsr"]["preset"],
-                         "beta": params["amplify"]["beta"]})
+        finetuned, aligned = load_adapter(REPO / adapters["finetuned"]), load_adapter(REPO / adapters["aligned"])
+        reference = load_adapter(REPO / f"adapters/reference/{method}")
+        stats, identifier = load_stats(REPO / f"identify/{method}/stats.safetensors", reference)
+        pipeline = Point.of(sparsity=params["identify"]["sparsity"], layer_prune=realign["layer_prune"],
+                            delta=realign["delta"], selection=realign["selection"], tau=realign["tau"],
+                            seed=realign["seed"], preset=params["nlsr"]["preset"], beta=params["amplify"]["beta"],
+                            identifier=identifier)
+        build = PointBuilder(finetuned, aligned, reference, stats, pipeline)
         grid = {"sparsity": params["calibrate"]["grid_sparsity"], "layer_prune": params["calibrate"]["grid_layer_prune"]}
-        inherited = base_fields(REPO / adapters["finetuned"])
-        for i, point in enumerate(grid_points(build.pipeline, grid)[:points]):
-            plan, _ = point_stack(build, point, tmp / f"point-{i}", inherited, model)
-            plans[f"P_SR {point.sparsity:g} P_L {point.layer_prune:g}"] = plan
+        for i, point in enumerate(grid_points(pipeline, grid)[:points]):
+            out = tmp / f"point-{i}"
+            write_stack(build.build(point)[0], out, point.record(), REPO / adapters["finetuned"])
+            plans[point.label] = plan_stack(out, model)
     return plans
 
 

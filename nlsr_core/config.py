@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from nlsr_core.errors import NlsrError
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TASK_NAMES = ("sst2", "agnews", "gsm8k")                        # fine-tuning tasks a cell may use
+ALIGN_METHOD_NAMES = ("sft", "dpo", "orpo", "kto", "simpo")     # alignment methods a cell may use
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class SizesConfig:
     heldout_pairs: int = 200
     """refusal/compliance pairs of the judge-free safety score, drawn before Wa's pairs so that a recipe asking
     for more pairs never trains on them (file-backed sources; the synthetic suite's are its eval prompts)"""
+    transfer_harmful: int = 200
+    """harmful prompts of the transfer set (data.transfer; the paper's Table 6), when one is asked for"""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -204,6 +208,10 @@ class DataConfig:
     """safety-file | preference-chosen: W0's refusal rows are refusals of the source's safety file, or the chosen
     answers of Wa's own preference pairs (the paper's recipe: SFT on the chosen answers, then DPO on the same pairs;
     source local)"""
+    transfer: str = checked("none", choices=("none", "paper", "synthetic"))
+    """none | paper | synthetic: a harmful set from another source than the suite's, no split drawn from it (the
+    paper's Table 6 transfer): the paper data's BeaverTails prompts (read from local_dir; skipped when that folder
+    is absent) or the synthetic suite's held-out topics"""
     template: str = "chat"
     """chat (the model's chat template) | alpaca (the paper's)"""
     sizes: SizesConfig = field(default_factory=SizesConfig)
@@ -212,12 +220,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    tasks: tuple[str, ...] = checked(("sst2",), choices=("sst2", "agnews", "gsm8k"), nonempty=True, what="task")
+    tasks: tuple[str, ...] = checked(("sst2",), choices=TASK_NAMES, nonempty=True, what="task")
     """fine-tuning tasks of the pipeline's cells: sst2, agnews, gsm8k"""
     poison_ratios: tuple[float, ...] = checked((0.1,), low=0, high=1, nonempty=True, what="poison ratio")
     """poison ratios p of the pipeline's cells"""
-    align_methods: tuple[str, ...] = checked(("dpo",), choices=("sft", "dpo", "orpo", "kto", "simpo"),
-                                             nonempty=True, what="alignment method")
+    align_methods: tuple[str, ...] = checked(("dpo",), choices=ALIGN_METHOD_NAMES, nonempty=True,
+                                             what="alignment method")
     """alignment methods of the pipeline's cells: sft, dpo, orpo, kto, simpo"""
 
 
@@ -363,8 +371,24 @@ class SafeloraConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
+    """The cells the calibrate, ablate, analyze and finetune-seeds stages study: task × poison ratio × alignment
+    method, each list a subset of grid's (the frontier stage scores every cell of the grid)."""
+
+    tasks: tuple[str, ...] = checked(("sst2",), choices=TASK_NAMES, nonempty=True, what="task")
+    """tasks of the studied cells (a subset of grid.tasks)"""
     poison_ratios: tuple[float, ...] = checked((0.1,), low=0, high=1, nonempty=True, what="poison ratio")
-    """poison ratios of the cells the frontier, calibrate and ablate stages study"""
+    """poison ratios of the studied cells (a subset of grid.poison_ratios)"""
+    align_methods: tuple[str, ...] = checked(("dpo",), choices=ALIGN_METHOD_NAMES, nonempty=True,
+                                             what="alignment method")
+    """alignment methods of the studied cells (a subset of grid.align_methods)"""
+
+    def check_within(self, grid: GridConfig) -> None:
+        """Every studied task, ratio and method is one the grid trains; else one line naming the key."""
+        for name in ("tasks", "poison_ratios", "align_methods"):
+            missing = [v for v in getattr(self, name) if v not in getattr(grid, name)]
+            if missing:
+                raise NlsrError(f"study.{name} '{missing[0]}': not in grid.{name} "
+                                f"({', '.join(map(str, getattr(grid, name)))}); expected values of the grid's cells")
 
 
 @dataclass(frozen=True)
@@ -411,6 +435,32 @@ class AblateConfig:
 
 
 @dataclass(frozen=True)
+class AnalyzeConfig:
+    sparsities: tuple[float, ...] = checked((0.2, 0.35, 0.5, 0.8), low=0, high=1, high_open=True, nonempty=True,
+                                            what="P_SR", label="P_SR")
+    """P_SR values of Fig. 3's curves (broken modules vs τ) and of Table 4 / Fig. 6 (with and without β; the
+    pipeline's own P_SR is always added there)"""
+    taus: tuple[float, ...] = checked((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), low=-1, high=1, nonempty=True,
+                                      what="τ", label="τ")
+    """region-similarity thresholds τ of Fig. 3 (a module is broken when S_j < τ)"""
+    identifiers: tuple[str, ...] = checked(("lowrank", "wanda", "snip", "random"), nonempty=True,
+                                           choices=("lowrank", "wanda", "snip", "preference-snip", "random"),
+                                           what="identification method")
+    """identification methods Fig. 4 compares pairwise (random: the chance level of the comparison)"""
+    layer_prunes: tuple[float, ...] = checked((0.0, 0.25, 0.5, 0.75), low=0, high=1, nonempty=True, what="P_L",
+                                              label="P_L")
+    """P_L values of Fig. 4(a) (similarity of the patched-module sets)"""
+    overlap_sparsity: float = checked(0.7, low=0, high=1, high_open=True, label="P_SR")
+    """P_SR of Fig. 4(a) and 4(b) (the paper's 0.7)"""
+    overlap_layer_prune: float = checked(0.5, low=0, high=1, label="P_L")
+    """P_L of Fig. 4(b) (the paper's 0.5): the patched modules whose neuron overlap is measured"""
+    betas: tuple[float, ...] = checked((0.0, 0.3, 0.6, 0.9, 1.2), low=0, nonempty=True, what="β", label="β")
+    """amplification β values of Fig. 5, each reference We(β) scored by itself"""
+    preamplification_layer_prunes: tuple[float, ...] = checked((0.5,), low=0, high=1, what="P_L", label="P_L")
+    """P_L values of Table 4 / Fig. 6 besides the pipeline's own (the paper's 0.5): NLSR with β and with β = 0"""
+
+
+@dataclass(frozen=True)
 class FinetuneSeedsConfig:
     seeds: tuple[int, ...] = checked((1, 2), nonempty=True, what="fine-tuning seed besides the pipeline's")
     """fine-tuning seeds besides the pipeline's: each draws its own poisoned mix and data order (mean ± sd)"""
@@ -442,7 +492,7 @@ SECTIONS = {
     "align": AlignConfig, "finetune": FinetuneConfig, "amplify": AmplifyConfig, "nlsr": NlsrConfig,
     "identify": IdentifyConfig, "realign": RealignConfig, "safelora": SafeloraConfig, "study": StudyConfig,
     "frontier": FrontierConfig, "calibrate": CalibrateConfig, "ablate": AblateConfig,
-    "finetune_seeds": FinetuneSeedsConfig, "judge": JudgeConfig,
+    "analyze": AnalyzeConfig, "finetune_seeds": FinetuneSeedsConfig, "judge": JudgeConfig,
 }
 
 

@@ -39,6 +39,12 @@ def _coerce(value, f: dataclasses.Field, where: str):
         return build(f.default_factory, value, where)
     if kind.startswith("tuple["):
         items = value if isinstance(value, list) else [value]
+        check = f.metadata.get("check")
+        if not items and f.default and not (check and check.nonempty):   # a nonempty field's check says it better
+            # DVC's ${section} unpacking writes no option for an empty list, so the command would run the field's
+            # default instead of nothing: refuse what cannot be passed on
+            raise NlsrError(f"{where}: empty; a stage receives no option for an empty list and would use the "
+                            f"default ({', '.join(map(str, f.default))}); expected at least one value")
         inner = kind[len("tuple["):].split(",")[0].strip().rstrip("]")
         return tuple(_scalar(v, inner, where) for v in items)
     return _scalar(value, kind, where)
@@ -96,6 +102,10 @@ def load_params(path: Path | str = "params.yaml") -> Params:
             check_section(name, sections[name])
         except NlsrError as exc:
             raise NlsrError(f"{path}: {exc}") from None
+    try:
+        sections["study"].check_within(sections["grid"])
+    except NlsrError as exc:
+        raise NlsrError(f"{path}: {exc}") from None
     return Params(sections)
 
 

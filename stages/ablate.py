@@ -17,24 +17,21 @@ from pathlib import Path
 
 import click
 
-from stages.cell_options import cell_options
-from stages.options import PATH, config_option, config_options
+from stages.cell_options import cell_options, identification_options
+from stages.options import PATH, config_option
 
 
 @click.command("ablate")
 @cell_options
 @config_option("ablate.seeds", "--seeds", "--seed", dest="seeds")
-@click.option("--identify-data", type=PATH, default=Path("data/prepared/identify/safety.jsonl"), show_default=True)
-@click.option("--preference", type=PATH, default=Path("data/prepared/align/preference.jsonl"), show_default=True)
-@config_options("identify", "seed", prefix="identify_")
+@identification_options
 @click.option("--out", type=PATH, default=None, help="default ablate/<cell>")
 def command(inputs, seeds, identify_data, preference, identify_seed, out):
     """Score the pipeline's setting against one-change variants of it."""
     from nlsr_core.eval.evaluate import load_splits, parse_cell
-    from nlsr_core.method.identification import statistics_pass
     from nlsr_core.study.points import ablation_points
     from nlsr_core.study.scoring import builder, describe, score_points, settings_record
-    from stages.cell_options import claim_result, write_result
+    from stages.cell_options import claim_result, identification_pass, write_result
 
     from nlsr_core.config import check_value
 
@@ -42,10 +39,8 @@ def command(inputs, seeds, identify_data, preference, identify_seed, out):
     cell = parse_cell(inputs.cell)
     output = claim_result(Path(out or f"ablate/{cell.key}"), "ablate", inputs,
                           (("--identify-data", identify_data), ("--preference", preference)))
-    ident = {"data": identify_data, "preference": preference, "batch_size": inputs.model_pass.batch_size,
-             "max_length": inputs.model_pass.max_length, "seed": identify_seed, "template": inputs.template,
-             "compute": inputs.compute}
-    build = builder(inputs, collect=statistics_pass(inputs.reference, ident, announce=click.echo))
+    collect, ident = identification_pass(inputs, identify_data, preference, identify_seed, click.echo)
+    build = builder(inputs, collect=collect)
     rows_spec = ablation_points(build.pipeline, seeds)
     splits = load_splits(inputs.data_dir, cell.task, names=("harmful", "task"))
     named = [(name, point) for _, name, point in rows_spec]
@@ -58,5 +53,5 @@ def command(inputs, seeds, identify_data, preference, identify_seed, out):
                 "judge": {"name": inputs.judge_name, "model": inputs.judge_model},
                 "generation": settings_record(inputs), "points": rows}
     params = {"seeds": list(seeds), "pipeline": build.pipeline.record(),
-              "identify": {k: str(v) for k, v in ident.items()}}
+              "identify": ident}
     write_result(output, "ablate", inputs, params, document)

@@ -131,6 +131,29 @@ def claim_result(out: Path, stage: str, inputs, extra: tuple = ()):
                                      ("--realign-data", inputs.realign_data or ""), *extra])
 
 
+def identification_options(f):
+    """--identify-data, --preference and --identify-seed: the statistics passes of a study command whose points
+    change the reference or the identification method (ablate, analyze)."""
+    from stages.options import config_options
+
+    f = config_options("identify", "seed", prefix="identify_")(f)
+    f = click.option("--preference", type=PATH, default=Path("data/prepared/align/preference.jsonl"),
+                     show_default=True)(f)
+    return click.option("--identify-data", type=PATH, default=Path("data/prepared/identify/safety.jsonl"),
+                        show_default=True)(f)
+
+
+def identification_pass(inputs, identify_data: Path, preference: Path, identify_seed: int, announce):
+    """(collect(reference, method) -> stats, its record for the params): a statistics pass over the
+    identification data in the cell's model-pass batches (nlsr_core.method.identification.statistics_pass)."""
+    from nlsr_core.method.identification import statistics_pass
+
+    ident = {"data": identify_data, "preference": preference, "batch_size": inputs.model_pass.batch_size,
+             "max_length": inputs.model_pass.max_length, "seed": identify_seed, "template": inputs.template,
+             "compute": inputs.compute}
+    return statistics_pass(inputs.reference, ident, announce=announce), {k: str(v) for k, v in ident.items()}
+
+
 def write_result(output, stage: str, inputs, params: dict, document: dict, files: dict | None = None,
                  dirs: dict | None = None) -> None:
     """<stage>.json (+ extra text files, + copies of the directories `dirs` {name: path}) + lineage.json into the

@@ -28,9 +28,11 @@ COMMANDS = {
     "frontier": ("stages.frontier", "Score a grid of realign settings and SafeLoRA thresholds (HS-FA frontier)."),
     "calibrate": ("stages.calibrate", "Pick the realign setting on a calibration split for an HS target."),
     "ablate": ("stages.ablate", "Score one-change variants of the NLSR setting (preset, identification, ...)."),
+    "analyze": ("stages.analyze", "The paper's layer and neuron analyses and amplification studies of one cell."),
     "finetune-seeds": ("stages.finetune_seeds", "Fine-tune the study cell with other seeds; score each repair."),
     "report": ("stages.report", "Aggregate judged cells into metrics, tables and plots."),
     "recipe-study": ("stages.recipe_study", "Train alignment recipes and tabulate where each puts the safety."),
+    "paper-tables": ("stages.paper_tables", "Set the paper's tables and figures beside the paper-tables runs'."),
     "audit": ("stages.audit", "Print an artifact's lineage chain back to the base model."),
     "generate": ("stages.generate", "Answer prompts with any produced adapter."),
 }

@@ -87,7 +87,8 @@ def command(cell, model_name, model_seed, compute, nonaligned, weak, aligned, fi
                      compute)
     for variant, entry in record["variants"].items():
         free = "".join(f"  {label} {_fmt(entry[key])}" for key, label in
-                       (("over_refusal_sensitive", "over-refusal (sensitive probes)"), ("judge_free", "judge-free"))
+                       (("over_refusal_sensitive", "over-refusal (sensitive probes)"), ("judge_free", "judge-free"),
+                        ("hs_transfer", "HS (transfer set)"))
                        if key in entry)
         click.echo(f"judge {parsed.key} {variant:>9}: HS {_fmt(entry['hs'])}  FA {_fmt(entry['fa'])}  "
                    f"over-refusal {_fmt(entry['over_refusal'])}{free}")
@@ -143,7 +144,7 @@ def run(cell, plans, splits, settings, spec, seed, output, cache_dir, params, tr
         return {"model": identity, **({"compute": compute.record()} if compute is not None else {})}
 
     metrics = {f"{variant}.{metric}": entry[metric]["pct"] for variant, entry in record["variants"].items()
-               for metric in ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free")
+               for metric in ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free", "hs_transfer")
                if metric in entry}
     write_artifact(output, "judge", cell.key, inputs, params, fill, metrics=metrics, tracker=tracker)
     click.echo(f"judge {cell.key}: {sum(a.cached for a in answers)} of {len(answers) * len(splits)} "

@@ -12,7 +12,10 @@ import click
 
 
 # Everything `nlsr report` writes into --plots: the only files it may replace there.
-PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png", "similarity.csv", "similarity.png")
+PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png", "similarity.csv", "similarity.png",
+              *(f"{name}.{ext}" for name in ("broken_layers", "broken_layers_by_method", "set_similarity",
+                                             "neuron_overlap", "amplification", "preamplification")
+                for ext in ("csv", "png")))
 
 
 @click.command("report")
@@ -30,26 +33,29 @@ PLOT_FILES = ("frontier.csv", "frontier.png", "hs_fa_vs_p.csv", "hs_fa_vs_p.png"
               help="calibrate/ outputs (<cell>/calibrate.json): the chosen setting, marked on the frontier")
 @click.option("--ablate", "ablate_dir", type=click.Path(), default=None,
               help="ablate/ outputs (<cell>/ablate.json) -> --ablations-md")
+@click.option("--analyze", "analyze_dir", type=click.Path(), default=None,
+              help="analyze/ outputs (<cell>/analyze.json) -> --analyses-md and the analyses' plots")
 @click.option("--frontier-md", type=click.Path(), default="reports/frontier.md", show_default=True)
+@click.option("--analyses-md", type=click.Path(), default="reports/analyses.md", show_default=True)
 @click.option("--ablations-md", type=click.Path(), default="reports/ablations.md", show_default=True)
 @click.option("--finetune-seeds", "finetune_seeds_dir", type=click.Path(), default=None,
               help="finetune-seeds/ outputs (<cell>/finetune-seeds.json) -> --finetune-seeds-md")
 @click.option("--finetune-seeds-md", type=click.Path(), default="reports/finetune-seeds.md", show_default=True)
 def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir, frontier_dir, calibrate_dir,
-            ablate_dir, frontier_md, ablations_md, finetune_seeds_dir, finetune_seeds_md):
+            ablate_dir, analyze_dir, frontier_md, analyses_md, ablations_md, finetune_seeds_dir, finetune_seeds_md):
     """Write metrics.json (DVC metrics), results.md (Table 1 layout + Wilson intervals), plot CSVs and PNGs."""
     from pathlib import Path
 
-    from nlsr_core.report import results as report, study_report
+    from nlsr_core.report import analyses_report, results as report, study_report
     from nlsr_core.study.finetune_seeds import finetune_seeds_markdown
     from nlsr_core.io.fileio import write_json
     from nlsr_core.study.finetune_seeds import FINETUNE_SEEDS_TITLE
     from nlsr_core.io.outputs import claim, claim_file, json_of_mappings, only_files, replace, replace_file, titled
-    from nlsr_core.report.plots import plot_frontier, plot_hs_fa, plot_similarity
+    from nlsr_core.report.plots import plot_broken_layers_by_method, plot_frontier, plot_hs_fa, plot_similarity
 
     inputs = [*(("--judged", p) for p in judged_paths), *(("--realigned", d) for d in realigned_dirs),
               ("--frontier", frontier_dir), ("--calibrate", calibrate_dir), ("--ablate", ablate_dir),
-              ("--finetune-seeds", finetune_seeds_dir)]
+              ("--analyze", analyze_dir), ("--finetune-seeds", finetune_seeds_dir)]
     # Each file output may replace only what this command writes there (recognised by its contents).
     files = {option: claim_file(path, "report", option, inputs=inputs, recognise=recognise)
              for option, path, recognise, given in (
@@ -57,6 +63,7 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
                  ("--results", results_file, titled(report.RESULTS_TITLE), True),
                  ("--frontier-md", frontier_md, titled(study_report.FRONTIER_TITLE), frontier_dir),
                  ("--ablations-md", ablations_md, titled(study_report.ABLATIONS_TITLE), ablate_dir),
+                 ("--analyses-md", analyses_md, titled(analyses_report.ANALYSES_TITLE), analyze_dir),
                  ("--finetune-seeds-md", finetune_seeds_md, titled(FINETUNE_SEEDS_TITLE), finetune_seeds_dir))
              if given}
     plots = claim(Path(plots_dir), "report", option="--plots", inputs=inputs, recognise=only_files(PLOT_FILES))
@@ -72,6 +79,7 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     frontiers = study_report.load_docs(Path(frontier_dir) if frontier_dir else None, "frontier")
     calibrations = study_report.load_docs(Path(calibrate_dir) if calibrate_dir else None, "calibrate")
     ablations = study_report.load_docs(Path(ablate_dir) if ablate_dir else None, "ablate")
+    analysed = study_report.load_docs(Path(analyze_dir) if analyze_dir else None, "analyze", key="broken_layers")
     replicated = study_report.load_docs(Path(finetune_seeds_dir) if finetune_seeds_dir else None, "finetune-seeds",
                                         key="replicates")
     if frontier_dir:
@@ -80,6 +88,10 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
     if ablate_dir:
         with replace_file(files["--ablations-md"]) as tmp:
             tmp.write_text(study_report.ablations_markdown(ablations), encoding="utf-8")
+    by_method = analyses_report.method_broken_rows(sim, analyses_report.taus_of(analysed))
+    if analyze_dir:
+        with replace_file(files["--analyses-md"]) as tmp:
+            tmp.write_text(analyses_report.analyses_markdown(analysed, by_method), encoding="utf-8")
     if finetune_seeds_dir:
         with replace_file(files["--finetune-seeds-md"]) as tmp:
             tmp.write_text(finetune_seeds_markdown(replicated), encoding="utf-8")
@@ -88,12 +100,19 @@ def command(judged_paths, realigned_dirs, metrics_file, results_file, plots_dir,
             points = study_report.frontier_rows(frontiers, calibrations)
             report.write_csv(tmp / "frontier.csv", study_report.FRONTIER_COLUMNS, points)
             plot_frontier(points, tmp / "frontier.png")
+        if analyze_dir:
+            for name, figure_columns, rows_of, plot in analyses_report.FIGURES:
+                figure_rows = rows_of(analysed)
+                report.write_csv(tmp / f"{name}.csv", figure_columns, figure_rows)
+                plot(figure_rows, tmp / f"{name}.png")
+            report.write_csv(tmp / "broken_layers_by_method.csv", analyses_report.METHOD_BROKEN_COLUMNS, by_method)
+            plot_broken_layers_by_method(by_method, tmp / "broken_layers_by_method.png")
         report.write_csv(tmp / "hs_fa_vs_p.csv", columns, rows)
         plot_hs_fa(rows, report.variants_present(judged), tmp / "hs_fa_vs_p.png")
         report.write_csv(tmp / "similarity.csv", report.SIMILARITY_COLUMNS, sim)
         plot_similarity(sim, tmp / "similarity.png")
     written = [Path(p) for p, given in ((frontier_md, frontier_dir), (ablations_md, ablate_dir),
-                                        (finetune_seeds_md, finetune_seeds_dir)) if given]
+                                        (analyses_md, analyze_dir), (finetune_seeds_md, finetune_seeds_dir)) if given]
     _track([Path(metrics_file), Path(results_file), *written], Path(plots_dir), report.metrics(judged))
     click.echo(f"report: {len(judged)} cells -> {metrics_file}, {results_file}, {plots_dir}/ "
                f"({len(sim)} module similarities from {len(realigned)} realigned adapters)")

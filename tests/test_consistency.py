@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 # Commands that are not pipeline stages.
-TOOLS = {"audit", "generate", "recipe-study"}  # commands outside the default pipeline
+TOOLS = {"audit", "generate", "recipe-study", "paper-tables"}  # commands outside the default pipeline
 # Shared sections read by several stages; every other section is named after the stage that reads it, except
 # `data` (prepare-data's) and the study settings read by the frontier / calibrate / ablate stages.
 SHARED = {"model", "data", "grid", "lora", "launch", "nlsr", "study", "judge"}
@@ -173,6 +173,15 @@ RANGE_CASES = [
     ("realign", "layer_prune", 2.0, "realign.layer_prune (P_L) = 2.0: expected a value in [0, 1]"),
     ("finetune_seeds", "seeds", [], "finetune_seeds.seeds: empty; expected at least one fine-tuning seed besides "
                                     "the pipeline's"),
+    ("analyze", "taus", [], "analyze.taus: empty; expected at least one τ"),
+    ("frontier", "grid_lambda", [], "frontier.grid_lambda: empty; a stage receives no option for an empty list and "
+                                    "would use the default (0.25, 0.5, 0.75, 1.0); expected at least one value"),
+    ("analyze", "identifiers", ["lowrank", "bogus"],
+     "analyze.identifiers 'bogus': expected one of lowrank, wanda, snip, preference-snip, random"),
+    ("analyze", "betas", [0.9, -0.5], "analyze.betas (β) = -0.5: expected a value ≥ 0"),
+    ("analyze", "preamplification_layer_prunes", [],
+     "analyze.preamplification_layer_prunes: empty; a stage receives no option for an empty list and would use the "
+     "default (0.5); expected at least one value"),
 ]
 
 

@@ -882,3 +882,54 @@ def test_each_task_is_one_record():
     assert all(TASKS[t].score(label, label) for t in ("sst2", "agnews") for label in TASKS[t].labels)
     with pytest.raises(DataError, match="task 'xnli': unknown; expected one of sst2, agnews, gsm8k"):
         get_task("xnli")
+
+
+# ------------------------------------------------------------------ the transfer set (data.transfer, Table 6)
+def test_transfer_paper_set_is_beavertails_prompts_no_split_holds(tmp_path):
+    if not PAPER_DATA.is_dir():
+        pytest.skip(f"{PAPER_DATA} absent")
+    from nlsr_core.data.transfer import paper_prompts
+
+    spec = DataSpec(seed=0, tasks=("sst2",), sizes=dataclasses.replace(SMALL, transfer_harmful=50),
+                    local_dir=str(PAPER_DATA), transfer="paper")
+    manifest = prepare(spec, [("sst2", 0.1)], 40, tmp_path / "out")
+    rows = read_jsonl(tmp_path / "out" / "eval" / "transfer.jsonl")
+    assert len(rows) == 50 == manifest["counts"]["eval/transfer.jsonl"]
+    assert manifest["transfer"] == {"source": "paper", "rows": 50}
+    source = {norm_text(p) for p in paper_prompts(PAPER_DATA)}
+    assert all(norm_text(r["prompt"]) in source for r in rows) and [r["id"] for r in rows][:1] == ["transfer-000000"]
+    others = {norm_text(r["prompt"]) for p in (tmp_path / "out").rglob("*.jsonl") if p.name != "transfer.jsonl"
+              for r in read_jsonl(p) if "prompt" in r}
+    assert not others & {norm_text(r["prompt"]) for r in rows}
+    # the same spec gives the same set; asking for more prompts than the source holds is one line, nothing written
+    assert prepare(spec, [("sst2", 0.1)], 40, tmp_path / "again")["sha256"] == manifest["sha256"]
+    too_many = dataclasses.replace(spec, sizes=dataclasses.replace(SMALL, transfer_harmful=10 ** 6))
+    with pytest.raises(DataError) as info:
+        prepare(too_many, [("sst2", 0.1)], 40, tmp_path / "big")
+    assert re.fullmatch(r"data\.sizes\.transfer_harmful: asks for 1000000 prompts but the paper transfer source "
+                        r"holds \d+ that no split holds; expected at most \d+", _one_line(info))
+    assert not (tmp_path / "big").exists()
+
+
+def test_transfer_paper_set_is_skipped_cleanly_without_the_folder(tmp_path):
+    spec = DataSpec(seed=0, tasks=("sst2",), sizes=SMALL, local_dir=str(tmp_path / "absent"), transfer="paper")
+    manifest = prepare(spec, [("sst2", 0.1)], 40, tmp_path / "out")
+    assert not (tmp_path / "out" / "eval" / "transfer.jsonl").exists()
+    assert manifest["transfer"] == {"source": "paper", "rows": 0,
+                                    "skipped": f"no paper data folder at {tmp_path / 'absent'}"}
+    plain = prepare(dataclasses.replace(spec, transfer="none"), [("sst2", 0.1)], 40, tmp_path / "plain")
+    assert "transfer" not in plain and plain["sha256"] == manifest["sha256"]
+
+
+def test_transfer_synthetic_set_is_the_held_out_topics_and_not_the_suites_own():
+    from nlsr_core.data.transfer import synthetic_prompts, transfer_rows
+
+    rows, record = transfer_rows(DataSpec(source="local", seed=0, sizes=dataclasses.replace(SMALL, transfer_harmful=20),
+                                          transfer="synthetic"), {})
+    assert len(rows) == 20 and record == {"source": "synthetic", "rows": 20}
+    train_topics = set(safety.harmful_split(__import__("nlsr_core.data.base", fromlist=["x"]).rng_for(
+        0, "harmful-split")).train_topics)
+    assert all(safety.topic_of(r["prompt"]) not in train_topics for r in rows)
+    assert {r["prompt"] for r in rows} <= set(synthetic_prompts(0))
+    with pytest.raises(DataError, match="'synthetic' is the suite's own source"):
+        build_suite(DataSpec(source="synthetic", sizes=SMALL, transfer="synthetic"))

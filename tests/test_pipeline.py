@@ -39,6 +39,8 @@ TINY = {
                  "grid_dg_hard_scale": [0.5]},
     "calibrate": {"grid_sparsity": [0.5, 0.8], "grid_layer_prune": [0.0]},
     "ablate": {"seeds": [0, 1]},
+    "analyze": {"sparsities": [0.5], "taus": [0.3, 0.7], "identifiers": ["lowrank", "random"], "layer_prunes": [0.0],
+                "betas": [0.0, 0.9], "preamplification_layer_prunes": [0.0]},
     "finetune_seeds": {"seeds": [1]},
 }
 COPY = ["nlsr_core", "stages", "dvc.yaml", ".dvcignore", ".gitignore"]
@@ -120,8 +122,8 @@ def test_realign_param_change_reruns_only_downstream_of_realign(repo):
     stage_key = "sst2-0.1-dpo"  # DVC names matrix stages by joining the item values
     # the study stages start their grids from the pipeline's setting, so they re-run too (from the answer cache)
     assert ran_stages(out) == {f"realign@{stage_key}", f"judge@{stage_key}", f"frontier@{stage_key}",
-                               f"calibrate@{stage_key}", f"ablate@{stage_key}", f"finetune-seeds@{stage_key}",
-                               "report"}
+                               f"calibrate@{stage_key}", f"ablate@{stage_key}", f"analyze@{stage_key}",
+                               f"finetune-seeds@{stage_key}", "report"}
     diff = sh(["dvc", "params", "diff", "--json"], repo).stdout
     assert "layer_prune" in diff
     sh(["git", "add", "-A"], repo)
@@ -153,6 +155,19 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
                 "no amplification (beta 0)", "threshold selection", "seed 1", "Over 2 Bernoulli seeds"):
         assert row in ablations
     assert "◆" in (repo / "reports" / "frontier.md").read_text()
+    # the analyses: Fig. 3 counts for each tau, the one method pair of Fig. 4, Fig. 5 per beta, Table 4 both arms
+    analysed = json.loads((repo / "analyze" / "sst2-p0.1-dpo" / "analyze.json").read_text())
+    assert [(r["sparsity"], r["tau"]) for r in analysed["broken_layers"]] == [(0.5, 0.3), (0.5, 0.7)]
+    assert {(r["first"], r["second"]) for r in analysed["broken_set_similarity"]} == {("lowrank", "random")}
+    assert [r["beta"] for r in analysed["amplification"]] == [0.0, 0.9]
+    assert all(r["hs"]["n"] == 6 and r["over_refusal"]["n"] == 4 for r in analysed["amplification"])
+    arms = {(r["point"]["sparsity"], r["point"]["beta"]) for r in analysed["preamplification"] if r["point"]}
+    assert arms == {(0.5, 0.9), (0.5, 0.0), (0.35, 0.9), (0.35, 0.0)}      # the pipeline's P_SR 0.35 too
+    analyses_md = (repo / "reports" / "analyses.md").read_text()
+    for heading in ("**Fig. 3 (left)**", "**Fig. 4(a)**", "**Fig. 4(b)**", "**Fig. 5**", "**Table 4 / Fig. 6**"):
+        assert heading in analyses_md
+    assert all((repo / "reports" / "plots" / f"{name}.{ext}").stat().st_size > 0 for ext in ("csv", "png")
+               for name in ("broken_layers", "set_similarity", "neuron_overlap", "amplification", "preamplification"))
     # the other fine-tuning seed: its own mix and adapter, every repair scored on both replicates
     doc = json.loads((repo / "finetune-seeds" / "sst2-p0.1-dpo" / "finetune-seeds.json").read_text())
     assert [r["name"] for r in doc["replicates"]] == ["pipeline", "seed 1"]
@@ -165,6 +180,27 @@ def test_study_outputs_frontier_calibration_and_ablations(repo):
     assert "| HS pipeline | HS seed 1 |" in seeds_md and "NLSR − random masks" in seeds_md
     assert (repo / "reports" / "plots" / "frontier.png").stat().st_size > 0
 
+
+
+def test_paper_tables_reads_the_run_and_refuses_a_table_whose_cells_did_not_run(repo, tmp_path):
+    """`nlsr paper-tables` on the tiny run (one cell, sst2-p0.1-dpo): its Table 1 column holds our measured rates,
+    the other columns '–'; a table asked for by name whose cells did not run is one line, nothing written."""
+    out = tmp_path / "paper-tables.md"
+    sh(["nlsr", "paper-tables", "--run", str(repo), "--out", str(out)], repo, env={"NLSR_TRACKING": "off"})
+    text = out.read_text()
+    judged = json.loads((repo / "judge" / "sst2-p0.1-dpo" / "judged.json").read_text())["variants"]
+    nonaligned = next(line for line in text.splitlines() if line.startswith("| Non-Aligned |"))
+    hs = judged["nonaligned"]["hs"]
+    assert f"{hs['pct']:.1f} [{hs['ci95'][0]:.1f}, {hs['ci95'][1]:.1f}] · 78.9" in nonaligned
+    assert nonaligned.count("– · ") == 4                     # p 0.01, 0.05, 0.2, 0.3 were not run
+    assert "## Table 4 / Fig. 6: pre-amplification" in text and "| sst2-p0.1-dpo | 0.35 | " in text   # pipeline P_SR
+    missing = tmp_path / "table2.md"
+    bad = sh(["nlsr", "paper-tables", "--run", str(repo), "--table", "table2", "--out", str(missing)], repo,
+             env={"NLSR_TRACKING": "off"}, check=False)
+    assert bad.returncode == 1 and not missing.exists()
+    assert bad.stderr.strip().splitlines() == [
+        f"nlsr: error: --table table2: cell sst2-p0.05-sft was not run; expected judge/sst2-p0.05-sft/judged.json in "
+        f"one of the runs ({repo})"]
 
 def test_sweep_points_rerun_no_training_or_identification(repo):
     """A new frontier grid value or a new P_SR re-runs only training-free stages (DVC decides, dry run)."""
@@ -193,8 +229,9 @@ def test_new_poison_ratio_adds_cells_without_recomputing(repo):
                         env={"NLSR_TRACKING": "off"}).stdout)
     new = "sst2-0.2-dpo"
     # prepare-data re-runs (its params changed) but rewrites identical files for the existing cell
+    # the frontier scores every cell of the grid; the deeper study stages only study.poison_ratios' cells
     assert ran == {"prepare-data", f"finetune@{new}", "nonaligned@sst2-0.2", f"realign@{new}", f"safelora@{new}",
-                   f"judge@{new}", "report"}
+                   f"judge@{new}", f"frontier@{new}", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics) == {"sst2-p0.1-dpo", "sst2-p0.2-dpo"}
     sh(["git", "checkout", "--", "."], repo)  # back to the committed one-cell study (params, lock, reports)

@@ -16,8 +16,9 @@ def _keys(d: dict, prefix: str = "") -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("profile", [REPO / "profiles" / n for n in ("paper.yaml", "local-paper.yaml")],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", [REPO / "profiles" / n for n in (
+    "paper.yaml", "local-paper.yaml", "paper-tables/ratios.yaml", "paper-tables/aligners.yaml",
+    "paper-tables/tasks.yaml")], ids=lambda p: p.relative_to(REPO / "profiles").as_posix())
 def test_profile_has_the_default_params_keys(profile):
     default = yaml.safe_load((REPO / "params.yaml").read_text())
     assert _keys(yaml.safe_load(profile.read_text())) == _keys(default)
@@ -31,3 +32,12 @@ def test_local_paper_profile_builds_its_suite(shared_data):
     suite = build_suite(local_paper_spec(shared_data))
     assert len(suite.eval_harmful) == params["data"]["sizes"]["eval_harmful"]
     assert len(suite.task_test["sst2"]) == params["data"]["sizes"]["task_test"]
+
+
+@pytest.mark.parametrize("part", ["ratios", "aligners", "tasks"])
+def test_paper_tables_profiles_load_and_study_cells_of_their_grid(part):
+    from nlsr_core.params import load_params
+
+    params = load_params(REPO / "profiles" / "paper-tables" / f"{part}.yaml")
+    assert params.safelora.tau == 0.6 and params.data.transfer == "paper"
+    assert set(params.study.poison_ratios) <= set(params.grid.poison_ratios)

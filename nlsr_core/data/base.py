@@ -46,11 +46,13 @@ class DataSpec:
     preference_pairs: str = "all"   # all | refusal (nlsr_core.config.DataConfig.preference_pairs)
     contrast_refusals: str = "generic"  # generic | matched (nlsr_core.config.DataConfig.contrast_refusals)
     sft_refusals: str = "safety-file"  # safety-file | preference-chosen (nlsr_core.config.DataConfig.sft_refusals)
+    transfer: str = "none"  # none | paper | synthetic (nlsr_core.config.DataConfig.transfer; nlsr_core.data.transfer)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "local_dir": self.local_dir,
                 "tasks": list(self.tasks), "sizes": asdict(self.sizes), "preference_pairs": self.preference_pairs,
-                "contrast_refusals": self.contrast_refusals, "sft_refusals": self.sft_refusals}
+                "contrast_refusals": self.contrast_refusals, "sft_refusals": self.sft_refusals,
+                **({"transfer": self.transfer} if self.transfer != "none" else {})}
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Callable
 from nlsr_core.data.base import DataError, DataSpec, Suite, mix_key, norm_text, rng_for, take, with_ids
 from nlsr_core.data.sources import build_suite
 from nlsr_core.data.mixing import mix_poison
+from nlsr_core.data.transfer import transfer_rows
 from nlsr_core.io.fileio import write_json, write_jsonl
 from nlsr_core.io.lineage import sha256_file
 from nlsr_core.io.outputs import claim, replace
@@ -92,6 +93,7 @@ def calibration_files(suite: Suite, spec: DataSpec, taken: dict[str, list[dict]]
 
 
 HELDOUT_PAIRS = "heldout/pairs.jsonl"
+TRANSFER_HARMFUL = "eval/transfer.jsonl"    # data.transfer's harmful set (nlsr_core.data.transfer), when asked for
 # Files whose prompts a model was trained on (or may be): the held-out pairs avoid all of them.
 TRAINING_PREFIXES = ("align/", "identify/", "poison/", "mixes/")
 
@@ -150,6 +152,9 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
         files.update(mix_rows)
         files.update(calibration_files(suite, spec, files))
         files.update(heldout_pair_file(suite, files))
+        transfer, transfer_record = transfer_rows(spec, files)
+        if transfer:
+            files[TRANSFER_HARMFUL] = transfer
         with replace(output) as tmp:
             for rel, rows in files.items():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +166,7 @@ def prepare(spec: DataSpec, mixes: list[tuple[str, float]], finetune_n: int, out
                 # only when set, so a suite built before the lever keeps its manifest bytes (readers default to generic)
                 **({"contrast_refusals": spec.contrast_refusals} if spec.contrast_refusals != "generic" else {}),
                 **({"sft_refusals": spec.sft_refusals} if spec.sft_refusals != "safety-file" else {}),
+                **({"transfer": transfer_record} if transfer_record else {}),
                 "sizes": asdict(spec.sizes),
                 "tasks": list(spec.tasks),
                 "finetune_n": finetune_n,

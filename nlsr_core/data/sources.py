@@ -9,6 +9,7 @@ from nlsr_core.data.hub import build_hub
 from nlsr_core.data.local import build_local
 from nlsr_core.data.synthetic import build_synthetic
 from nlsr_core.data.tasks import TASKS
+from nlsr_core.data.transfer import check_transfer
 
 # all: the source's pairs as they are; refusal: refusal/compliance pairs (synthetic: the same pairs, every one
 # already is; local: nlsr_core.data.local.refusal_pairs)
@@ -53,6 +54,7 @@ def check_spec(spec: DataSpec) -> None:
                         f"{list(CONTRAST_REFUSALS)}")
     if spec.sft_refusals not in SFT_REFUSALS:
         raise DataError(f"data.sft_refusals: unknown {spec.sft_refusals!r}; expected one of {list(SFT_REFUSALS)}")
+    check_transfer(spec)
     if spec.sft_refusals != "safety-file" and spec.source != "local":
         raise DataError(f"data.sft_refusals: {spec.sft_refusals!r} takes W0's rows from the paper's preference "
                         f"file of source 'local'; source {spec.source!r} supports safety-file (expected safety-file)")

@@ -30,10 +30,14 @@ from nlsr_core.eval.stats import Rate, rate
 # split name -> (prepared-data file, metric it feeds)
 SPLITS = {"harmful": ("eval/harmful.jsonl", "hs"), "task": ("tasks/{task}/test.jsonl", "fa"),
           "benign": ("eval/benign.jsonl", "over_refusal"),
-          "benign_sensitive": ("eval/benign_sensitive.jsonl", "over_refusal_sensitive")}
-# Splits a source may not write (the benign-sensitive probes beside a file-backed source's own benign prompts):
+          "benign_sensitive": ("eval/benign_sensitive.jsonl", "over_refusal_sensitive"),
+          "transfer": ("eval/transfer.jsonl", "hs_transfer")}
+# Harmful-prompt splits: answered with the judge's budget and judged (transfer: data.transfer's other-source set).
+HARMFUL_SPLITS = ("harmful", "transfer")
+# Splits a source may not write (the benign-sensitive probes beside a file-backed source's own benign prompts; the
+# transfer set, written only when data.transfer asks for one and its source is present):
 # load_splits skips them when absent.
-OPTIONAL_SPLITS = ("benign_sensitive",)
+OPTIONAL_SPLITS = ("benign_sensitive", "transfer")
 # The calibration split (`nlsr calibrate`): same metrics, files disjoint from the test split's.
 CALIBRATION_SPLITS = {"harmful": ("calib/harmful.jsonl", "hs"), "task": ("tasks/{task}/calib.jsonl", "fa")}
 _CELL = re.compile(r"^(?P<task>[A-Za-z0-9_]+?)-p(?P<p>\d+(?:\.\d+)?(?:e-?\d+)?)-(?P<method>[A-Za-z0-9_]+)$")
@@ -251,7 +255,7 @@ def score_variant(va: VariantAnswers, splits: list[Split], task: str, judge: Laz
     rates, rows = {}, {}
     for split in splits:
         answers = va.answers[split.name]
-        if split.name == "harmful":
+        if split.name in HARMFUL_SPLITS:
             flags, _ = judge_with_cache(judge, judge.identity, split.prompts, answers, verdicts)
             field_name = "flagged"
         elif split.name == "task":

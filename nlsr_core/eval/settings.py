@@ -85,7 +85,7 @@ class EvalSettings:
             if self.fa_mode == "score":
                 return LabelScoring(LABEL_TASKS[task], self.generation(self.label_tokens))
             return self.generation(getattr(self, TASKS[task].budget))   # the task record names its budget
-        if split == "harmful" and judge_name not in KEYWORD_JUDGES:
+        if split in ("harmful", "transfer") and judge_name not in KEYWORD_JUDGES:
             return self.generation(self.max_new_tokens)
         return self.generation(self.opening_tokens)
 

@@ -185,3 +185,124 @@ def plot_scaling(rows: list[dict], rates: tuple, path: Path, target: float = 20)
     ax.legend(fontsize=8, loc="center right")
     _save(fig, path)
     plt.close(fig)
+
+
+def _axis(ax, title: str, xlabel: str, ylim: tuple | None = None, legend_size: int = 8) -> None:
+    """The analyses' panels: title, x label, optional y range, grid, legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
+def _close(plt, fig, path: Path) -> None:
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _panels(cells: list[str], width: float = 5.5, height: float = 3.6):
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(width * max(1, len(cells)), height), squeeze=False,
+                             layout="constrained")
+    if not cells:
+        axes[0][0].text(0.5, 0.5, "no analysed cell", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    return plt, fig, axes[0]
+
+
+def plot_broken_layers(rows: list[dict], path: Path) -> None:
+    """Fig. 3: broken modules (S_j < τ) against τ, one line per P_SR, one panel per cell
+    (rows = nlsr_core.report.analyses_report.broken_rows)."""
+    cells = sorted({r["cell"] for r in rows})
+    plt, fig, axes = _panels(cells)
+    for cell, ax in zip(cells, axes):
+        sel = [r for r in rows if r["cell"] == cell]
+        for sparsity in sorted({r["sparsity"] for r in sel}):
+            pts = sorted((r["tau"], r["broken"]) for r in sel if r["sparsity"] == sparsity)
+            ax.plot(*zip(*pts), marker="o", label=f"P_SR {sparsity:g}")
+        _axis(ax, f"{cell}: modules with S_j < τ (of {sel[0]['modules']})", "τ")
+    _close(plt, fig, path)
+
+
+def plot_set_similarity(rows: list[dict], path: Path) -> None:
+    """Fig. 4(a): Jaccard similarity of two identification methods' patched-module sets against P_L, one line per
+    pair (rows = analyses_report.similarity_rows)."""
+    cells = sorted({r["cell"] for r in rows})
+    plt, fig, axes = _panels(cells)
+    for cell, ax in zip(cells, axes):
+        sel = [r for r in rows if r["cell"] == cell]
+        for pair in dict.fromkeys(r["pair"] for r in sel):
+            pts = sorted((r["layer_prune"], r["jaccard"]) for r in sel if r["pair"] == pair)
+            ax.plot(*zip(*pts), marker="o", label=pair)
+        _axis(ax, f"{cell}: patched-module sets, Jaccard", "P_L", (-0.02, 1.02), 7)
+    _close(plt, fig, path)
+
+
+def plot_neuron_overlap(rows: list[dict], path: Path) -> None:
+    """Fig. 4(b): per patched module (model order), the overlap coefficient of each pair of methods' masks, with
+    the pair's chance level dashed (rows = analyses_report.overlap_rows)."""
+    cells = sorted({r["cell"] for r in rows})
+    plt, fig, axes = _panels(cells, width=8)
+    for cell, ax in zip(cells, axes):
+        sel = [r for r in rows if r["cell"] == cell]
+        modules = list(dict.fromkeys(r["module"] for r in sel))
+        for pair in dict.fromkeys(r["pair"] for r in sel):
+            pts = [(modules.index(r["module"]), r["overlap"], r["chance"]) for r in sel if r["pair"] == pair]
+            xs, ys, chance = zip(*pts)
+            line, = ax.plot(xs, ys, marker=".", linewidth=0.8, label=pair)
+            ax.plot(xs, chance, linestyle="--", linewidth=0.8, color=line.get_color())
+        ax.axhline(0.6, color="gray", linestyle=":", linewidth=1, label="paper's 0.6")
+        _axis(ax, f"{cell}: neuron overlap per patched module (dashed: chance)", "patched module (model order)",
+              (-0.02, 1.02), 7)
+    _close(plt, fig, path)
+
+
+def _rate_lines(ax, rows: list[dict], x: str, metrics: tuple) -> None:
+    for metric, label, fmt in metrics:
+        pts = [(r[x], r[metric], r[f"{metric}_lo"], r[f"{metric}_hi"]) for r in rows if r.get(metric) is not None]
+        if pts:
+            xs, ys, lo, hi = zip(*sorted(pts))
+            ax.errorbar(xs, ys, yerr=[[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]],
+                        fmt=fmt, capsize=3, label=label)
+
+
+def plot_amplification(rows: list[dict], path: Path) -> None:
+    """Fig. 5: HS, FA and over-refusal of M' + We(β) against β, 95% intervals (rows =
+    analyses_report.amplification_rows)."""
+    cells = sorted({r["cell"] for r in rows})
+    plt, fig, axes = _panels(cells)
+    for cell, ax in zip(cells, axes):
+        _rate_lines(ax, [r for r in rows if r["cell"] == cell], "beta",
+                    (("hs", "HS", "o-"), ("fa", "FA", "s-"), ("over_refusal", "over-refusal", "^-")))
+        _axis(ax, f"{cell}: amplified reference M' + We(β)", "β", (-2, 102))
+    _close(plt, fig, path)
+
+
+def plot_preamplification(rows: list[dict], path: Path) -> None:
+    """Fig. 6: NLSR's HS against P_SR with and without pre-amplification, one panel per cell and P_L
+    (rows = analyses_report.preamplification_rows)."""
+    panels = sorted({(r["cell"], r["layer_prune"]) for r in rows})
+    plt, fig, axes = _panels([f"{c} P_L {p:g}" for c, p in panels])
+    for (cell, layer_prune), ax in zip(panels, axes):
+        sel = [r for r in rows if (r["cell"], r["layer_prune"]) == (cell, layer_prune)]
+        for beta in sorted({r["beta"] for r in sel}, reverse=True):
+            label = "without pre-amplification (β 0)" if beta == 0 else f"with pre-amplification (β {beta:g})"
+            _rate_lines(ax, [r for r in sel if r["beta"] == beta], "sparsity", (("hs", label, "o-"),))
+        _axis(ax, f"{cell} · P_L {layer_prune:g}: NLSR HS", "P_SR", (-2, 102))
+    _close(plt, fig, path)
+
+
+def plot_broken_layers_by_method(rows: list[dict], path: Path) -> None:
+    """Fig. 3 (right): modules with S_j < τ against τ at the pipeline's P_SR, one line per alignment method, one
+    panel per task and ratio (rows = analyses_report.method_broken_rows)."""
+    stems = sorted({r["cell"].rsplit("-", 1)[0] for r in rows})
+    plt, fig, axes = _panels(stems)
+    for stem, ax in zip(stems, axes):
+        sel = [r for r in rows if r["cell"].rsplit("-", 1)[0] == stem]
+        for method in sorted({r["method"] for r in sel}):
+            pts = sorted((r["tau"], r["broken"]) for r in sel if r["method"] == method)
+            ax.plot(*zip(*pts), marker="o", label=method)
+        _axis(ax, f"{stem}: modules with S_j < τ, per alignment method", "τ")
+    _close(plt, fig, path)

@@ -26,7 +26,7 @@ VARIANTS = ("base", "nonaligned", "weak", "aligned", "finetuned", "safelora", "r
 LABELS = {"base": "Base (M, no adapter)", "nonaligned": "Non-Aligned (M fine-tuned on the mix)",
           "weak": "Weak (M' = M+W0, no Wa)", "aligned": "Aligned (M'+Wa)", "finetuned": "Fine-tuned (M'+Wt)",
           "safelora": "*SafeLoRA", "realigned": "*NLSR (realigned)"}
-METRICS = ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free")
+METRICS = ("hs", "hs_plus", "fa", "over_refusal", "over_refusal_sensitive", "judge_free", "hs_transfer")
 
 
 @dataclass(frozen=True)
@@ -129,19 +129,23 @@ def judge_free_text(entry: dict | None) -> str:
 
 
 def interval_table(cells: list[Judged]) -> list[str]:
-    """Every rate as `pct [lo, hi] (k/n)` with its 95% Wilson interval; the judge-free safety score beside HS."""
+    """Every rate as `pct [lo, hi] (k/n)` with its 95% Wilson interval; the judge-free safety score beside HS, and
+    HS on the transfer set (data.transfer) where a cell has one."""
+    transfer = any("hs_transfer" in e for j in cells for e in j.doc["variants"].values())
     lines = ["| Variant | p | HS % [95% CI] (k/n) | HS+ % [95% CI] (k/n) | FA % [95% CI] (k/n) "
              "| Over-refusal % [95% CI] (k/n) | Over-refusal, benign-sensitive probes % [95% CI] (k/n) "
-             "| Judge-free safety score % [95% CI] (k/n), margin |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| Judge-free safety score % [95% CI] (k/n), margin |"
+             + (" HS, transfer set % [95% CI] (k/n) |" if transfer else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if transfer else "")]
     for v in variants_present(cells):
         for j in cells:
             entry = j.doc["variants"].get(v)
             if entry is None:
                 continue
             lines.append(f"| {LABELS.get(v, v)} | {float(j.doc['p']):g} | "
-                         + " | ".join(ci_text(entry.get(m)) for m in METRICS if m != "judge_free")
-                         + f" | {judge_free_text(entry.get('judge_free'))} |")
+                         + " | ".join(ci_text(entry.get(m)) for m in METRICS if m not in ("judge_free", "hs_transfer"))
+                         + f" | {judge_free_text(entry.get('judge_free'))} |"
+                         + (f" {ci_text(entry.get('hs_transfer'))} |" if transfer else ""))
     return lines
 
 

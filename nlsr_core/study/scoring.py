@@ -51,29 +51,43 @@ def score_points(inputs: CellInputs, named: list[tuple[str, object]], build, spl
     """Build every point's adapter (into a temporary directory), generate and score them with the cell's
     `references` ("aligned", "finetuned": the pipeline's adapters) on `splits`; one row per name, in order:
     {name, label, point, patched_count, module_count, kept_fraction, adapter_sha256, hs, fa[, over_refusal]}."""
+    def write(out: Path, point) -> dict:
+        adapter, summary = build.build(point)
+        write_stack(adapter, out, point.record(), inputs.finetuned)
+        return {"label": point.label, "point": point.record(), **summary}
+
+    return score_adapters(inputs, [(name, lambda out, p=point: write(out, p)) for name, point in named], splits,
+                          references, echo, "study points built")
+
+
+def score_adapters(inputs: CellInputs, named: list[tuple[str, Callable[[Path], dict]]], splits,
+                   references: tuple[str, ...] = (), echo: Callable[[str], None] = print,
+                   what: str = "adapters written") -> list[dict]:
+    """Score adapters made on the fly: each `write(out)` of `named` writes one adapter directory (with lineage)
+    into a temporary `out` and returns its row fields; the rows get {name, adapter_sha256} and the rates on
+    `splits`, answered and judged like `nlsr judge` (same settings, judge and caches), beside the cell's
+    `references` (rows with point None), in order."""
     import tempfile
 
     from nlsr_core.lora.generate import plan_stack
     from nlsr_core.eval.judges import JudgeSpec
     from nlsr_core.eval.evaluate import evaluate_plans
     from nlsr_core.io.lineage import sha256_dir
-    from nlsr_core.io.lineage import base_fields
     from nlsr_core.io.progress import bar
 
     task = inputs.task
     settings = inputs.answering
-    inherited = base_fields(inputs.finetuned)
     cache = Path(inputs.cache_dir) if inputs.cache_dir else None
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="nlsr-points-") as tmp:
         plans = {name: plan_stack(getattr(inputs, name), inputs.model_name) for name in references}
         rows.update({name: {"name": name, "label": name, "point": None} for name in references})
-        with bar(len(named), "study points built", "point") as shown:
-            for i, (name, point) in enumerate(named):
+        with bar(len(named), what, "adapter") as shown:
+            for i, (name, write) in enumerate(named):
                 out = Path(tmp) / f"point-{i:03d}"
-                plans[name], summary = point_stack(build, point, out, inherited, inputs.model_name)
-                rows[name] = {"name": name, "label": point.label, "point": point.record(), **summary,
-                              "adapter_sha256": sha256_dir(out)}
+                fields = write(out)
+                plans[name] = plan_stack(out, inputs.model_name)
+                rows[name] = {"name": name, **fields, "adapter_sha256": sha256_dir(out)}
                 shown.update(1)
         placed = {"device": inputs.compute.device, "dtype": inputs.compute.dtype} if inputs.compute else {}
         spec = JudgeSpec(name=inputs.judge_name, model=inputs.judge_model, batch_size=settings.batch_size, **placed)
@@ -90,17 +104,14 @@ def score_points(inputs: CellInputs, named: list[tuple[str, object]], build, spl
     return [rows[name] for name in plans]
 
 
-def point_stack(build, point, out: Path, inherited: dict, model_name: str):
-    """Build `point`'s adapter into `out` with a lineage holding no temporary path (so the same point gives the
-    same digest, the answer-cache key, every run); returns (its StackPlan, the build summary)."""
+def write_stack(adapter, out: Path, record: dict, parent: Path) -> None:
+    """Save `adapter` into `out` with a lineage that inherits `parent`'s base model and W0 and holds `record` and
+    no temporary path (so the same adapter gives the same digest, the answer-cache key, every run)."""
     from nlsr_core.lora.adapters import save_adapter
-    from nlsr_core.lora.generate import plan_stack
-    from nlsr_core.io.lineage import write_lineage
+    from nlsr_core.io.lineage import base_fields, write_lineage
 
-    adapter, summary = build.build(point)
     save_adapter(adapter, out)
-    write_lineage(out, "points", [], point.record(), **inherited)
-    return plan_stack(out, model_name), summary
+    write_lineage(out, "points", [], record, **base_fields(parent))
 
 
 def describe(row: dict) -> str:

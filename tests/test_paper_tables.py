@@ -1,0 +1,80 @@
+"""The side-by-side report's pieces (nlsr_core.report.paper_tables): interval verdicts, SafeLoRA's best τ, stage
+times from a stamped log, and our rows read from run outputs; the whole command runs on the tiny pipeline in
+tests/test_pipeline.py."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nlsr_core.eval.stats import rate
+from nlsr_core.report import paper_tables as pt
+
+
+def _r(k, n=100):
+    return rate([True] * k + [False] * (n - k)).record()
+
+
+def test_compare_and_verdict_read_the_intervals():
+    low, high, near = {"hs": _r(10)}, {"hs": _r(60)}, {"hs": _r(14)}
+    assert pt.compare(low, high) == "lower" and pt.compare(high, low) == "higher" and pt.compare(low, near) == "overlap"
+    assert pt.compare(low, None) == "not run"
+    assert pt.verdict(["lower", "lower"], "lower") == "holds"
+    assert pt.verdict(["lower", "overlap"], "lower") == "cannot tell"
+    assert pt.verdict(["lower", "higher"], "lower") == "does not hold"
+    assert pt.verdict(["lower", "not run"], "lower") == "cannot tell"
+    assert pt.verdict(["not run"], "lower") == "cannot tell (not run)"
+
+
+def test_best_safelora_is_the_lowest_hs_within_the_fa_margin():
+    def point(tau, hs, fa):
+        return {"label": f"safelora tau={tau}", "point": {"method": "safelora", "tau": tau}, "hs": _r(hs), "fa": _r(fa)}
+
+    frontier = {"points": [point(0.3, 20, 60), point(0.5, 30, 92), point(0.6, 35, 96), point(0.7, 30, 97),
+                           {"label": "nlsr", "point": {"method": "nlsr"}, "hs": _r(1), "fa": _r(99)}]}
+    # FA of the fine-tuned model 98: τ 0.3 (FA 60) is out; of the rest the lowest HS, then the higher FA
+    assert pt.best_safelora(frontier, 98.0)["label"] == "safelora tau=0.7"
+    assert pt.best_safelora(frontier, None)["label"] == "safelora tau=0.3"
+    assert pt.best_safelora({"points": []}, 98.0) is None
+
+
+def test_stage_times_from_a_stamped_log(tmp_path):
+    log = tmp_path / "repro.log"
+    log.write_text("100 Running stage 'prepare-data':\n101 > nlsr prepare-data\n160 Running stage 'align@dpo':\n"
+                   "oops unstamped\n400 Stage 'x' is cached - skipping run\n460 Updating lock file 'dvc.lock'\n")
+    assert pt.stage_times(log) == [("prepare-data", 60.0), ("align@dpo", 300.0)]
+
+
+def test_load_runs_names_a_missing_run_and_an_empty_one(tmp_path):
+    from nlsr_core.errors import NlsrError
+
+    with pytest.raises(NlsrError, match="not a directory; expected a profile run"):
+        pt.load_runs([tmp_path / "absent"])
+    with pytest.raises(NlsrError, match="no judge/<cell>/judged.json under"):
+        pt.load_runs([tmp_path])
+
+
+def test_cell_rows_map_the_papers_rows_to_ours(tmp_path):
+    run = tmp_path / "run"
+    (run / "judge" / "sst2-p0.1-dpo").mkdir(parents=True)
+    variants = {v: {"hs": _r(k), "fa": _r(90)} for v, k in (("nonaligned", 80), ("aligned", 5), ("finetuned", 95),
+                                                             ("safelora", 70), ("realigned", 30))}
+    (run / "judge" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps({"cell": "sst2-p0.1-dpo",
+                                                                             "variants": variants}))
+    (run / "frontier" / "sst2-p0.1-dpo").mkdir(parents=True)
+    points = [{"label": "nlsr P_SR=0.8 P_L=0.5", "point": {"method": "nlsr", "sparsity": 0.8, "layer_prune": 0.5},
+               "hs": _r(50), "fa": _r(95)},
+              {"label": "random-masks", "point": {"method": "random-masks", "sparsity": 0.35, "layer_prune": 0.0},
+               "hs": _r(60), "fa": _r(95)}]
+    (run / "frontier" / "sst2-p0.1-dpo" / "frontier.json").write_text(json.dumps({
+        "cell": "sst2-p0.1-dpo", "pipeline": {"sparsity": 0.35, "layer_prune": 0.0}, "points": points}))
+    runs = pt.load_runs([run])
+    rows = pt.cell_rows(runs, "sst2-p0.1-dpo")
+    assert rows["Non-Aligned"]["hs"]["k"] == 80 and rows["Aligned"]["hs"]["k"] == 95
+    assert rows[pt.BEFORE]["hs"]["k"] == 5 and rows[pt.NLSR]["hs"]["k"] == 30
+    assert rows["NLSR (paper's P_SR 0.8, P_L 0.5)"]["hs"]["k"] == 50
+    assert rows["Random masks (NLSR's kept count)"]["hs"]["k"] == 60
+    assert rows["SafeLoRA (best τ)"] is None
+    text = pt.paper_tables_markdown(runs)
+    assert "| Table 1 | holds |" not in text and "| Table 1 | cannot tell |" in text     # one p of five ran
+    assert "30.0 [21.9, 39.6] · 27.6" in text                                        # NLSR, p = 0.1, paper 27.6
