@@ -78,3 +78,18 @@ def test_cell_rows_map_the_papers_rows_to_ours(tmp_path):
     text = pt.paper_tables_markdown(runs)
     assert "| Table 1 | holds |" not in text and "| Table 1 | cannot tell |" in text     # one p of five ran
     assert "30.0 [21.9, 39.6] · 27.6" in text                                        # NLSR, p = 0.1, paper 27.6
+
+
+def test_table4_and_figures_read_the_analyses(tmp_path):
+    from tests.test_analyses import _doc
+
+    run = tmp_path / "run"
+    for stage, name, doc in (("judge", "judged.json", {"cell": "sst2-p0.05-dpo", "variants": {}}),
+                             ("analyze", "analyze.json", _doc("dpo"))):
+        (run / stage / "sst2-p0.05-dpo").mkdir(parents=True)
+        (run / stage / "sst2-p0.05-dpo" / name).write_text(json.dumps(doc))
+    text = pt.paper_tables_markdown(pt.load_runs([run]), tables=("table4", "figures"))
+    # the paper's setting (P_SR 0.8, P_L 0.5): HS 20 with β 0.9 against 70 without, the paired interval below zero
+    row = next(line for line in text.splitlines() if line.startswith("| sst2-p0.05-dpo | 0.8 | 0.5 |"))
+    assert "| -50.0 [" in row and "| Table 4 | holds |" in text
+    assert "lowrank~wanda: neuron overlap 0.700 over 2 modules (chance 0.500)" in text and "| Fig. 4 | holds |" in text

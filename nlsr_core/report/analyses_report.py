@@ -121,6 +121,19 @@ def _fig3_methods(rows: list[dict]) -> list[str]:
     return lines
 
 
+def overlap_summary(doc: dict) -> list[dict]:
+    """Fig. 4(b) per pair of identifiers: {pair, modules, mean, min, max, chance} over the modules the pipeline's
+    identification patches (chance = the mean overlap two independent random masks of the same sizes give)."""
+    overlaps = doc["neuron_overlap"]
+    out = []
+    for pair in dict.fromkeys(f"{r['first']}~{r['second']}" for r in overlaps):
+        values = [r["overlap"] for r in overlaps if f"{r['first']}~{r['second']}" == pair]
+        chance = [r["chance"] for r in overlaps if f"{r['first']}~{r['second']}" == pair]
+        out.append({"pair": pair, "modules": len(values), "mean": statistics.fmean(values), "min": min(values),
+                    "max": max(values), "chance": statistics.fmean(chance)})
+    return out
+
+
 def _fig4(doc: dict) -> list[str]:
     sims = doc["broken_set_similarity"]
     prunes = sorted({r["layer_prune"] for r in sims})
@@ -133,17 +146,14 @@ def _fig4(doc: dict) -> list[str]:
         lines.append(f"| {pair} | " + " | ".join(
             f"{cells[p]['jaccard']:.2f} ({cells[p]['broken_first']}/{cells[p]['broken_second']})" if p in cells
             else "–" for p in prunes) + " |")
-    overlaps = doc["neuron_overlap"]
     lines += ["", "**Fig. 4(b)**: overlap coefficient |M₁ ∩ M₂| / min(|M₁|, |M₂|) of two methods' neuron masks in "
               "each module the pipeline's identification patches, with the value two independent random masks of "
               "the same sizes give (chance); the paper's claim is overlap > 0.6.", "",
               "| Pair | Modules | Overlap mean [min, max] | Chance mean | Overlap − chance |", "|---|---|---|---|---|"]
-    for pair in list(dict.fromkeys(f"{r['first']}~{r['second']}" for r in overlaps)):
-        sel = [r for r in overlaps if f"{r['first']}~{r['second']}" == pair]
-        values, chance = [r["overlap"] for r in sel], [r["chance"] for r in sel]
-        lines.append(f"| {pair} | {len(sel)} | {statistics.fmean(values):.3f} [{min(values):.3f}, {max(values):.3f}] "
-                     f"| {statistics.fmean(chance):.3f} | {statistics.fmean(values) - statistics.fmean(chance):+.3f} |")
-    if not overlaps:
+    summary = overlap_summary(doc)
+    lines += [f"| {s['pair']} | {s['modules']} | {s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | {s['chance']:.3f} "
+              f"| {s['mean'] - s['chance']:+.3f} |" for s in summary]
+    if not summary:
         lines.append("| – | 0 | no module patched at this setting | – | – |")
     return lines + [""]
 
@@ -157,20 +167,37 @@ def _fig5(doc: dict) -> list[str]:
     return lines + [""]
 
 
+def preamplification_pairs(doc: dict) -> list[tuple[float, float, dict, dict]]:
+    """Table 4 / Fig. 6: (P_L, P_SR, row with the pipeline's β, row with β = 0) for every setting analysed both
+    ways, in the document's order."""
+    beta = doc["pipeline"].get("beta")
+    keyed = {(r["point"]["layer_prune"], r["point"]["sparsity"], r["point"]["beta"]): r
+             for r in doc["preamplification"] if r.get("point")}
+    pairs = []
+    for layer_prune, sparsity in dict.fromkeys((k[0], k[1]) for k in keyed):
+        with_beta, without = keyed.get((layer_prune, sparsity, beta)), keyed.get((layer_prune, sparsity, 0.0))
+        if with_beta and without:
+            pairs.append((layer_prune, sparsity, with_beta, without))
+    return pairs
+
+
+def preamplification_effect(with_beta: dict, without: dict) -> dict | None:
+    """HS(with β) − HS(without) over the same prompts with its paired bootstrap 95% interval ({diff, lo, hi});
+    None when either row lacks its per-prompt flags."""
+    if "flags" not in with_beta or "flags" not in without:
+        return None
+    return rate_difference(with_beta, without, "hs")
+
+
 def _table4(doc: dict) -> list[str]:
-    rows = [r for r in doc["preamplification"] if r.get("point")]
     beta = doc["pipeline"].get("beta")
     lines = [f"**Table 4 / Fig. 6**: NLSR with pre-amplification (β = {beta:g}) and without (β = 0), per P_SR and P_L; "
              "the difference is HS(with) − HS(without) over the same prompts with a paired bootstrap 95% interval "
              "(negative: pre-amplification lowers HS).", "",
              "| P_L | P_SR | HS with β | HS without | HS difference [95% CI] | FA with β | FA without |",
              "|---|---|---|---|---|---|---|"]
-    keyed = {(r["point"]["layer_prune"], r["point"]["sparsity"], r["point"]["beta"]): r for r in rows}
-    for (layer_prune, sparsity) in dict.fromkeys((k[0], k[1]) for k in keyed):
-        with_beta, without = keyed.get((layer_prune, sparsity, beta)), keyed.get((layer_prune, sparsity, 0.0))
-        if not with_beta or not without:
-            continue
-        diff = rate_difference(with_beta, without, "hs") if "flags" in with_beta and "flags" in without else None
+    for layer_prune, sparsity, with_beta, without in preamplification_pairs(doc):
+        diff = preamplification_effect(with_beta, without)
         shown = f"{diff['diff']:+.1f} [{diff['lo']:+.1f}, {diff['hi']:+.1f}]" if diff else "–"
         lines.append(f"| {layer_prune:g} | {sparsity:g} | {pct(with_beta, 'hs'):.1f} | {pct(without, 'hs'):.1f} | "
                      f"{shown} | {pct(with_beta, 'fa'):.1f} | {pct(without, 'fa'):.1f} |")

@@ -18,7 +18,6 @@ would be sharper; these rows come from different stages' answer files).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,17 +45,6 @@ class Runs:
     stage_times: dict[str, list[tuple[str, float]]] = field(default_factory=dict)   # run -> [(stage, seconds)]
 
 
-def _docs(run: Path, stage: str, name: str) -> dict[str, dict]:
-    out = {}
-    for path in sorted((run / stage).glob(f"*/{name}")):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise NlsrError(f"{path}: not valid JSON ({exc.msg}); expected `nlsr {stage}` output") from None
-        out[doc.get("cell", path.parent.name)] = doc
-    return out
-
-
 _STAMPED = re.compile(r"^(?P<t>\d+) (?P<line>.*)$")
 
 
@@ -79,15 +67,17 @@ def load_runs(runs: list[Path]) -> Runs:
     """The judged, frontier and analyze documents, realigned similarities and stage times of every run; a cell
     present in several runs is taken from the first (the runs share the DVC cache, so it is the same work)."""
     from nlsr_core.report.results import expand_adapter_dirs, similarity_rows
+    from nlsr_core.report.study_report import load_docs
 
     out = Runs()
     for run in runs:
         run = Path(run)
         if not run.is_dir():
             raise NlsrError(f"--run {run}: not a directory; expected a profile run (e.g. .runs/paper-tables/ratios)")
-        for attr, stage, name in (("judged", "judge", "judged.json"), ("frontier", "frontier", "frontier.json"),
-                                  ("analyzed", "analyze", "analyze.json")):
-            for cell, doc in _docs(run, stage, name).items():
+        for attr, stage, key, name in (("judged", "judge", "variants", "judged.json"),
+                                       ("frontier", "frontier", "points", None),
+                                       ("analyzed", "analyze", "broken_layers", None)):
+            for cell, doc in load_docs(run / stage, stage, key=key, name=name).items():
                 getattr(out, attr).setdefault(cell, doc)
         realigned = run / "adapters" / "realigned"
         if realigned.is_dir():
@@ -135,7 +125,7 @@ def cell_rows(runs: Runs, cell: str) -> dict[str, dict | None]:
         BEFORE: variants.get("aligned"),
         "Aligned": finetuned,
         SAFELORA: variants.get("safelora"),
-        "SafeLoRA (best τ)": safelora and {**safelora, "label": safelora.get("label")},
+        "SafeLoRA (best τ)": safelora,
         "NLSR (paper's P_SR 0.8, P_L 0.5)": _point(frontier, "nlsr", sparsity=sparsity, layer_prune=layer_prune),
         NLSR: variants.get("realigned"),
         "Random masks (NLSR's kept count)": _point(frontier, "random-masks", sparsity=pipeline.get("sparsity"),
@@ -149,6 +139,7 @@ PAPER_ROW = {"Non-Aligned": "Non-Aligned", "Aligned": "Aligned", SAFELORA: "Safe
 
 
 def _ci(row: dict | None, metric: str) -> str:
+    """formatting.ci_text without the counts, to keep five-column tables readable."""
     entry = (row or {}).get(metric)
     if not isinstance(entry, dict) or entry.get("pct") is None:
         return "–"
@@ -259,27 +250,25 @@ def table3(runs: Runs, p: float = 0.05, method: str = "dpo") -> tuple[list[str],
 
 def table4(runs: Runs) -> tuple[list[str], str]:
     """Pre-amplification, from every analysed cell: with and without β at the paper's setting and the pipeline's."""
+    from nlsr_core.report.analyses_report import preamplification_pairs
     from nlsr_core.study.comparison import rate_difference
 
     lines = ["## Table 4 / Fig. 6: pre-amplification", "",
              "HS with pre-amplification (the pipeline's β) and without (β = 0), same prompts; difference = with − "
              "without, paired bootstrap 95% interval. Paper (P_SR 0.8, P_L 0.5): AG News 29.9 vs 44.4, GSM8K 25.1 vs "
              "41.5 (HS with vs without). Fig. 6's curves over P_SR are in reports/paper-tables/*/analyses.md.", "",
-             "| Cell | P_SR | P_L | HS with β | HS without | Difference [95% CI] | FA with | FA without |",
+             "| Cell | P_SR | P_L | HS with β | HS without | Difference [95% CI] | FA with β | FA without |",
              "|---|---|---|---|---|---|---|---|"]
     outcomes = []
     for cell, doc in sorted(runs.analyzed.items()):
         pipeline = doc["pipeline"]
-        beta = pipeline.get("beta")
-        keyed = {(r["point"]["sparsity"], r["point"]["layer_prune"], r["point"]["beta"]): r
-                 for r in doc["preamplification"] if r.get("point")}
-        for setting in dict.fromkeys([PAPER_SETTING, (pipeline.get("sparsity"), pipeline.get("layer_prune"))]):
-            with_beta, without = keyed.get((*setting, beta)), keyed.get((*setting, 0.0))
-            if not with_beta or not without:
+        settings = {PAPER_SETTING, (pipeline.get("sparsity"), pipeline.get("layer_prune"))}
+        for layer_prune, sparsity, with_beta, without in preamplification_pairs(doc):
+            if (sparsity, layer_prune) not in settings:
                 continue
             d = rate_difference(with_beta, without, "hs")
             outcomes.append("lower" if d["hi"] < 0 else "higher" if d["lo"] > 0 else "overlap")
-            lines.append(f"| {cell} | {setting[0]:g} | {setting[1]:g} | {_ci(with_beta, 'hs')} | {_ci(without, 'hs')} "
+            lines.append(f"| {cell} | {sparsity:g} | {layer_prune:g} | {_ci(with_beta, 'hs')} | {_ci(without, 'hs')} "
                          f"| {d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}] | {_ci(with_beta, 'fa')} | "
                          f"{_ci(without, 'fa')} |")
     claim = verdict(outcomes, "lower") if outcomes else "cannot tell (not run)"
@@ -304,7 +293,7 @@ def table6(runs: Runs, task: str = "sst2", method: str = "dpo") -> tuple[list[st
 
 def figures(runs: Runs) -> tuple[list[str], dict[str, str]]:
     """Figs. 3-5 from the analysed cells, with the paper's stated claims and ours read from the rows."""
-    from nlsr_core.report.analyses_report import method_broken_rows, taus_of
+    from nlsr_core.report.analyses_report import method_broken_rows, overlap_summary, taus_of
 
     claims: dict[str, str] = {}
     lines = ["## Figures 3-5", ""]
@@ -318,14 +307,11 @@ def figures(runs: Runs) -> tuple[list[str], dict[str, str]]:
         lines.append(f"- Fig. 3 (left), {cell}: broken modules at τ 0.5 per P_SR "
                      + ", ".join(f"{s:g}: {counts.get((s, 0.5), '–')}" for s in sparsities)
                      + f"; more broken modules at every τ as P_SR rises: {'yes' if monotone else 'no'}.")
-        for pair in dict.fromkeys(f"{r['first']}~{r['second']}" for r in doc["neuron_overlap"]):
-            sel = [r for r in doc["neuron_overlap"] if f"{r['first']}~{r['second']}" == pair]
-            mean = sum(r["overlap"] for r in sel) / len(sel)
-            chance = sum(r["chance"] for r in sel) / len(sel)
-            if "random" not in pair:
-                fig4.append(mean > 0.6 and mean > chance)
-            lines.append(f"- Fig. 4(b), {cell}, {pair}: neuron overlap {mean:.3f} over {len(sel)} modules "
-                         f"(chance {chance:.3f}).")
+        for s in overlap_summary(doc):
+            if "random" not in s["pair"]:
+                fig4.append(s["mean"] > 0.6 and s["mean"] > s["chance"])
+            lines.append(f"- Fig. 4(b), {cell}, {s['pair']}: neuron overlap {s['mean']:.3f} over {s['modules']} "
+                         f"modules (chance {s['chance']:.3f}).")
         amp = {r["beta"]: r for r in doc["amplification"]}
         if 0.0 in amp and 0.9 in amp:
             fig5.append(compare(amp[0.9], amp[0.0]))

@@ -15,18 +15,19 @@ from nlsr_core.study.comparison import (FA_SLACK, HS_FACTOR, random_contrast_lin
                                         series_of)
 
 
-def load_docs(root: Path | None, stage: str, key: str = "points") -> dict[str, dict]:
-    """cell -> document for every `<root>/<cell>/<stage>.json` holding a `key` list (an absent root gives none)."""
+def load_docs(root: Path | None, stage: str, key: str = "points", name: str | None = None) -> dict[str, dict]:
+    """cell -> document for every `<root>/<cell>/<name>` (default `<stage>.json`) holding a `key` list or mapping
+    (an absent root gives none)."""
     if root is None or not Path(root).is_dir():
         return {}
     docs = {}
-    for path in sorted(Path(root).glob(f"*/{stage}.json")):
+    for path in sorted(Path(root).glob(f"*/{name or stage + '.json'}")):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise NlsrError(f"{path}: not valid JSON ({exc.msg}); expected `nlsr {stage}` output") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
-            raise NlsrError(f"{path}: no '{key}' list; expected `nlsr {stage}` output")
+        if not isinstance(doc, dict) or not isinstance(doc.get(key), (list, dict)):
+            raise NlsrError(f"{path}: no '{key}' entry; expected `nlsr {stage}` output")
         docs[doc.get("cell", path.parent.name)] = doc
     return docs
 
