@@ -163,3 +163,13 @@ def test_every_figure_writes_its_csv_and_png(tmp_path):
         plot(rows, tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.csv").read_text().splitlines()[0] == ",".join(columns)
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_overlap_at_chance_reads_plus_zero():
+    from nlsr_core.report import analyses_report
+
+    doc = _doc()
+    doc["neuron_overlap"] = [{"module": "m1", "first": "lowrank", "second": "random", "overlap": 0.30596,
+                              "chance": 0.306}]
+    assert "| lowrank~random | 1 | 0.306 [0.306, 0.306] | 0.306 | +0.000 |" in analyses_report.analyses_markdown(
+        {"sst2-p0.1-dpo": doc})

@@ -151,8 +151,9 @@ def _fig4(doc: dict) -> list[str]:
               "the same sizes give (chance); the paper's claim is overlap > 0.6.", "",
               "| Pair | Modules | Overlap mean [min, max] | Chance mean | Overlap − chance |", "|---|---|---|---|---|"]
     summary = overlap_summary(doc)
+    # round before the sign, so that a difference of -0.0001 reads +0.000 and not -0.000
     lines += [f"| {s['pair']} | {s['modules']} | {s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | {s['chance']:.3f} "
-              f"| {s['mean'] - s['chance']:+.3f} |" for s in summary]
+              f"| {round(s['mean'] - s['chance'], 3) + 0.0:+.3f} |" for s in summary]
     if not summary:
         lines.append("| – | 0 | no module patched at this setting | – | – |")
     return lines + [""]
