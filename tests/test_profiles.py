@@ -41,3 +41,22 @@ def test_paper_tables_profiles_load_and_study_cells_of_their_grid(part):
     params = load_params(REPO / "profiles" / "paper-tables" / f"{part}.yaml")
     assert params.safelora.tau == 0.6 and params.data.transfer == "paper"
     assert set(params.study.poison_ratios) <= set(params.grid.poison_ratios)
+
+
+@pytest.mark.parametrize("part", ["ratios", "aligners", "tasks"])
+def test_paper_tables_profiles_prepare_their_transfer_set(part, shared_data, tmp_path):
+    """prepare-data on each paper-tables profile's data settings writes the transfer set it asks for (a size
+    above what the paper files hold once used to stop these runs at their first stage)."""
+    from nlsr_core.data import DataSpec
+    from nlsr_core.data.prepare import prepare
+    from nlsr_core.params import load_params
+
+    params = load_params(REPO / "profiles" / "paper-tables" / f"{part}.yaml")
+    data, grid = params.data, params.grid
+    spec = DataSpec(source=data.source, seed=data.seed, local_dir=str(shared_data), tasks=tuple(grid.tasks),
+                    sizes=data.sizes, preference_pairs=data.preference_pairs,
+                    contrast_refusals=data.contrast_refusals, sft_refusals=data.sft_refusals,
+                    transfer=data.transfer)
+    mixes = [(t, p) for t in grid.tasks for p in grid.poison_ratios]
+    manifest = prepare(spec, mixes, params.finetune.n, tmp_path / "prepared")
+    assert manifest["transfer"] == {"source": "paper", "rows": data.sizes.transfer_harmful}
