@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro repro-local-paper repro-paper-tables repro-profile test test-fast bench install clean-venv
+.PHONY: repro repro-local-paper repro-paper-tables paper-tables repro-profile profile-snapshot test test-fast bench install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,16 +49,29 @@ repro-profile: $(STAMP)
 	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/dvc cache dir --local $(CURDIR)/.dvc/cache && \
 	  set -o pipefail && PYTHONPATH="$(CURDIR)/$(RUN_DIR)" PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/dvc repro 2>&1 | \
 	  while IFS= read -r line; do printf '%s %s\n' "$$(date +%s)" "$$line"; done | tee -a repro.log
+	$(MAKE) profile-snapshot PROFILE=$(PROFILE)
+
+# A run's record in reports/<profile>/: its reports, dvc.lock, params.yaml and repro.log, and for a paper-tables run
+# what `nlsr paper-tables` reads from it, so the side-by-side report can be rebuilt from committed files on another
+# machine (.runs/ and the DVC cache stay on the one that ran). Also for an interrupted run: its dvc.lock then
+# records the stages that finished, and reports/ is absent until the report stage ran.
+profile-snapshot: $(STAMP)
 	mkdir -p reports/$(PROFILE)
-	cp -r $(RUN_DIR)/reports/. reports/$(PROFILE)/
+	if test -d $(RUN_DIR)/reports; then cp -r $(RUN_DIR)/reports/. reports/$(PROFILE)/; fi
 	cp $(RUN_DIR)/dvc.lock $(RUN_DIR)/params.yaml $(RUN_DIR)/repro.log reports/$(PROFILE)/
+	case $(PROFILE) in paper-tables/*) $(BIN)/nlsr paper-tables --run $(RUN_DIR) --snapshot reports/$(PROFILE);; esac
 
 # The paper's tables and figures at CPU scale: three profile runs sharing the DVC cache (profiles/paper-tables/),
-# then the side-by-side report reports/paper-tables.md. Each run can be repeated alone; finished stages restore.
+# then the side-by-side report reports/paper-tables.md from their snapshots in reports/paper-tables/<part>/. Each
+# run can be repeated alone (finished stages restore), and `make paper-tables` rebuilds the report from the
+# committed snapshots, whichever machines their runs were made on.
 PAPER_TABLES := ratios aligners tasks
 repro-paper-tables: $(STAMP)
 	for part in $(PAPER_TABLES); do $(MAKE) repro-profile PROFILE=paper-tables/$$part || exit 1; done
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nlsr paper-tables $(foreach part,$(PAPER_TABLES),--run .runs/paper-tables/$(part)) \
+	$(MAKE) paper-tables
+
+paper-tables: $(STAMP)
+	$(BIN)/nlsr paper-tables $(foreach part,$(PAPER_TABLES),$(if $(wildcard reports/paper-tables/$(part)/judge),--run reports/paper-tables/$(part))) \
 	  --out reports/paper-tables.md
 
 test: $(STAMP)

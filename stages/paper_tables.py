@@ -7,6 +7,12 @@ Reads each run's judge/, frontier/, analyze/ and adapters/realigned/ (and repro.
 nlsr_core.report.paper_tables). Cells a run did not produce show as '–'; `--table NAME` (repeatable) writes only
 those tables and requires every cell they need. Not a stage of the default pipeline: `make repro-paper-tables`
 runs the profiles, then this.
+
+    nlsr paper-tables --run .runs/paper-tables/ratios --snapshot reports/paper-tables/ratios
+
+copies what the report reads from one run into a folder that is committed (`make repro-profile` does it for the
+paper-tables runs), so the report can be rebuilt from `--run reports/paper-tables/<part>` on a machine without
+.runs/ or the DVC cache, and from runs made on different machines.
 """
 from __future__ import annotations
 
@@ -31,12 +37,23 @@ TABLE_CELLS = {
 @click.option("--table", "tables", multiple=True, type=click.Choice(list(TABLE_CELLS)),
               help="write only these tables, each requiring every cell it needs [default: all, '–' where not run]")
 @click.option("--out", "out_path", default="reports/paper-tables.md", show_default=True, type=PATH)
-def command(runs, tables, out_path):
+@click.option("--snapshot", "snapshot", default=None, type=PATH,
+              help="instead of the report: copy what it reads from the one --run (summaries and repro.log, not "
+                   "answers or adapters) into this folder, e.g. reports/paper-tables/ratios, to be passed as --run "
+                   "on a machine without the run")
+def command(runs, tables, out_path, snapshot):
     """Write the side-by-side report of the paper's Tables 1-4, 6 and Figs. 3-5."""
     from nlsr_core.errors import NlsrError
     from nlsr_core.io.outputs import claim_file, replace_file, titled
     from nlsr_core.report import paper_tables as report
 
+    if snapshot is not None:
+        if len(runs) != 1 or tables:
+            raise NlsrError(f"--snapshot: given with {len(runs)} --run and {len(tables)} --table; expected exactly one "
+                            "--run and no --table")
+        copied = report.snapshot_run(runs[0], snapshot)
+        click.echo(f"paper-tables: {len(copied)} files of {runs[0]} -> {snapshot}")
+        return
     target = claim_file(out_path, "paper-tables", "--out", inputs=[("--run", r) for r in runs],
                         recognise=titled(report.PAPER_TABLES_TITLE))
     loaded = report.load_runs(list(runs))

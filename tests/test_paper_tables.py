@@ -93,3 +93,38 @@ def test_table4_and_figures_read_the_analyses(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| sst2-p0.05-dpo | 0.8 | 0.5 |"))
     assert "| -50.0 [" in row and "| Table 4 | holds |" in text
     assert "lowrank~wanda: neuron overlap 0.700 over 2 modules (chance 0.500)" in text and "| Fig. 4 | holds |" in text
+
+
+def test_snapshot_copies_the_summaries_and_replaces_only_its_own_or_identical_files(tmp_path):
+    from nlsr_core.errors import NlsrError
+
+    run, dest = tmp_path / "run", tmp_path / "reports" / "run"          # stage times are keyed by the folder name
+    judged = {"cell": "sst2-p0.1-dpo", "variants": {"finetuned": {"hs": _r(95), "fa": _r(90)}}}
+    (run / "judge" / "sst2-p0.1-dpo" / "finetuned").mkdir(parents=True)
+    (run / "judge" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps(judged))
+    (run / "judge" / "sst2-p0.1-dpo" / "finetuned" / "harmful.jsonl").write_text("{}\n")   # answers: not copied
+    (run / "adapters" / "realigned" / "sst2-p0.1-dpo").mkdir(parents=True)
+    (run / "adapters" / "realigned" / "sst2-p0.1-dpo" / "lineage.json").write_text(json.dumps({"modules": []}))
+    (run / "adapters" / "realigned" / "sst2-p0.1-dpo" / "adapter_model.safetensors").write_bytes(b"0")
+    (run / "repro.log").write_text("100 Running stage 'judge@sst2-0.1-dpo':\n160 done\n")
+    dest.mkdir(parents=True)
+    (dest / "repro.log").write_text((run / "repro.log").read_text())       # the Makefile's copy: identical, kept
+    assert pt.snapshot_run(run, dest) == ["judge/sst2-p0.1-dpo/judged.json",
+                                          "adapters/realigned/sst2-p0.1-dpo/lineage.json", "repro.log"]
+    assert not (dest / "judge" / "sst2-p0.1-dpo" / "finetuned").exists()
+    assert not (dest / "adapters" / "realigned" / "sst2-p0.1-dpo" / "adapter_model.safetensors").exists()
+    assert pt.paper_tables_markdown(pt.load_runs([dest])) == pt.paper_tables_markdown(pt.load_runs([run]))
+
+    judged["variants"]["finetuned"]["hs"] = _r(90)                          # the run moved on: its own copy replaced
+    (run / "judge" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps(judged))
+    pt.snapshot_run(run, dest)
+    assert json.loads((dest / "judge" / "sst2-p0.1-dpo" / "judged.json").read_text()) == judged
+
+    judged["variants"]["finetuned"]["hs"] = _r(85)
+    (run / "judge" / "sst2-p0.1-dpo" / "judged.json").write_text(json.dumps(judged))
+    with pytest.raises(NlsrError, match="judge/sst2-p0.1-dpo/judged.json exists and no earlier snapshot wrote it"):
+        pt.snapshot_run(dest, run)                                          # into a run: refused before any copy
+    assert json.loads((run / "judge" / "sst2-p0.1-dpo" / "judged.json").read_text()) == judged
+    assert not (run / pt.SNAPSHOT_LIST).exists()
+    with pytest.raises(NlsrError, match="no judge/ folder; expected a profile run"):
+        pt.snapshot_run(tmp_path / "absent", tmp_path / "elsewhere")

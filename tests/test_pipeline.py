@@ -202,6 +202,35 @@ def test_paper_tables_reads_the_run_and_refuses_a_table_whose_cells_did_not_run(
         f"nlsr: error: --table table2: cell sst2-p0.05-sft was not run; expected judge/sst2-p0.05-sft/judged.json in "
         f"one of the runs ({repo})"]
 
+def test_paper_tables_snapshot_rebuilds_the_same_report_without_the_run(repo, tmp_path):
+    """`--snapshot` copies what the report reads (summaries and repro.log, no answers or adapters) from the tiny run;
+    the report built from the snapshot equals the one built from the run. A snapshot into a folder holding a file of
+    the same name that no snapshot wrote is one line, exit 1, nothing copied; a second snapshot into its own folder
+    replaces its files."""
+    env = {"NLSR_TRACKING": "off"}
+    snapshot = tmp_path / "snapshot"
+    sh(["nlsr", "paper-tables", "--run", str(repo), "--snapshot", str(snapshot)], repo, env=env)
+    assert (snapshot / "judge" / "sst2-p0.1-dpo" / "judged.json").is_file()
+    assert (snapshot / "frontier" / "sst2-p0.1-dpo" / "frontier.json").is_file()
+    assert (snapshot / "analyze" / "sst2-p0.1-dpo" / "analyze.json").is_file()
+    assert not list(snapshot.glob("judge/*/*/*.jsonl")) and not list(snapshot.rglob("*.safetensors"))
+    from_run, from_snapshot = tmp_path / "from-run.md", tmp_path / "from-snapshot.md"
+    sh(["nlsr", "paper-tables", "--run", str(repo), "--out", str(from_run)], repo, env=env)
+    sh(["nlsr", "paper-tables", "--run", str(snapshot), "--out", str(from_snapshot)], repo, env=env)
+    assert from_snapshot.read_text() == from_run.read_text()
+    sh(["nlsr", "paper-tables", "--run", str(repo), "--snapshot", str(snapshot)], repo, env=env)   # its own: replaced
+
+    foreign = tmp_path / "foreign"
+    (foreign / "judge" / "sst2-p0.1-dpo").mkdir(parents=True)
+    (foreign / "judge" / "sst2-p0.1-dpo" / "judged.json").write_text("{}")
+    bad = sh(["nlsr", "paper-tables", "--run", str(repo), "--snapshot", str(foreign)], repo, env=env, check=False)
+    assert bad.returncode == 1 and sorted(p.name for p in foreign.rglob("*")) == ["judge", "judged.json",
+                                                                                  "sst2-p0.1-dpo"]
+    assert bad.stderr.strip().splitlines() == [
+        f"nlsr: error: --snapshot {foreign}: judge/sst2-p0.1-dpo/judged.json exists and no earlier snapshot wrote "
+        "it; expected a new folder or an earlier snapshot (e.g. reports/paper-tables/<part>)"]
+
+
 def test_sweep_points_rerun_no_training_or_identification(repo):
     """A new frontier grid value or a new P_SR re-runs only training-free stages (DVC decides, dry run)."""
     params_file = repo / "params.yaml"

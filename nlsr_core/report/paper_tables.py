@@ -47,6 +47,10 @@ class Runs:
 
 _STAMPED = re.compile(r"^(?P<t>\d+) (?P<line>.*)$")
 
+# What load_runs reads from a run, relative to it: the stages' summaries and the log, not the answers or adapters.
+RUN_INPUTS = ("judge/*/judged.json", "frontier/*/frontier.json", "analyze/*/analyze.json",
+              "adapters/realigned/*/lineage.json", "repro.log")
+
 
 def stage_times(log: Path) -> list[tuple[str, float]]:
     """(stage, wall seconds) of every stage `dvc repro` ran, from a log whose lines carry the epoch second they
@@ -90,6 +94,38 @@ def load_runs(runs: list[Path]) -> Runs:
         raise NlsrError(f"--run: no judge/<cell>/judged.json under {', '.join(map(str, runs))}; expected the "
                         "paper-tables profile runs")
     return out
+
+
+SNAPSHOT_LIST = "paper-tables-inputs.json"   # what a snapshot copied: the files a later snapshot may replace
+
+
+def snapshot_run(run: Path, dest: Path) -> list[str]:
+    """Copy the RUN_INPUTS of one run into `dest` in the same layout, so that `load_runs([dest])` reads what
+    `load_runs([run])` reads: the report can then be rebuilt from committed files on a machine that holds neither
+    the run (.runs/) nor the DVC cache. Works on an interrupted run too (the stages that finished). Replaces only
+    files an earlier snapshot into `dest` wrote (listed in SNAPSHOT_LIST) or identical ones (the repro.log that
+    `make repro-profile` copied); returns the copied paths, relative to both."""
+    import filecmp
+    import json
+    import shutil
+
+    run, dest = Path(run), Path(dest)
+    if not (run / "judge").is_dir():
+        raise NlsrError(f"--run {run}: no judge/ folder; expected a profile run (e.g. .runs/paper-tables/ratios) "
+                        "whose judge stage ran")
+    listed = dest / SNAPSHOT_LIST
+    ours = set(json.loads(listed.read_text(encoding="utf-8"))) if listed.is_file() else set()
+    sources = [s for pattern in RUN_INPUTS for s in sorted(run.glob(pattern))]
+    relative = [s.relative_to(run).as_posix() for s in sources]
+    for source, rel in zip(sources, relative):
+        if (dest / rel).exists() and rel not in ours and not filecmp.cmp(source, dest / rel, shallow=False):
+            raise NlsrError(f"--snapshot {dest}: {rel} exists and no earlier snapshot wrote it; expected a new "
+                            "folder or an earlier snapshot (e.g. reports/paper-tables/<part>)")
+    for source, rel in zip(sources, relative):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest / rel)
+    listed.write_text(json.dumps(sorted(ours | set(relative)), indent=1) + "\n", encoding="utf-8")
+    return relative
 
 
 # --------------------------------------------------------------------------------------------- our rows
