@@ -40,9 +40,12 @@ def test_best_safelora_is_the_lowest_hs_within_the_fa_margin():
 
 def test_stage_times_from_a_stamped_log(tmp_path):
     log = tmp_path / "repro.log"
-    log.write_text("100 Running stage 'prepare-data':\n101 > nlsr prepare-data\n160 Running stage 'align@dpo':\n"
-                   "oops unstamped\n400 Stage 'x' is cached - skipping run\n460 Updating lock file 'dvc.lock'\n")
-    assert pt.stage_times(log) == [("prepare-data", 60.0), ("align@dpo", 300.0)]
+    log.write_text("100 Running stage 'prepare-data':\n101 > nlsr prepare-data\n150 Updating lock file 'dvc.lock'\n"
+                   "160 Running stage 'align@dpo':\noops unstamped\n400 Stage 'x' is cached - skipping run\n"
+                   "460 Updating lock file 'dvc.lock'\n470 Running stage 'frontier@c':\n480 [interrupted]\n"
+                   "490 Running stage 'analyze@c':\n700 still running\n")
+    # frontier@c was interrupted and analyze@c has not finished: neither has a stage time
+    assert pt.stage_times(log) == [("prepare-data", 60.0), ("align@dpo", 310.0)]
 
 
 def test_load_runs_names_a_missing_run_and_an_empty_one(tmp_path):

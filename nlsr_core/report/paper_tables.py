@@ -53,18 +53,22 @@ RUN_INPUTS = ("judge/*/judged.json", "frontier/*/frontier.json", "analyze/*/anal
 
 
 def stage_times(log: Path) -> list[tuple[str, float]]:
-    """(stage, wall seconds) of every stage `dvc repro` ran, from a log whose lines carry the epoch second they
-    were printed ("1765080000 Running stage 'align@dpo':"): a stage lasts until the next stage or the last line."""
-    starts, last = [], None
+    """(stage, wall seconds) of every stage `dvc repro` ran to the end, from a log whose lines carry the epoch
+    second they were printed ("1765080000 Running stage 'align@dpo':"): a stage lasts until the next stage or the
+    last line, and counts only if DVC updated the lock file within it (an interrupted stage, or one still running
+    when the log was read, is left out)."""
+    spans, last = [], None                  # [stage, start, finished]
     for raw in log.read_text(encoding="utf-8", errors="replace").splitlines():
         m = _STAMPED.match(raw)
         if not m:
             continue
         last = int(m["t"])
         if m["line"].startswith("Running stage '"):
-            starts.append((m["line"].split("'")[1], last))
-    ends = [t for _, t in starts[1:]] + [last]
-    return [(stage, float(end - start)) for (stage, start), end in zip(starts, ends)]
+            spans.append([m["line"].split("'")[1], last, False])
+        elif m["line"].startswith("Updating lock file") and spans:
+            spans[-1][2] = True
+    ends = [start for _, start, _ in spans[1:]] + [last]
+    return [(stage, float(end - start)) for (stage, start, finished), end in zip(spans, ends) if finished]
 
 
 def load_runs(runs: list[Path]) -> Runs:
