@@ -24,6 +24,7 @@ from pathlib import Path
 
 from nlsr_core.errors import NlsrError
 from nlsr_core.eval.formatting import pct
+from nlsr_core.io.lineage import LINEAGE_FILE
 from nlsr_core.report import paper_numbers as paper
 
 PAPER_TABLES_TITLE = "# The paper's tables at CPU scale"
@@ -48,8 +49,12 @@ class Runs:
 _STAMPED = re.compile(r"^(?P<t>\d+) (?P<line>.*)$")
 
 # What load_runs reads from a run, relative to it: the stages' summaries and the log, not the answers or adapters.
-RUN_INPUTS = ("judge/*/judged.json", "frontier/*/frontier.json", "analyze/*/analyze.json",
-              "adapters/realigned/*/lineage.json", "repro.log")
+# One table for both load_runs and snapshot_run, so that a snapshot always holds what the report reads.
+STAGE_DOCS = (("judged", "judge", "variants", "judged.json"),          # (Runs field, stage folder, key, file)
+              ("frontier", "frontier", "points", "frontier.json"),
+              ("analyzed", "analyze", "broken_layers", "analyze.json"))
+REALIGNED, REPRO_LOG = "adapters/realigned", "repro.log"
+RUN_INPUTS = (*(f"{stage}/*/{name}" for _, stage, _, name in STAGE_DOCS), f"{REALIGNED}/*/{LINEAGE_FILE}", REPRO_LOG)
 
 
 def stage_times(log: Path) -> list[tuple[str, float]]:
@@ -82,16 +87,14 @@ def load_runs(runs: list[Path]) -> Runs:
         run = Path(run)
         if not run.is_dir():
             raise NlsrError(f"--run {run}: not a directory; expected a profile run (e.g. .runs/paper-tables/ratios)")
-        for attr, stage, key, name in (("judged", "judge", "variants", "judged.json"),
-                                       ("frontier", "frontier", "points", None),
-                                       ("analyzed", "analyze", "broken_layers", None)):
+        for attr, stage, key, name in STAGE_DOCS:
             for cell, doc in load_docs(run / stage, stage, key=key, name=name).items():
                 getattr(out, attr).setdefault(cell, doc)
-        realigned = run / "adapters" / "realigned"
+        realigned = run / REALIGNED
         if realigned.is_dir():
             seen = {r["cell"] for r in out.similarity}
             out.similarity += [r for r in similarity_rows(expand_adapter_dirs([realigned])) if r["cell"] not in seen]
-        log = run / "repro.log"
+        log = run / REPRO_LOG
         if log.is_file():
             out.stage_times[run.name] = stage_times(log)
     if not out.judged:
