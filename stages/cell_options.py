@@ -54,7 +54,6 @@ def cell_options(f):
     then receives them as one `inputs` (nlsr_core.study.cell.CellInputs)."""
     from nlsr_core.study.cell import CellInputs, ModelPass
     from nlsr_core.study.points import Point
-    from nlsr_core.study.scoring import parse_task
     from stages.eval_options import eval_options, eval_settings
     from stages.options import config_option, resolve_compute
 
@@ -68,7 +67,6 @@ def cell_options(f):
             judge_model = None  # params.yaml `judge.model: null` arrives through DVC as text
         answering = eval_settings(kwargs, got["template"])
         compute = resolve_compute(got["device"], got["dtype"])  # before any model or output
-        answering.check_task(parse_task(got["cell"]))
         pipeline = Point.of(sparsity=got["sparsity"], layer_prune=got["layer_prune"], delta=got["delta"],
                             selection=got["selection"], tau=got["tau"], seed=got["realign_seed"],
                             preset=got["preset"], beta=got["beta"])

@@ -66,7 +66,6 @@ def command(cell, model_name, model_seed, compute, nonaligned, weak, aligned, fi
     if judge_name not in JUDGES:
         raise click.BadParameter(f"expected one of {', '.join(JUDGES)}", param_hint="--judge")
     settings = eval_settings(answering, template)
-    settings.check_task(parsed.task)
     spec = JudgeSpec(name=judge_name, model=judge_model, batch_size=settings.batch_size, device=compute.device,
                      dtype=compute.dtype)
     adapters = dict(zip(VARIANT_OPTIONS, (nonaligned, weak, aligned, finetuned, realigned, safelora)))

@@ -8,7 +8,8 @@
               (nlsr_core.eval.label_scoring), and greedy generation
               (`label_tokens`) for the rows whose most likely first
               token starts no label; fa_mode generate: greedy
-              generation, `label_tokens` (sst2, agnews) or `gsm8k_tokens`
+              generation, `label_tokens` (sst2, agnews) or `gsm8k_tokens`;
+              gsm8k (no label strings) is generated in both modes
 
 The refusal matcher and the keyword judge read the opening of an answer (the first 256 characters), and greedy
 decoding is prefix-consistent (the first k tokens of a 48-token answer are the k-token answer), so a short
@@ -22,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nlsr_core.config import DataConfig, JudgeConfig, check_value, choices
-from nlsr_core.errors import NlsrError
 from nlsr_core.lora.generate import GenerationSettings
 from nlsr_core.data.tasks import TASKS
 
@@ -61,7 +61,8 @@ class EvalSettings:
     gsm8k_tokens: int = JudgeConfig.gsm8k_tokens
     """Generated GSM8K answers (a worked solution; always generated)."""
     fa_mode: str = JudgeConfig.fa_mode
-    """score: rank the label strings by likelihood (one forward pass per row and label); generate: decode."""
+    """score: rank the label strings of a label task (sst2, agnews) by likelihood (one forward pass per row and
+    label), and generate the tasks without label strings (gsm8k); generate: decode every task."""
     batch_size: int = JudgeConfig.batch_size
     template: str = DataConfig.template
 
@@ -69,20 +70,15 @@ class EvalSettings:
         for name in ("fa_mode", "max_new_tokens", "opening_tokens", "label_tokens", "gsm8k_tokens", "batch_size"):
             check_value(f"judge.{name}", getattr(self, name))   # the ranges beside JudgeConfig's fields
 
-    def check_task(self, task: str) -> None:
-        """A task without label strings cannot be scored: one line naming the setting."""
-        if self.fa_mode == "score" and task not in LABEL_TASKS:
-            raise NlsrError(f"judge.fa_mode 'score': task '{task}' has no label strings to score "
-                            f"(scorable: {', '.join(LABEL_TASKS)}); use fa_mode generate")
-
     def generation(self, tokens: int) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=tokens, batch_size=self.batch_size, template=self.template)
 
     def job(self, split: str, task: str, judge_name: str):
         """How `split` of `task` is answered: a GenerationSettings or a LabelScoring (both have `record()`)."""
         if split == "task":
-            self.check_task(task)
-            if self.fa_mode == "score":
+            # score applies to the label tasks only: a task without label strings (gsm8k, a worked solution) is
+            # generated in either mode, so one judge section serves a grid that mixes both kinds of task
+            if self.fa_mode == "score" and task in LABEL_TASKS:
                 return LabelScoring(LABEL_TASKS[task], self.generation(self.label_tokens))
             return self.generation(getattr(self, TASKS[task].budget))   # the task record names its budget
         if split in ("harmful", "transfer") and judge_name not in KEYWORD_JUDGES:

@@ -179,7 +179,8 @@ def _settings_text(settings: dict) -> str:
     if not any(isinstance(v, dict) for v in settings.values()):
         return ", ".join(f"{k} {v}" for k, v in sorted(settings.items())) or "unrecorded"
     jobs = {split: job for split, job in settings.items() if isinstance(job, dict)}
-    parts = [f"FA by {'label scoring' if settings.get('fa_mode') == 'score' else 'generation'}"]
+    scored = jobs.get("task", {}).get("decoding") == "label-scoring"   # gsm8k is generated in either fa_mode
+    parts = [f"FA by {'label scoring' if scored else 'generation'}"]
     for split, job in jobs.items():
         how = ("labels ranked by likelihood" if job.get("decoding") == "label-scoring"
                else f"{job.get('decoding', '?')} {job.get('max_new_tokens', '?')} new tokens")
