@@ -16,12 +16,32 @@ def _keys(d: dict, prefix: str = "") -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("profile", [REPO / "profiles" / n for n in (
+PROFILES = pytest.mark.parametrize("profile", [REPO / "params.yaml"] + [REPO / "profiles" / n for n in (
     "paper.yaml", "local-paper.yaml", "paper-tables/ratios.yaml", "paper-tables/aligners.yaml",
-    "paper-tables/tasks.yaml")], ids=lambda p: p.relative_to(REPO / "profiles").as_posix())
+    "paper-tables/tasks.yaml")], ids=lambda p: p.relative_to(REPO).as_posix())
+
+
+@PROFILES
 def test_profile_has_the_default_params_keys(profile):
     default = yaml.safe_load((REPO / "params.yaml").read_text())
     assert _keys(yaml.safe_load(profile.read_text())) == _keys(default)
+
+
+@PROFILES
+def test_profile_judge_answers_every_task_of_its_grid(profile):
+    """The judge section builds the task split's job for each task of the grid (the tasks run once stopped at
+    GSM8K's judge: fa_mode score refused a task without label strings instead of generating it)."""
+    import dataclasses
+
+    from nlsr_core.eval.settings import EvalSettings, LabelScoring, LABEL_TASKS
+
+    params = yaml.safe_load(profile.read_text())
+    judge = params["judge"]
+    settings = EvalSettings(template=params["data"]["template"], **{
+        f.name: judge[f.name] for f in dataclasses.fields(EvalSettings) if f.name in judge})
+    for task in params["grid"]["tasks"]:
+        job = settings.job("task", task, judge["name"])
+        assert isinstance(job, LabelScoring) == (settings.fa_mode == "score" and task in LABEL_TASKS)
 
 
 def test_local_paper_profile_builds_its_suite(shared_data):
