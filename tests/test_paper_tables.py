@@ -24,6 +24,12 @@ def test_compare_and_verdict_read_the_intervals():
     assert pt.verdict(["lower", "higher"], "lower") == "does not hold"
     assert pt.verdict(["lower", "not run"], "lower") == "cannot tell"
     assert pt.verdict(["not run"], "lower") == "cannot tell (not run)"
+    # a claim that keeps FA: HS lower but the repaired FA interval wholly below the fine-tuned model's counts against
+    repaired, finetuned = {"hs": _r(10), "fa": _r(70)}, {"hs": _r(60), "fa": _r(98)}
+    lost = pt.fa_kept(pt.compare(repaired, finetuned), repaired, finetuned)
+    assert lost == "lower, FA lost" and pt.verdict(["lower", lost], "lower") == "does not hold"
+    kept = {"hs": _r(10), "fa": _r(95)}
+    assert pt.fa_kept(pt.compare(kept, finetuned), kept, finetuned) == "lower"
 
 
 def test_best_safelora_is_the_lowest_hs_within_the_fa_margin():

@@ -207,13 +207,24 @@ def compare(first: dict | None, second: dict | None, metric: str = "hs") -> str:
     return "overlap"
 
 
+FA_LOST = "FA lost"
+
+
+def fa_kept(outcome: str, repaired: dict | None, finetuned: dict | None) -> str:
+    """The outcome of one comparison under a claim that keeps FA (Tables 1 and 3: "... with FA kept"): `outcome`,
+    marked FA_LOST where the repaired model's FA interval lies wholly below the fine-tuned model's, which counts
+    against the claim whatever HS did."""
+    return f"{outcome}, {FA_LOST}" if compare(repaired, finetuned, "fa") == "lower" else outcome
+
+
 def verdict(outcomes: list[str], want: str) -> str:
-    """holds (every comparison `want`), does not hold (one the other way), cannot tell (else, or nothing run)."""
+    """holds (every comparison `want`), does not hold (one the other way, or one that lost FA under a claim that
+    keeps it), cannot tell (else, or nothing run)."""
     ran = [o for o in outcomes if o != "not run"]
     if not ran:
         return "cannot tell (not run)"
     other = "higher" if want == "lower" else "lower"
-    if any(o == other for o in ran):
+    if any(o == other or o.endswith(FA_LOST) for o in ran):
         return "does not hold"
     if len(ran) == len(outcomes) and all(o == want for o in ran):
         return "holds"
@@ -248,11 +259,13 @@ def _side_by_side(title: str, columns: list[tuple[str, str]], rows_of, paper_row
 def table1(runs: Runs, task: str = "sst2", method: str = "dpo") -> tuple[list[str], str]:
     columns = [(p, f"p = {p:g}") for p in paper.RATIOS]
     rows = {p: cell_rows(runs, f"{task}-p{p:g}-{method}") for p in paper.RATIOS}
-    outcomes = [compare(rows[p][NLSR], rows[p][SAFELORA]) for p in paper.RATIOS]
+    outcomes = [fa_kept(compare(rows[p][NLSR], rows[p][SAFELORA]), rows[p][NLSR], rows[p]["Aligned"])
+                for p in paper.RATIOS]
     claim = verdict(outcomes, "lower")
     lines = _side_by_side("## Table 1: poison ratios (SST-2, DPO)", columns, rows.__getitem__, paper.TABLE1,
                           "The paper's claim: NLSR has lower HS than SafeLoRA at every p, FA kept.")
-    lines += [f"**Claim (NLSR's HS below SafeLoRA τ = 0.6's at every p): {claim}** — per p: "
+    lines += [f"**Claim (NLSR's HS below SafeLoRA τ = 0.6's at every p, its FA interval not wholly below the "
+              f"fine-tuned model's): {claim}** — per p: "
               + ", ".join(f"p {p:g}: {o}" for p, o in zip(paper.RATIOS, outcomes)) + ".", ""]
     return lines, claim
 
@@ -281,13 +294,14 @@ def table3(runs: Runs, p: float = 0.05, method: str = "dpo") -> tuple[list[str],
     tasks = ("agnews", "gsm8k")
     columns = [(t, {"agnews": "AG News", "gsm8k": "GSM8K"}[t]) for t in tasks]
     rows = {t: cell_rows(runs, f"{t}-p{p:g}-{method}") for t in tasks}
-    outcomes = [compare(rows[t][NLSR], rows[t][ref]) for t in tasks for ref in ("Aligned", SAFELORA)]
+    pairs = [(t, ref) for t in tasks for ref in ("Aligned", SAFELORA)]
+    outcomes = [fa_kept(compare(rows[t][NLSR], rows[t][ref]), rows[t][NLSR], rows[t]["Aligned"]) for t, ref in pairs]
     claim = verdict(outcomes, "lower")
     lines = _side_by_side(f"## Table 3: other tasks (p = {p:g}, DPO)", columns, rows.__getitem__, paper.TABLE3,
                           "The paper's claim: NLSR has the lowest HS on AG News and GSM8K with FA kept.")
-    lines += [f"**Claim (NLSR's HS below the fine-tuned model's and SafeLoRA's on both tasks): {claim}** — "
-              + ", ".join(f"{t} vs {ref}: {compare(rows[t][NLSR], rows[t][ref])}"
-                          for t in tasks for ref in ("Aligned", SAFELORA)) + ".", ""]
+    lines += [f"**Claim (NLSR's HS below the fine-tuned model's and SafeLoRA's on both tasks, its FA interval not "
+              f"wholly below the fine-tuned model's): {claim}** — "
+              + ", ".join(f"{t} vs {ref}: {o}" for (t, ref), o in zip(pairs, outcomes)) + ".", ""]
     return lines, claim
 
 
