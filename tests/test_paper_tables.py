@@ -47,11 +47,13 @@ def test_best_safelora_is_the_lowest_hs_within_the_fa_margin():
 def test_stage_times_from_a_stamped_log(tmp_path):
     log = tmp_path / "repro.log"
     log.write_text("100 Running stage 'prepare-data':\n101 > nlsr prepare-data\n150 Updating lock file 'dvc.lock'\n"
-                   "160 Running stage 'align@dpo':\noops unstamped\n400 Stage 'x' is cached - skipping run\n"
-                   "460 Updating lock file 'dvc.lock'\n470 Running stage 'frontier@c':\n480 [interrupted]\n"
-                   "490 Running stage 'analyze@c':\n700 still running\n")
-    # frontier@c was interrupted and analyze@c has not finished: neither has a stage time
-    assert pt.stage_times(log) == [("prepare-data", 60.0), ("align@dpo", 310.0)]
+                   "160 Running stage 'align@dpo':\noops unstamped\n400 Updating lock file 'dvc.lock'\n"
+                   "440 Stage 'x' is cached - skipping run\n460 Updating lock file 'dvc.lock'\n470 Running stage 'frontier@c':\n480 [interrupted]\n"
+                   "490 Running stage 'ablate@c':\n600 Updating lock file 'dvc.lock'\n900 Stage 'ablate@c' didn't "
+                   "change\n990 Running stage 'analyze@c':\n1200 still running\n")
+    # a stage ends at its own lock update: align@dpo not at the restored stage x's, ablate@c not at the next dvc
+    # repro's lines 300 s later; frontier@c was interrupted and analyze@c has not finished: neither has a time
+    assert pt.stage_times(log) == [("prepare-data", 50.0), ("align@dpo", 240.0), ("ablate@c", 110.0)]
 
 
 def test_load_runs_names_a_missing_run_and_an_empty_one(tmp_path):

@@ -59,21 +59,23 @@ RUN_INPUTS = (*(f"{stage}/*/{name}" for _, stage, _, name in STAGE_DOCS), f"{REA
 
 def stage_times(log: Path) -> list[tuple[str, float]]:
     """(stage, wall seconds) of every stage `dvc repro` ran to the end, from a log whose lines carry the epoch
-    second they were printed ("1765080000 Running stage 'align@dpo':"): a stage lasts until the next stage or the
-    last line, and counts only if DVC updated the lock file within it (an interrupted stage, or one still running
-    when the log was read, is left out)."""
-    spans, last = [], None                  # [stage, start, finished]
+    second they were printed ("1765080000 Running stage 'align@dpo':"): a stage lasts until DVC updates the lock
+    file after it (not until the next line, which may come from a later `dvc repro` of the same run, nor through
+    the lock update of a stage restored from the cache after it), and counts only if it got there (an interrupted
+    stage, or one still running when the log was read, is left out)."""
+    spans, running = [], None               # spans: [stage, start, time of its last lock update or None]
     for raw in log.read_text(encoding="utf-8", errors="replace").splitlines():
         m = _STAMPED.match(raw)
         if not m:
             continue
-        last = int(m["t"])
         if m["line"].startswith("Running stage '"):
-            spans.append([m["line"].split("'")[1], last, False])
-        elif m["line"].startswith("Updating lock file") and spans:
-            spans[-1][2] = True
-    ends = [start for _, start, _ in spans[1:]] + [last]
-    return [(stage, float(end - start)) for (stage, start, finished), end in zip(spans, ends) if finished]
+            spans.append([m["line"].split("'")[1], int(m["t"]), None])
+            running = spans[-1]
+        elif m["line"].startswith("Stage '"):        # "... is cached", "... didn't change": not run, not timed
+            running = None
+        elif m["line"].startswith("Updating lock file") and running:
+            running[2] = int(m["t"])
+    return [(stage, float(end - start)) for stage, start, end in spans if end is not None]
 
 
 def load_runs(runs: list[Path]) -> Runs:
