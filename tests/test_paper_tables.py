@@ -48,7 +48,8 @@ def test_stage_times_from_a_stamped_log(tmp_path):
     log = tmp_path / "repro.log"
     log.write_text("100 Running stage 'prepare-data':\n101 > nlsr prepare-data\n150 Updating lock file 'dvc.lock'\n"
                    "160 Running stage 'align@dpo':\noops unstamped\n400 Updating lock file 'dvc.lock'\n"
-                   "440 Stage 'x' is cached - skipping run\n460 Updating lock file 'dvc.lock'\n470 Running stage 'frontier@c':\n480 [interrupted]\n"
+                   "440 Stage 'x' is cached - skipping run\n460 Updating lock file 'dvc.lock'\n"
+                   "470 Running stage 'frontier@c':\n480 [interrupted]\n"
                    "490 Running stage 'ablate@c':\n600 Updating lock file 'dvc.lock'\n900 Stage 'ablate@c' didn't "
                    "change\n990 Running stage 'analyze@c':\n1200 still running\n")
     # a stage ends at its own lock update: align@dpo not at the restored stage x's, ablate@c not at the next dvc

@@ -16,18 +16,17 @@ def _keys(d: dict, prefix: str = "") -> set[str]:
     return out
 
 
-PROFILES = pytest.mark.parametrize("profile", [REPO / "params.yaml"] + [REPO / "profiles" / n for n in (
-    "paper.yaml", "local-paper.yaml", "paper-tables/ratios.yaml", "paper-tables/aligners.yaml",
-    "paper-tables/tasks.yaml")], ids=lambda p: p.relative_to(REPO).as_posix())
+PROFILES = [REPO / "profiles" / n for n in ("paper.yaml", "local-paper.yaml", "paper-tables/ratios.yaml",
+                                            "paper-tables/aligners.yaml", "paper-tables/tasks.yaml")]
 
 
-@PROFILES
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_profile_has_the_default_params_keys(profile):
     default = yaml.safe_load((REPO / "params.yaml").read_text())
     assert _keys(yaml.safe_load(profile.read_text())) == _keys(default)
 
 
-@PROFILES
+@pytest.mark.parametrize("profile", [REPO / "params.yaml", *PROFILES], ids=lambda p: p.relative_to(REPO).as_posix())
 def test_profile_judge_answers_every_task_of_its_grid(profile):
     """The judge section builds the task split's job for each task of the grid (the tasks run once stopped at
     GSM8K's judge: fa_mode score refused a task without label strings instead of generating it)."""
